@@ -1,0 +1,29 @@
+model = dict(
+    type='DINO',
+    data_preprocessor=dict(
+        type='SelfSupDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        to_rgb=True),
+    backbone=dict(
+        type='VisionTransformer',
+        arch='deit-small',
+        patch_size=16,
+        img_size=224,
+        drop_path_rate=0.1,
+        out_type='cls_token',
+        final_norm=True),
+    head=dict(
+        type='DINOHead',
+        in_channels=384,
+        out_channels=65536,
+        hidden_channels=2048,
+        bottleneck_channels=256,
+        num_layers=3,
+        norm_last_layer=False),
+    loss=dict(type='DINOLoss', out_channels=65536, student_temp=0.1, center_momentum=0.9),
+    num_global_views=2,
+    teacher_momentum=0.996,
+    end_teacher_momentum=1.0,
+    teacher_temp=0.07,
+)

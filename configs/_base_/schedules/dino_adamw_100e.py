@@ -1,0 +1,27 @@
+# DINO recipe: AdamW, lr 5e-4 x total_batch/256 (here 8 GPUs x 64 = 512), 10 warm-up epochs,
+# cosine to 1e-6; weight decay cosine 0.04 -> 0.4 (none on norms, biases and 1-D params);
+# gradient clipping 3.0; prototype layer frozen during epoch 1; teacher temperature 0.04 -> 0.07
+# over 30 epochs.
+max_epochs = 100
+warmup_epochs = 10
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=5e-4 * 512 / 256, betas=(0.9, 0.999), weight_decay=0.04),
+    clip_grad=dict(max_norm=3.0),
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0),
+)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=warmup_epochs,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=1e-6, by_epoch=True,
+         begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingWeightDecay', eta_min=0.4, T_max=max_epochs, by_epoch=True, begin=0,
+         end=max_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+custom_hooks = [
+    dict(type='TeacherTempWarmupHook', start=0.04, end=0.07, warmup_epochs=30),
+    dict(type='FreezeLastLayerHook', module_prefixes=('head.last_layer', ), freeze_epochs=1),
+]
+# `tools/train.py --auto-scale-lr` rescales the lr when the total batch differs from 512.
+auto_scale_lr = dict(base_batch_size=512)

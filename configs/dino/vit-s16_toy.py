@@ -1,0 +1,41 @@
+# DINO ViT-S/16 sized for the 2-core CPU demo on the toy scenes: the same backbone, head
+# structure, losses and schedules as vit-s16_in1k.py, with 2 x 96 px global + 4 x 48 px local
+# crops, 4096 prototypes, batch 8 and a 2-epoch schedule.
+_base_ = [
+    '../_base_/datasets/toy_scenes_unlabeled.py',
+    '../_base_/pipelines/byol_photometric.py',
+    '../_base_/models/dino_vit-s16.py',
+    '../_base_/schedules/dino_adamw_100e.py',
+    '../_base_/default_runtime.py',
+]
+train_pipeline = [
+    dict(type='LoadRGBImage'),
+    dict(
+        type='MultiCropWithGeometry',
+        global_crops=dict(num=2, size=96, scale=(0.25, 1.0)),
+        local_crops=dict(num=4, size=48, scale=(0.05, 0.25)),
+        global_pipelines=[{{_base_.photometric_view1}}, {{_base_.photometric_view2}}],
+        local_pipeline={{_base_.photometric_local}}),
+    dict(type='PackInputs', algorithm_keys=['crop_boxes', 'flips']),
+]
+train_dataloader = dict(batch_size=8, num_workers=2, dataset=dict(pipeline=train_pipeline))
+
+model = dict(head=dict(out_channels=4096), loss=dict(out_channels=4096))
+
+max_epochs = 2
+optim_wrapper = dict(optimizer=dict(lr=5e-4))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=0.2,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=max_epochs - 0.2, eta_min=1e-6, by_epoch=True,
+         begin=0.2, end=max_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingWeightDecay', eta_min=0.4, T_max=max_epochs, by_epoch=True,
+         begin=0, end=max_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=max_epochs)
+custom_hooks = [
+    dict(type='TeacherTempWarmupHook', start=0.04, end=0.07, warmup_epochs=1),
+    dict(type='FreezeLastLayerHook', module_prefixes=('head.last_layer', ), freeze_epochs=0.2),
+]
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=1))
+auto_scale_lr = dict(base_batch_size=8)

@@ -1,0 +1,33 @@
+"""mmdense: dense self-supervised pretraining for the OpenMMLab 2.x ecosystem."""
+import mmcv
+import mmengine
+from mmengine.utils import digit_version
+
+from .version import __version__, version_info
+
+MMENGINE_MIN, MMENGINE_MAX = '0.10.0', '1.0.0'
+MMCV_MIN, MMCV_MAX = '2.0.0', '2.2.0'
+MMPRETRAIN_MIN, MMPRETRAIN_MAX = '1.0.0', '2.0.0'
+
+
+def _check_version(name: str, installed: str, minimum: str, maximum: str) -> None:
+    if not digit_version(minimum) <= digit_version(installed) < digit_version(maximum):
+        raise ImportError(
+            f'mmdense {__version__} needs {name}>={minimum},<{maximum}, but {name}=={installed} '
+            'is installed. Run `make install` (or see requirements/mminstall.txt).')
+
+
+_check_version('mmengine', mmengine.__version__, MMENGINE_MIN, MMENGINE_MAX)
+_check_version('mmcv', mmcv.__version__, MMCV_MIN, MMCV_MAX)
+try:
+    import mmpretrain
+except ImportError as e:
+    raise ImportError(f'mmdense needs mmpretrain>={MMPRETRAIN_MIN},<{MMPRETRAIN_MAX}: {e}. '
+                      'Run `make install`.') from e
+_check_version('mmpretrain', mmpretrain.__version__, MMPRETRAIN_MIN, MMPRETRAIN_MAX)
+
+from .utils import compat  # noqa: E402
+
+compat.apply_all()
+
+__all__ = ['__version__', 'version_info']

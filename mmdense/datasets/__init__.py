@@ -1,0 +1,9 @@
+from .toy_scenes import (CLASSES, IGNORE_INDEX, PALETTE, SEG_CLASSES, SEG_PALETTE,
+                         generate_toy_scenes, toy_scenes_exist)
+from .transforms import *  # noqa: F401,F403
+from .unlabeled import UnlabeledImageDataset
+
+__all__ = [
+    'CLASSES', 'IGNORE_INDEX', 'PALETTE', 'SEG_CLASSES', 'SEG_PALETTE', 'generate_toy_scenes',
+    'toy_scenes_exist', 'UnlabeledImageDataset'
+]

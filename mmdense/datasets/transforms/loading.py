@@ -1,0 +1,69 @@
+"""Robust image loading for unlabeled pretraining data."""
+import io
+from typing import Optional
+
+import mmengine.fileio as fileio
+import numpy as np
+from mmcv.transforms import BaseTransform
+from PIL import Image, ImageOps
+
+from mmdense.registry import TRANSFORMS
+
+_SIXTEEN_BIT_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
+
+
+class ImageLoadError(OSError):
+    """An image file could not be read or decoded."""
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """8-bit RGB array of any PIL image (grey, palette, alpha, CMYK, 16-bit...).
+
+    Alpha is dropped (as ``cv2.imread`` does); 16-bit grey is scaled from [0, 65535] to [0, 255].
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        grey = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257
+        return np.repeat(np.round(grey).astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(image.convert('RGB'))
+
+
+@TRANSFORMS.register_module()
+class LoadRGBImage(BaseTransform):
+    """Load ``results['img_path']`` with PIL as an 8-bit BGR ``HxWx3`` array.
+
+    EXIF orientation is applied, and grey, palette, alpha, CMYK and 16-bit images become 8-bit
+    three-channel images. Channels are in BGR order like ``mmcv.imread`` (data preprocessors
+    convert to RGB). Adds ``img``, ``img_shape`` and ``ori_shape`` (both ``(h, w)``).
+
+    Raises:
+        ImageLoadError: the file is missing, empty, truncated or not a decodable image; the
+            message names the path and the reason.
+
+    Args:
+        backend_args (dict, optional): mmengine file backend arguments (e.g. for remote storage).
+    """
+
+    def __init__(self, backend_args: Optional[dict] = None):
+        self.backend_args = backend_args
+
+    def transform(self, results: dict) -> dict:
+        path = results['img_path']
+        try:
+            data = fileio.get(path, backend_args=self.backend_args)
+        except OSError as err:
+            raise ImageLoadError(f'cannot read image {path!r}: {err}') from err
+        if not data:
+            raise ImageLoadError(f'cannot load image {path!r}: the file is empty (0 bytes)')
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                rgb = _to_rgb(ImageOps.exif_transpose(image))
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageLoadError(
+                f'cannot decode image {path!r} ({len(data)} bytes): {err}') from err
+        results['img'] = np.ascontiguousarray(rgb[..., ::-1])
+        results['img_shape'] = results['ori_shape'] = rgb.shape[:2]
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(backend_args={self.backend_args})'

@@ -1,0 +1,74 @@
+from itertools import groupby
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+from mmpretrain.models import BaseSelfSupervisor
+from mmpretrain.structures import DataSample
+from torch import Tensor
+
+from mmdense.models.utils import EMATeacher
+from mmdense.registry import MODELS
+
+
+def embed_views(backbone: nn.Module, head: nn.Module, views: List[Tensor]) -> Tensor:
+    """Backbone + head on a list of V view batches (B, 3, H, W); consecutive views of equal size
+    share one forward pass. Returns (V, B, K)."""
+    outputs = []
+    for _, same_size in groupby(views, key=lambda v: v.shape[-2:]):
+        same_size = list(same_size)
+        features = backbone(torch.cat(same_size))[-1]
+        outputs.append(head(features))
+    return torch.cat(outputs).view(len(views), views[0].shape[0], -1)
+
+
+@MODELS.register_module()
+class DINO(BaseSelfSupervisor):
+    """DINO: self-distillation with no labels (Caron et al., ICCV 2021).
+
+    The student sees all crops (global first, then local); its EMA teacher sees the global
+    crops. The student matches the teacher's centred, sharpened distribution over K prototypes
+    for every pair of different views (:class:`DINOLoss`).
+
+    Args:
+        backbone: e.g. mmpretrain ``VisionTransformer`` with ``out_type='cls_token'``.
+        head: :class:`DINOHead` config.
+        loss: :class:`DINOLoss` config.
+        num_global_views: number of leading views the teacher sees.
+        teacher_momentum / end_teacher_momentum: EMA momentum schedule (0.996 → 1).
+        teacher_temp: τ_t; :class:`TeacherTempWarmupHook` anneals it during warm-up.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 head: dict,
+                 loss: dict,
+                 num_global_views: int = 2,
+                 teacher_momentum: float = 0.996,
+                 end_teacher_momentum: float = 1.0,
+                 teacher_temp: float = 0.07,
+                 data_preprocessor: Optional[dict] = None,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(backbone=backbone, head=head, pretrained=pretrained,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.loss_module = MODELS.build(loss)
+        self.num_global_views = num_global_views
+        self.teacher_temp = teacher_temp
+        self.teacher = EMATeacher(self.student_modules(), teacher_momentum, end_teacher_momentum)
+
+    def student_modules(self) -> dict:
+        """The modules the teacher tracks, by name."""
+        return dict(backbone=self.backbone, head=self.head)
+
+    def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
+        if len(inputs) < max(2, self.num_global_views):
+            raise ValueError(f'{type(self).__name__} needs at least {max(2, self.num_global_views)} '
+                             f'views per image, got {len(inputs)}: check the MultiCrop pipeline')
+        self.teacher.update(self.student_modules())
+        with torch.no_grad():
+            teacher_logits = embed_views(self.teacher['backbone'], self.teacher['head'],
+                                         inputs[:self.num_global_views])
+        student_logits = embed_views(self.backbone, self.head, inputs)
+        loss = self.loss_module(student_logits, teacher_logits, self.teacher_temp)
+        return dict(loss=loss)

@@ -1,0 +1,3 @@
+from .dino_head import DINOHead, WeightNormLinear
+
+__all__ = ['DINOHead', 'WeightNormLinear']

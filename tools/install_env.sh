@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Create .venv/ and install the full mmdense stack (torch, mmengine, mmcv with ops, mmdet,
+# mmseg, mmpretrain, mmdense). Idempotent: returns in seconds when nothing changed.
+#
+# Environment overrides:
+#   PYTHON          interpreter used to create the venv       (default: python3)
+#   MMDENSE_VENV    venv location                             (default: <repo>/.venv)
+#   TORCH_SPEC      torch/torchvision requirement             (default: torch==2.14.1 torchvision==0.29.1)
+#   MMDENSE_CACHE   where the compiled mmcv wheel is kept     (default: ~/.cache/mmdense)
+#   MAX_JOBS        parallel compile jobs for mmcv            (default: nproc)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MMDENSE_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+CACHE="${MMDENSE_CACHE:-$HOME/.cache/mmdense}"
+MMCV_VERSION="2.1.0"
+export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+
+log() { printf '[install %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+fingerprint() {
+    cat "$ROOT/tools/install_env.sh" "$ROOT"/requirements/*.txt "$ROOT/setup.py"
+    echo "$TORCH_SPEC $PYTHON"
+}
+STAMP="$VENV/.mmdense-install-stamp"
+WANT="$(fingerprint | sha256sum | cut -d' ' -f1)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
+    log "environment up to date ($VENV)"
+    exit 0
+fi
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    log "creating virtualenv $VENV with $PYTHON"
+    "$PYTHON" -m venv "$VENV"
+fi
+pip_quiet() {
+    # The machine-wide pip config lists local indexes that lack most projects; hide that noise.
+    "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2> >(grep -v '^WARNING: Location' >&2)
+}
+PIP=(pip_quiet)
+"${PIP[@]}" install -q --upgrade pip "setuptools>=77,<81" wheel ninja
+
+log "installing $TORCH_SPEC (several GB on first install)"
+# shellcheck disable=SC2086
+"${PIP[@]}" install -q $TORCH_SPEC
+
+TORCH_VERSION="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
+PY_TAG="$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')"
+WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION-torch$TORCH_VERSION-$PY_TAG"
+
+if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null; then
+    if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
+        log "no cached mmcv wheel in $WHEEL_DIR: compiling mmcv $MMCV_VERSION with ops from source"
+        log "this takes ~17 min on 2 cores and happens once per machine (cached afterwards)"
+        BUILD="$(mktemp -d)"
+        trap 'rm -rf "$BUILD"' EXIT
+        "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary :all: -d "$BUILD" "mmcv==$MMCV_VERSION"
+        tar -xzf "$BUILD"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD"
+        SRC="$BUILD/mmcv-$MMCV_VERSION"
+        # torch >= 2.14 headers need C++20; mmcv 2.1.0's setup.py hard-codes C++14/17.
+        sed -i -E 's/-std=c\+\+1[47]/-std=c++20/g' "$SRC/setup.py"
+        "${PIP[@]}" install -q "mmengine==0.10.7" addict yapf packaging pyyaml opencv-python Pillow
+        mkdir -p "$WHEEL_DIR"
+        (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" \
+            "${PIP[@]}" wheel -v --no-build-isolation --no-deps -w "$WHEEL_DIR.tmp" . \
+            > "$BUILD/mmcv-build.log" 2>&1) || {
+            tail -n 60 "$BUILD/mmcv-build.log"
+            log "mmcv build failed (full log above, last 60 lines)"
+            exit 1
+        }
+        mv "$WHEEL_DIR.tmp"/mmcv-*.whl "$WHEEL_DIR"/ && rm -rf "$WHEEL_DIR.tmp"
+        log "mmcv wheel cached in $WHEEL_DIR"
+    else
+        log "reusing cached mmcv wheel from $WHEEL_DIR"
+    fi
+    "${PIP[@]}" install -q "$WHEEL_DIR"/mmcv-*.whl
+fi
+
+log "installing OpenMMLab packages and runtime/test requirements"
+"${PIP[@]}" install -q -r "$ROOT/requirements/mminstall.txt" -r "$ROOT/requirements/runtime.txt" \
+    -r "$ROOT/requirements/tests.txt"
+"${PIP[@]}" install -q -r "$ROOT/requirements/optional.txt" || log "optional extras failed to install (continuing)"
+log "installing mmdense (editable)"
+"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+
+"$VENV/bin/python" - <<'PY'
+import mmcv, mmdet, mmengine, mmpretrain, mmseg, torch
+from mmcv.ops import RoIAlign  # noqa: F401  compiled ops must import
+import mmdense
+print(f'[install] torch {torch.__version__} | mmengine {mmengine.__version__} | mmcv {mmcv.__version__} '
+      f'| mmdet {mmdet.__version__} | mmseg {mmseg.__version__} | mmpretrain {mmpretrain.__version__} '
+      f'| mmdense {mmdense.__version__}')
+PY
+echo "$WANT" > "$STAMP"
+log "done"
