@@ -37,3 +37,28 @@ def test_mmengine_message_hub_state_loads_safely(tmp_path):
     buffer = loaded['meta']['message_hub']['log_scalars']['train/loss']
     assert isinstance(buffer, HistoryBuffer) and buffer.current() == 1.5
     assert loaded['meta']['seed'] == 7
+
+
+def test_negative_hue_jitter_works_and_rotates_hue():
+    import cv2
+    import mmcv
+
+    from mmdense.utils.compat import adjust_hue
+    assert mmcv.adjust_hue is adjust_hue
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 2] = 255  # BGR red, hue 0
+    for factor in (-0.25, 0.25, -0.5, 0.0):
+        out = adjust_hue(red, factor)
+        hue = cv2.cvtColor(out, cv2.COLOR_BGR2HSV_FULL)[0, 0, 0]
+        assert abs(int(hue) - int(factor * 255) % 256) <= 2
+    with pytest.raises(ValueError):
+        adjust_hue(red, 0.7)
+
+
+def test_mmpretrain_color_jitter_runs_with_negative_hue():
+    from mmpretrain.datasets.transforms import ColorJitter
+    img = np.random.RandomState(0).randint(0, 255, (8, 8, 3), dtype=np.uint8)
+    jitter = ColorJitter(hue=0.5)
+    for seed in range(10):
+        np.random.seed(seed)
+        assert jitter(dict(img=img.copy()))['img'].shape == img.shape

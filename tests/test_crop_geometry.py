@@ -127,7 +127,7 @@ def test_align_round_trip_resized_views(flip_a, flip_b):
     for aligned in (aligned_a, aligned_b):
         torch.testing.assert_close(aligned[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], rtol=0,
                                    atol=1e-3)
-        torch.testing.assert_close(aligned, expected, rtol=0, atol=0.25)
+        torch.testing.assert_close(aligned, expected, rtol=0, atol=0.5)
 
 
 def test_align_identity_and_flip():

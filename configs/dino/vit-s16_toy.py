@@ -16,7 +16,7 @@ train_pipeline = [
         local_crops=dict(num=4, size=48, scale=(0.05, 0.25)),
         global_pipelines=[{{_base_.photometric_view1}}, {{_base_.photometric_view2}}],
         local_pipeline={{_base_.photometric_local}}),
-    dict(type='PackInputs', algorithm_keys=['crop_boxes', 'flips']),
+    dict(type='PackMultiViewInputs', algorithm_keys=['crop_boxes', 'flips']),
 ]
 train_dataloader = dict(batch_size=8, num_workers=2, dataset=dict(pipeline=train_pipeline))
 

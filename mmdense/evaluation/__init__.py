@@ -1,0 +1,1 @@
+"""Dense evaluation metrics and hooks (registered in mmdense.registry.METRICS)."""

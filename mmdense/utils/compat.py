@@ -2,42 +2,51 @@
 
 Each fix names the version that needs it. Nothing here disables a safety check.
 """
-import builtins
-import collections
-import copyreg
-import logging
+import pickle
 
+import cv2
 import numpy as np
 import torch
 
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+# numpy >= 1.25 rebuilds dtypes through per-type classes (numpy.dtypes.Float64DType, ...);
+# only plain numeric and bool dtypes are allowed (no object dtype).
+NUMERIC_DTYPE_CLASSES = tuple(
+    type(np.dtype(name)) for name in ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8',
+                                      'uint16', 'uint32', 'uint64', 'float16', 'float32',
+                                      'float64', 'complex64', 'complex128'))
 
-def _numpy_checkpoint_globals() -> list:
-    """numpy objects that mmengine's runner checkpoints pickle (``HistoryBuffer`` arrays, numpy
-    scalars in the message hub, dtype objects)."""
+
+def _history_buffer_statistic(owner, name: str):
+    """Stands in for ``getattr`` while a checkpoint is unpickled with ``weights_only=True``.
+
+    mmengine 0.10.7's ``HistoryBuffer.__getstate__`` pickles its statistics methods as
+    ``getattr(HistoryBuffer, 'min')`` etc.; this resolves exactly those and refuses anything else.
+    """
+    from mmengine.logging import HistoryBuffer
+    if owner is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({owner!r}, {name!r}); only HistoryBuffer statistics '
+        f'methods {HISTORY_BUFFER_STATISTICS} are allowed')
+
+
+def checkpoint_safe_globals() -> list:
+    """The globals mmengine 0.10.7 runner checkpoints hold beyond torch's defaults: numpy arrays
+    and scalars (``HistoryBuffer`` histories, message-hub values) and ``HistoryBuffer`` itself."""
+    from mmengine.logging import HistoryBuffer
     try:  # numpy >= 2.0 moved the pickling helpers to numpy._core
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy 1.x
         from numpy.core.multiarray import _reconstruct, scalar
-    dtype_classes = [type(np.dtype(name)) for name in np.sctypeDict.values()
-                     if isinstance(name, type)]
-    return [np.ndarray, np.dtype, _reconstruct, scalar, *sorted(set(dtype_classes), key=str)]
-
-
-def _mmengine_checkpoint_globals() -> list:
-    from mmengine.logging import HistoryBuffer
-    return [HistoryBuffer]
-
-
-def checkpoint_safe_globals() -> list:
-    """Exactly the globals that mmengine 0.10.7 runner checkpoints need beyond torch's defaults."""
     return [
-        *_numpy_checkpoint_globals(),
-        *_mmengine_checkpoint_globals(),
-        collections.OrderedDict,
-        collections.defaultdict,
-        copyreg._reconstructor,
-        builtins.object,
-        logging.Logger,
+        np.ndarray,
+        np.dtype,
+        *NUMERIC_DTYPE_CLASSES,
+        (_reconstruct, f'{_reconstruct.__module__}._reconstruct'),
+        (scalar, f'{scalar.__module__}.scalar'),
+        HistoryBuffer,
+        (_history_buffer_statistic, 'builtins.getattr'),
     ]
 
 
@@ -49,5 +58,36 @@ def allow_mmengine_checkpoints() -> None:
         torch.serialization.add_safe_globals(checkpoint_safe_globals())
 
 
+def adjust_hue(img: np.ndarray, hue_factor: float, backend=None) -> np.ndarray:
+    """Rotate the hue of a BGR image by ``hue_factor`` ∈ [-0.5, 0.5] of a full turn.
+
+    Replaces ``mmcv.adjust_hue`` (mmcv 2.1.0), whose ``np.uint8(hue_factor * 255)`` raises
+    ``OverflowError`` for every negative factor under numpy >= 2, which breaks mmpretrain's
+    ``ColorJitter``. The shift is wrapped into uint8 explicitly; ``backend`` is accepted for
+    signature compatibility (the rotation is done in OpenCV's full-range HSV for both).
+    """
+    if not -0.5 <= hue_factor <= 0.5:
+        raise ValueError(f'hue_factor {hue_factor} is not in [-0.5, 0.5]')
+    if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3):
+        raise TypeError('adjust_hue expects an (H, W, 3) BGR ndarray')
+    hsv = cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_BGR2HSV_FULL)
+    shift = np.uint8(int(hue_factor * 255) % 256)
+    with np.errstate(over='ignore'):
+        hsv[..., 0] += shift
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR_FULL).astype(img.dtype)
+
+
+def patch_mmcv_adjust_hue() -> None:
+    """numpy >= 2 with mmcv 2.1.0: see :func:`adjust_hue`."""
+    if int(np.__version__.split('.')[0]) < 2:
+        return
+    import mmcv
+    import mmcv.image
+    import mmcv.image.photometric
+    for module in (mmcv, mmcv.image, mmcv.image.photometric):
+        module.adjust_hue = adjust_hue
+
+
 def apply_all() -> None:
     allow_mmengine_checkpoints()
+    patch_mmcv_adjust_hue()

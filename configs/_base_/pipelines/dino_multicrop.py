@@ -9,5 +9,5 @@ train_pipeline = [
         local_crops=dict(num=10, size=96, scale=(0.05, 0.25)),
         global_pipelines=[{{_base_.photometric_view1}}, {{_base_.photometric_view2}}],
         local_pipeline={{_base_.photometric_local}}),
-    dict(type='PackInputs', algorithm_keys=['crop_boxes', 'flips']),
+    dict(type='PackMultiViewInputs', algorithm_keys=['crop_boxes', 'flips']),
 ]

@@ -98,12 +98,12 @@ class MultiCropWithGeometry(BaseTransform):
 
     def _sample_global_boxes(self, height: int, width: int) -> List[np.ndarray]:
         scale = self.global_crops['scale']
-        boxes = [self._sample_box(height, width, scale)]
-        for _ in range(1, self.global_crops['num']):
+        boxes = []
+        for _ in range(self.global_crops['num']):
             box = self._sample_box(height, width, scale)
             tries = 1
-            while self.require_overlap and tries < self.max_tries and not boxes_overlap(
-                    boxes[0], box):
+            while (self.require_overlap and boxes and tries < self.max_tries
+                   and not boxes_overlap(boxes[0], box)):
                 box = self._sample_box(height, width, scale)
                 tries += 1
             boxes.append(box)

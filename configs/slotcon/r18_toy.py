@@ -1,0 +1,43 @@
+# SlotCon sized for the 2-core CPU demo on the toy scenes: ResNet-18, two 128 px views (4x4
+# score maps), 32 prototypes, 1024-wide MLPs, batch 8, 6 epochs, fp32. Losses, temperatures,
+# momenta, LARS and the schedule shape are those of the R50 recipe. The lr is not the linear-
+# scaling value (1.0 x 8/256): LARS steps are relative to each layer's weight norm, and that value
+# would leave a 6-epoch run almost unchanged.
+_base_ = [
+    '../_base_/datasets/toy_scenes_unlabeled.py',
+    '../_base_/models/slotcon_r50.py',
+    '../_base_/schedules/slotcon_lars.py',
+    '../_base_/default_runtime.py',
+]
+train_pipeline = [
+    dict(type='LoadRGBImage'),
+    dict(
+        type='MultiCropWithGeometry',
+        global_crops=dict(num=2, size=128, scale=(0.08, 1.0)),
+        local_crops=dict(num=0),
+        require_overlap=True,
+        max_tries=10,
+        global_pipelines=[{{_base_.photometric_view1}}, {{_base_.photometric_view2}}]),
+    dict(type='PackMultiViewInputs', algorithm_keys=['crop_boxes', 'flips']),
+]
+train_dataloader = dict(batch_size=8, num_workers=2, dataset=dict(pipeline=train_pipeline))
+
+model = dict(
+    backbone=dict(depth=18),
+    neck=dict(in_channels=512, hidden_channels=1024),
+    head=dict(num_prototypes=32),
+    predictor=dict(hidden_channels=1024),
+)
+
+max_epochs = 6
+warmup_epochs = 0.5
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=warmup_epochs,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=0.0, by_epoch=True,
+         begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=max_epochs)
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=2))
+auto_scale_lr = dict(base_batch_size=8)

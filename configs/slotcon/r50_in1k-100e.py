@@ -1,0 +1,8 @@
+# SlotCon ResNet-50 on ImageNet-1K, 100 epochs, 8 GPUs x 64 images.
+_base_ = [
+    '../_base_/datasets/imagenet_unlabeled.py',
+    '../_base_/models/slotcon_r50.py',
+    '../_base_/schedules/slotcon_lars.py',
+    '../_base_/default_runtime.py',
+]
+train_dataloader = dict(batch_size=64, dataset=dict(pipeline={{_base_.train_pipeline}}))

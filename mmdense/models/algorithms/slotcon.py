@@ -1,0 +1,161 @@
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmpretrain.models import BaseSelfSupervisor
+from mmpretrain.structures import DataSample
+from torch import Tensor
+
+from mmdense.models.losses import group_loss, kept_slots, slot_contrast_loss
+from mmdense.models.utils import EMATeacher, align_to_boxes, overlap_in_views
+from mmdense.registry import MODELS
+from mmdense.utils.dist import all_reduce_sum
+
+
+@MODELS.register_module()
+class SlotCon(BaseSelfSupervisor):
+    """SlotCon: self-supervised learning with semantic grouping (Wen et al., NeurIPS 2022).
+
+    Backbone → dense projector (``neck``) → :class:`SemanticGrouping` (``head``) turns each of two
+    overlapping views into prototype score maps and one slot per prototype, for the student and
+    its EMA teacher. Two losses, each symmetrised over the views:
+
+    * group loss: the student's scores follow the teacher's centred, sharpened scores of the
+      other view at every pixel of the region both views show (maps RoI-aligned to the overlap
+      and un-flipped);
+    * slot loss: predicted student slots contrast against the teacher's slots of the other view.
+
+    ``L = λ_g (L_group(s1, t2) + L_group(s2, t1)) + (1 − λ_g)(L_slot(s1, t2) + L_slot(s2, t1))``
+
+    Args:
+        backbone: e.g. mmpretrain ``ResNet`` with ``out_indices=(3,)``.
+        neck: :class:`ConvMLPProjector` config.
+        head: :class:`SemanticGrouping` config.
+        predictor: :class:`SlotPredictor` config.
+        group_loss_weight: λ_g.
+        student_temp / teacher_temp: τ_s / τ_t of the group loss.
+        slot_temp: τ of the slot loss.
+        center_momentum: EMA momentum of the centre of the teacher scores.
+        teacher_momentum / end_teacher_momentum: EMA teacher schedule (0.99 → 1).
+        teacher_update_buffers: average BN statistics into the teacher too (True) rather than
+            copying the student's (False).
+        feat_branch: ``'teacher'`` or ``'student'`` backbone for :meth:`extract_feat` (transfer).
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: dict,
+                 head: dict,
+                 predictor: dict,
+                 group_loss_weight: float = 0.5,
+                 student_temp: float = 0.1,
+                 teacher_temp: float = 0.07,
+                 slot_temp: float = 0.2,
+                 center_momentum: float = 0.9,
+                 teacher_momentum: float = 0.99,
+                 end_teacher_momentum: float = 1.0,
+                 teacher_update_buffers: bool = True,
+                 feat_branch: str = 'teacher',
+                 data_preprocessor: Optional[dict] = None,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(backbone=backbone, neck=neck, head=head, pretrained=pretrained,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.predictor = MODELS.build(predictor)
+        dims = dict(projector_out=self.neck.out_channels, grouping_dim=self.head.dim,
+                    predictor_in=self.predictor.in_channels,
+                    predictor_out=self.predictor.out_channels)
+        if len(set(dims.values())) != 1:
+            raise ValueError(f'SlotCon needs one slot dimension throughout, got {dims}')
+        if feat_branch not in ('teacher', 'student'):
+            raise ValueError(f"feat_branch must be 'teacher' or 'student', got {feat_branch!r}")
+        if not 0.0 <= group_loss_weight <= 1.0:
+            raise ValueError(f'group_loss_weight must lie in [0, 1], got {group_loss_weight}')
+        self.group_loss_weight = group_loss_weight
+        self.student_temp = student_temp
+        self.teacher_temp = teacher_temp
+        self.slot_temp = slot_temp
+        self.center_momentum = center_momentum
+        self.feat_branch = feat_branch
+        self.register_buffer('center', torch.zeros(1, self.head.num_prototypes))
+        self.teacher = EMATeacher(self.student_modules(), teacher_momentum, end_teacher_momentum,
+                                  update_buffers=teacher_update_buffers)
+
+    def student_modules(self) -> dict:
+        """The modules the teacher tracks, by name (the predictor is student-only)."""
+        return dict(backbone=self.backbone, neck=self.neck, head=self.head)
+
+    @staticmethod
+    def encode_view(modules: dict, view: Tensor) -> Tuple[Tensor, Tensor]:
+        """One view (B, 3, H, W) → slots (B, K, D) and prototype scores (B, K, h, w)."""
+        return modules['head'](modules['neck'](modules['backbone'](view)[-1]))
+
+    @staticmethod
+    def view_overlaps(data_samples: List[DataSample],
+                      device: torch.device) -> Tuple[List[Tensor], Tensor, Tensor]:
+        """Where the two views of each image overlap, from their ``crop_boxes`` and ``flips``.
+
+        Returns the (B, 4) overlap box of each view in its normalised displayed frame, the
+        (B, 2) flips and the (B,) bool mask of images whose views do overlap.
+        """
+        boxes = torch.stack([sample.crop_boxes for sample in data_samples]).to(device)
+        flips = torch.stack([sample.flips for sample in data_samples]).to(device).bool()
+        overlap_1, overlap_2, valid = overlap_in_views(boxes[:, 0], flips[:, 0], boxes[:, 1],
+                                                       flips[:, 1])
+        return [overlap_1, overlap_2], flips, valid
+
+    @staticmethod
+    def align_to_overlap(maps: Sequence[Tensor], overlaps: List[Tensor],
+                         flips: Tensor) -> List[Tensor]:
+        """Inverse augmentation: each view's (B, C, h, w) map resampled to the overlap region at
+        (h, w) and un-flipped, so the two views' maps match pixel for pixel."""
+        return [align_to_boxes(view_maps, overlaps[v], flips[:, v], view_maps.shape[-2:])
+                for v, view_maps in enumerate(maps)]
+
+    def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
+        if len(inputs) != 2:
+            raise ValueError(f'SlotCon needs exactly 2 views per image, got {len(inputs)}: '
+                             'use MultiCropWithGeometry with 2 global and 0 local crops')
+        overlaps, flips, valid = self.view_overlaps(data_samples, inputs[0].device)
+
+        self.teacher.update(self.student_modules())
+        student_slots, student_dots = zip(*[self.encode_view(self.student_modules(), view)
+                                            for view in inputs])
+        with torch.no_grad():
+            teacher_slots, teacher_dots = zip(*[self.encode_view(self.teacher, view)
+                                                for view in inputs])
+            teacher_aligned = self.align_to_overlap(teacher_dots, overlaps, flips)
+        student_aligned = self.align_to_overlap(student_dots, overlaps, flips)
+
+        loss_group = loss_slot = 0
+        for s, t in ((0, 1), (1, 0)):
+            loss_group = loss_group + group_loss(student_aligned[s], teacher_aligned[t],
+                                                 self.center, self.student_temp,
+                                                 self.teacher_temp, valid)
+            loss_slot = loss_slot + slot_contrast_loss(student_slots[s], teacher_slots[t],
+                                                       student_dots[s], teacher_dots[t],
+                                                       self.slot_temp, self.predictor)
+        self.update_center(teacher_dots)
+        return dict(loss_group=self.group_loss_weight * loss_group,
+                    loss_slot=(1 - self.group_loss_weight) * loss_slot,
+                    num_active_prototypes=self.count_active_prototypes(teacher_dots))
+
+    @torch.no_grad()
+    def update_center(self, teacher_dots: Sequence[Tensor]) -> None:
+        """``c ← m·c + (1 − m)·mean teacher score`` over all pixels of both views on all ranks."""
+        scores = torch.cat([dots.float().transpose(0, 1).flatten(1) for dots in teacher_dots], 1)
+        total = all_reduce_sum(scores.sum(dim=1))
+        count = all_reduce_sum(torch.tensor(float(scores.shape[1]), device=scores.device))
+        self.center.mul_(self.center_momentum).add_(total / count,
+                                                    alpha=1 - self.center_momentum)
+
+    @torch.no_grad()
+    def count_active_prototypes(self, dots: Sequence[Tensor]) -> Tensor:
+        """Number of prototypes that win at least one pixel of the batch (all ranks)."""
+        used = sum(kept_slots(d).sum(dim=0) for d in dots)
+        return (all_reduce_sum(used) > 0).sum().float()
+
+    def extract_feat(self, inputs: Tensor) -> Tuple[Tensor]:
+        """Backbone features of the teacher (default, as used for transfer) or the student."""
+        backbone = self.teacher['backbone'] if self.feat_branch == 'teacher' else self.backbone
+        return backbone(inputs)

@@ -1,0 +1,3 @@
+from .slotcon_necks import ConvMLPProjector, SlotPredictor
+
+__all__ = ['ConvMLPProjector', 'SlotPredictor']

@@ -1,0 +1,1 @@
+"""Visualizers and vis backends (registered in mmdense.registry.VISUALIZERS / VISBACKENDS)."""

@@ -1,0 +1,83 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.registry import init_default_scope
+
+from mmdense.registry import MODELS
+from mmdense.utils import register_all_modules
+
+
+def tiny_dino(out_channels=64):
+    register_all_modules(init_default_scope=False)
+    init_default_scope('mmdense')
+    return MODELS.build(dict(
+        type='DINO',
+        backbone=dict(type='VisionTransformer', img_size=32, patch_size=16, drop_path_rate=0.1,
+                      arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                                feedforward_channels=64)),
+        head=dict(type='DINOHead', in_channels=32, out_channels=out_channels,
+                  hidden_channels=48, bottleneck_channels=16, norm_last_layer=False),
+        loss=dict(type='DINOLoss', out_channels=out_channels),
+        teacher_momentum=0.9))
+
+
+def views(batch=4, seed=0):
+    """2 global (32 px) + 3 local (16 px) noisy views of the same random images."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, 32, 32, generator=g)
+    small = F.interpolate(images, size=16, mode='bilinear')
+    return [images + 0.1 * torch.randn(images.shape, generator=g) for _ in range(2)] + \
+           [small + 0.1 * torch.randn(small.shape, generator=g) for _ in range(3)]
+
+
+def test_loss_is_finite_and_only_the_student_gets_gradients(message_hub_max_iters):
+    model = tiny_dino()
+    model.init_weights()
+    losses = model.loss(views(), None)
+    assert set(losses) == {'loss'} and torch.isfinite(losses['loss'])
+    losses['loss'].backward()
+    assert all(p.grad is not None for n, p in model.named_parameters()
+               if p.requires_grad and not n.startswith('teacher'))
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert int(model.teacher.steps) == 1
+
+
+def test_teacher_sees_only_global_views_and_centre_moves(message_hub_max_iters):
+    model = tiny_dino()
+    seen = []
+    model.teacher['backbone'].register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    model.loss(views(batch=3), None)
+    assert seen == [torch.Size([6, 3, 32, 32])]  # two global views in one pass
+    assert model.loss_module.center.abs().sum() > 0
+
+
+def test_teacher_temperature_attribute_is_used(message_hub_max_iters):
+    model = tiny_dino()
+    model.eval()  # no drop-path noise: same inputs, same student output
+    model.teacher_temp = 0.04
+    sharp = model.loss(views(), None)['loss']
+    model.loss_module.center.zero_()
+    model.teacher_temp = 1.0
+    soft = model.loss(views(), None)['loss']
+    assert not torch.isclose(sharp, soft)
+
+
+def test_too_few_views_is_a_clear_error(message_hub_max_iters):
+    with pytest.raises(ValueError, match='views'):
+        tiny_dino().loss(views()[:1], None)
+
+
+def test_training_steps_reduce_the_loss(message_hub_max_iters):
+    torch.manual_seed(0)
+    model = tiny_dino()
+    model.init_weights()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    batch = views(batch=8, seed=1)
+    history = []
+    for _ in range(60):
+        loss = model.loss(batch, None)['loss']
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    assert sum(history[-10:]) / 10 < 0.7 * sum(history[:10]) / 10

@@ -1,0 +1,254 @@
+"""SlotCon: grouping, losses, teacher schedule, inverse augmentation, full loss, optimiser."""
+import math
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.registry import init_default_scope
+from mmpretrain.structures import DataSample
+
+from mmdense.datasets.transforms import MultiCropWithGeometry
+from mmdense.models.heads import SemanticGrouping
+from mmdense.models.losses import group_loss, kept_slots, slot_contrast_loss
+from mmdense.registry import MODELS
+from mmdense.utils import register_all_modules
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def tiny_slotcon(**kwargs):
+    register_all_modules(init_default_scope=False)
+    init_default_scope('mmdense')
+    cfg = dict(
+        type='SlotCon',
+        backbone=dict(type='ResNet', depth=18, out_indices=(3, ), style='pytorch'),
+        neck=dict(type='ConvMLPProjector', in_channels=512, hidden_channels=32, out_channels=16),
+        head=dict(type='SemanticGrouping', num_prototypes=8, dim=16),
+        predictor=dict(type='SlotPredictor', in_channels=16, hidden_channels=32,
+                       out_channels=16))
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def samples(batch, boxes=((0, 0, 48, 48), (16, 16, 64, 64)), flips=(False, True)):
+    return [DataSample(crop_boxes=torch.tensor(boxes, dtype=torch.float32),
+                       flips=torch.tensor(flips)) for _ in range(batch)]
+
+
+# ----------------------------------------------------------------------------- grouping
+
+def test_slots_are_attention_weighted_means_of_unnormalised_features():
+    torch.manual_seed(0)
+    grouping = SemanticGrouping(num_prototypes=3, dim=4, temp=0.5)
+    x = torch.randn(2, 4, 2, 3)
+    slots, dots = grouping(x)
+    assert slots.shape == (2, 3, 4) and dots.shape == (2, 3, 2, 3)
+    protos = grouping.prototypes.weight.detach()
+    for b in range(2):
+        pixels = [x[b, :, i, j] for i in range(2) for j in range(3)]
+        cos = torch.tensor([[float(p @ v / (p.norm() * v.norm())) for v in pixels]
+                            for p in protos])  # (K, hw)
+        attn = torch.softmax(cos / 0.5, dim=0) + 1e-6
+        for k in range(3):
+            expected = sum(a * v for a, v in zip(attn[k], pixels)) / attn[k].sum()
+            assert torch.allclose(slots[b, k], expected, atol=1e-5)
+        assert torch.allclose(dots[b].flatten(1), cos, atol=1e-5)
+
+
+def test_kept_slots_are_the_argmax_prototypes():
+    dots = torch.zeros(2, 4, 1, 3)
+    dots[0, 1, 0, :2] = 1.0  # pixels 0, 1 → prototype 1
+    dots[0, 3, 0, 2] = 1.0   # pixel 2 → prototype 3
+    dots[1, 2] = 1.0          # every pixel → prototype 2
+    expected = torch.tensor([[False, True, False, True], [False, False, True, False]])
+    assert torch.equal(kept_slots(dots), expected)
+
+
+def test_mismatched_dimensions_are_a_clear_error():
+    with pytest.raises(ValueError, match='slot dimension'):
+        tiny_slotcon(head=dict(type='SemanticGrouping', num_prototypes=8, dim=32))
+    with pytest.raises(ValueError, match='feat_branch'):
+        tiny_slotcon(feat_branch='both')
+
+
+# ----------------------------------------------------------------------------- group loss
+
+def test_group_loss_is_centred_sharpened_cross_entropy_per_pixel():
+    student = torch.tensor([[1.0, -0.5], [0.2, 0.3]])  # 2 pixels, K = 2
+    teacher = torch.tensor([[0.4, 0.1], [-0.3, 0.6]])
+    center = torch.tensor([[0.05, -0.02]])
+    tau_s, tau_t = 0.1, 0.07
+    expected = 0.0
+    for s, t in zip(student, teacher):
+        target = [math.exp((t[k] - center[0, k]) / tau_t) for k in range(2)]
+        target = [v / sum(target) for v in target]
+        log_norm = math.log(sum(math.exp(s[k] / tau_s) for k in range(2)))
+        expected += -sum(target[k] * (s[k] / tau_s - log_norm) for k in range(2)) / 2
+    # (B=1, K, h=1, w=2) maps; a second, invalid image must not count.
+    student_maps = torch.stack([student.t()[:, None], torch.randn(2, 1, 2)])
+    teacher_maps = torch.stack([teacher.t()[:, None], torch.randn(2, 1, 2)])
+    loss = group_loss(student_maps, teacher_maps, center, tau_s, tau_t,
+                      valid=torch.tensor([True, False]))
+    assert torch.isclose(loss, torch.tensor(float(expected)), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- slot loss
+
+def one_hot_dots(winners, num_prototypes=3):
+    """(B, pixels) argmax prototypes → (B, K, 1, pixels) score maps."""
+    return F.one_hot(torch.tensor(winners), num_prototypes).permute(0, 2, 1)[:, :, None].float()
+
+
+def test_slot_loss_positives_masking_and_scaling():
+    torch.manual_seed(0)
+    student_slots, teacher_slots = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    student_dots = one_hot_dots([[0, 1], [2, 2]])  # kept: image 0 {0, 1}, image 1 {2}
+    teacher_dots = one_hot_dots([[0, 0], [1, 2]])  # kept: image 0 {0},    image 1 {1, 2}
+    tau = 0.2
+    loss = slot_contrast_loss(student_slots, teacher_slots, student_dots, teacher_dots, tau)
+
+    # queries: kept in both views → (0, 0) and (1, 2); keys: (0, 0), (1, 1), (1, 2).
+    queries = F.normalize(torch.stack([student_slots[0, 0], student_slots[1, 2]]), dim=1)
+    keys = F.normalize(torch.stack([teacher_slots[0, 0], teacher_slots[1, 1],
+                                    teacher_slots[1, 2]]), dim=1)
+    logits = queries @ keys.t() / tau
+    positives = [0, 2]
+    expected = sum(-torch.log_softmax(logits[i], 0)[positives[i]] for i in range(2)) / 2
+    assert torch.isclose(loss, expected * 2 * tau, atol=1e-5)
+
+    # Slots that are not dominant anywhere (student (0, 2), teacher (0, 1)) play no part.
+    student_slots[0, 2] += 10.0
+    teacher_slots[0, 1] -= 10.0
+    assert torch.isclose(slot_contrast_loss(student_slots, teacher_slots, student_dots,
+                                            teacher_dots, tau), loss, atol=1e-6)
+    # The predictor only sees the two query slots.
+    seen = []
+    slot_contrast_loss(student_slots, teacher_slots, student_dots, teacher_dots, tau,
+                       predictor=lambda q: seen.append(q.shape) or q)
+    assert seen == [torch.Size([2, 4])]
+
+
+# ----------------------------------------------------------------------------- teacher momentum
+
+def test_teacher_momentum_follows_cosine_from_0_99_to_1(message_hub_max_iters):
+    model = tiny_slotcon()
+    weight = lambda m: m['backbone'].conv1.weight  # noqa: E731
+    model.teacher.update(model.student_modules())  # step 0 copies the student
+    assert torch.equal(weight(model.teacher), model.backbone.conv1.weight)
+    for step, momentum in ((1, 1 - 0.01 * (math.cos(math.pi / 100) + 1) / 2), (50, 0.995),
+                           (100, 1.0)):
+        model.teacher.steps.fill_(step)
+        before = weight(model.teacher).clone()
+        with torch.no_grad():
+            model.backbone.conv1.weight.add_(1.0)
+        model.teacher.update(model.student_modules())
+        expected = momentum * before + (1 - momentum) * model.backbone.conv1.weight
+        assert torch.allclose(weight(model.teacher), expected, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- alignment
+
+def coordinate_views(flip_prob, seed):
+    """Two overlapping views of an image whose value at each pixel is its (x, y) centre."""
+    size = 120
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    image = np.stack([xs, ys, np.zeros_like(xs)], axis=-1)
+    np.random.seed(seed)
+    crop = MultiCropWithGeometry(global_crops=dict(num=2, size=40, scale=(0.3, 1.0)),
+                                 require_overlap=True, flip_prob=flip_prob,
+                                 interpolation='bilinear')
+    out = crop(dict(img=image))
+    maps = [torch.from_numpy(v[..., :2].copy()).permute(2, 0, 1)[None] for v in out['img']]
+    sample = DataSample(crop_boxes=torch.from_numpy(out['crop_boxes']),
+                        flips=torch.from_numpy(out['flips']))
+    return maps, sample, out['crop_boxes']
+
+
+@pytest.mark.parametrize('flip_prob', [0.0, 1.0, 0.5])
+def test_aligned_views_agree_on_their_overlap(flip_prob):
+    model = tiny_slotcon()
+    for seed in range(4):
+        maps, sample, boxes = coordinate_views(flip_prob, seed)
+        overlaps, flips, valid = model.view_overlaps([sample], torch.device('cpu'))
+        assert valid.all()
+        aligned = model.align_to_overlap(maps, overlaps, flips)
+        # Both equal the coordinates of the overlap region's pixel centres (up to the
+        # interpolation at the crop borders): away from the border, to a small fraction of a
+        # source pixel; at the border, within about one source pixel.
+        x1, y1 = np.maximum(boxes[0, :2], boxes[1, :2])
+        x2, y2 = np.minimum(boxes[0, 2:], boxes[1, 2:])
+        steps = (torch.arange(40) + 0.5) / 40
+        expected = torch.stack([(x1 + (x2 - x1) * steps)[None].expand(40, 40),
+                                (y1 + (y2 - y1) * steps)[:, None].expand(40, 40)])[None]
+        for view in aligned:
+            assert (view - expected)[..., 2:-2, 2:-2].abs().max() < 0.15
+            assert (view - expected).abs().max() < 1.5
+        assert (aligned[0] - aligned[1])[..., 2:-2, 2:-2].abs().max() < 0.15
+
+
+# ----------------------------------------------------------------------------- full model
+
+def test_loss_is_finite_and_only_the_student_gets_gradients(message_hub_max_iters):
+    torch.manual_seed(0)
+    model = tiny_slotcon()
+    model.init_weights()
+    inputs = [torch.randn(4, 3, 96, 96) for _ in range(2)]
+    losses = model.loss(inputs, samples(4))
+    assert set(losses) == {'loss_group', 'loss_slot', 'num_active_prototypes'}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert 1 <= losses['num_active_prototypes'] <= 8
+    (losses['loss_group'] + losses['loss_slot']).backward()
+    student = [n for n, p in model.named_parameters() if not n.startswith('teacher')]
+    assert all(p.grad is not None for n, p in model.named_parameters() if n in student), \
+        [n for n, p in model.named_parameters() if n in student and p.grad is None]
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+    assert model.center.abs().sum() > 0 and int(model.teacher.steps) == 1
+
+
+def test_invalid_overlaps_are_left_out_of_the_group_loss(message_hub_max_iters):
+    model = tiny_slotcon()
+    model.eval()
+    inputs = [torch.randn(2, 3, 64, 64) for _ in range(2)]
+    disjoint = samples(2, boxes=((0, 0, 20, 20), (30, 30, 60, 60)))
+    losses = model.loss(inputs, disjoint)
+    assert losses['loss_group'] == 0 and losses['loss_slot'] > 0
+
+
+def test_extract_feat_uses_the_teacher_backbone_by_default(message_hub_max_iters):
+    model = tiny_slotcon()
+    model.eval()
+    model.teacher.update(model.student_modules())
+    with torch.no_grad():
+        model.backbone.conv1.weight.mul_(2.0)
+    x = torch.randn(1, 3, 64, 64)
+    teacher_feat = model.teacher['backbone'](x)[-1]
+    assert torch.allclose(model.extract_feat(x)[-1], teacher_feat)
+    model.feat_branch = 'student'
+    assert not torch.allclose(model.extract_feat(x)[-1], teacher_feat)
+
+
+def test_two_view_requirement_is_a_clear_error(message_hub_max_iters):
+    with pytest.raises(ValueError, match='2 views'):
+        tiny_slotcon().loss([torch.randn(2, 3, 64, 64)] * 3, samples(2))
+
+
+# ----------------------------------------------------------------------------- optimiser
+
+def test_lars_excludes_exactly_the_one_dimensional_parameters():
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/slotcon/r18_toy.py'))
+    model = tiny_slotcon()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert type(wrapper.optimizer).__name__ == 'LARS'
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = set()
+    for group in wrapper.optimizer.param_groups:
+        for param in group['params']:
+            one_dim = param.ndim == 1
+            assert group.get('lars_exclude', False) == one_dim, names[id(param)]
+            assert (group['weight_decay'] == 0) == one_dim, names[id(param)]
+            seen.add(names[id(param)])
+    assert seen == {n for n, p in model.named_parameters() if p.requires_grad}
