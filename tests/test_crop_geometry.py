@@ -58,7 +58,8 @@ def test_overlap_selects_shared_pixels():
     rows, boxes_a, flips_a, boxes_b, flips_b = _cases()
     overlap_a, overlap_b, valid = overlap_in_views(boxes_a, flips_a, boxes_b, flips_b)
     assert valid.all()
-    assert ((overlap_a >= 0) & (overlap_a <= 1)).all() and ((overlap_b >= 0) & (overlap_b <= 1)).all()
+    for overlap in (overlap_a, overlap_b):
+        assert ((overlap >= 0) & (overlap <= 1)).all()
     for (box_a, flip_a, box_b, flip_b), norm_a, norm_b in zip(rows, overlap_a.numpy(),
                                                               overlap_b.numpy()):
         x1, y1, x2, y2 = _region(box_a, box_b)

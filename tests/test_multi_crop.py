@@ -173,7 +173,8 @@ def test_packing_and_batching_reach_the_model():
     assert all(view.dtype == torch.float32 for view in inputs)
     assert len(data_samples) == 4
     for data_sample in data_samples:
-        assert data_sample.crop_boxes.shape == (5, 4) and data_sample.crop_boxes.dtype == torch.float32
+        assert data_sample.crop_boxes.shape == (5, 4)
+        assert data_sample.crop_boxes.dtype == torch.float32
         assert data_sample.flips.shape == (5,) and data_sample.flips.dtype == torch.bool
         assert tuple(data_sample.img_shape) == (32, 32)
         assert tuple(data_sample.ori_shape) == (HEIGHT, WIDTH)

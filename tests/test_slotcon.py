@@ -69,6 +69,8 @@ def test_kept_slots_are_the_argmax_prototypes():
 def test_mismatched_dimensions_are_a_clear_error():
     with pytest.raises(ValueError, match='slot dimension'):
         tiny_slotcon(head=dict(type='SemanticGrouping', num_prototypes=8, dim=32))
+    with pytest.raises(ValueError, match='in_channels=2048'):
+        tiny_slotcon(neck=dict(type='ConvMLPProjector', in_channels=2048, out_channels=16))
     with pytest.raises(ValueError, match='feat_branch'):
         tiny_slotcon(feat_branch='both')
 

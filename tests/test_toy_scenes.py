@@ -7,7 +7,6 @@ import runpy
 import sys
 
 import numpy as np
-import pycocotools.mask as mask_util
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO

@@ -2,6 +2,7 @@ import os.path as osp
 
 import numpy as np
 import pytest
+from mmengine.registry import DefaultScope
 from PIL import Image
 
 from mmdense.datasets import UnlabeledImageDataset
@@ -27,9 +28,10 @@ def image_tree(tmp_path):
 
 
 def test_folder_mode(image_tree):
-    dataset = DATASETS.build(
-        dict(type='UnlabeledImageDataset', data_root=str(image_tree), data_prefix='train',
-             pipeline=[dict(type='mmdense.LoadRGBImage')]))
+    with DefaultScope.overwrite_default_scope('mmdense'):  # as under default_scope='mmdense'
+        dataset = DATASETS.build(
+            dict(type='UnlabeledImageDataset', data_root=str(image_tree), data_prefix='train',
+                 pipeline=[dict(type='LoadRGBImage')]))
     rel = [osp.relpath(dataset.get_data_info(i)['img_path'], image_tree / 'train')
            for i in range(len(dataset))]
     assert rel == ['top.jpeg', 'n01/a.jpg', 'n01/z.png', 'n02/b.JPEG']
@@ -110,7 +112,7 @@ def _load(path):
 
 @pytest.mark.parametrize('content, reason', [
     (b'', r'empty \(0 bytes\)'),
-    (b'definitely not an image', 'cannot decode'),
+    (b'definitely not an image', 'not a recognised image format'),
 ])
 def test_unreadable_files(tmp_path, content, reason):
     path = tmp_path / 'bad.jpg'
@@ -127,7 +129,7 @@ def test_truncated_and_missing_files(tmp_path):
     truncated.write_bytes(full.read_bytes()[:len(full.read_bytes()) // 2])
     with pytest.raises(ImageLoadError, match='truncated.jpg.*truncated'):
         _load(truncated)
-    with pytest.raises(ImageLoadError, match='missing.png'):
+    with pytest.raises(ImageLoadError, match='missing.png.*reading failed'):
         _load(tmp_path / 'missing.png')
 
 

@@ -1,8 +1,8 @@
 # SlotCon sized for the 2-core CPU demo on the toy scenes: ResNet-18, two 128 px views (4x4
-# score maps), 32 prototypes, 1024-wide MLPs, batch 8, 6 epochs, fp32. Losses, temperatures,
+# score maps), 32 prototypes, 1024-wide MLPs, batch 8, 3 epochs, fp32. Losses, temperatures,
 # momenta, LARS and the schedule shape are those of the R50 recipe. The lr is not the linear-
 # scaling value (1.0 x 8/256): LARS steps are relative to each layer's weight norm, and that value
-# would leave a 6-epoch run almost unchanged.
+# would leave a 3-epoch run almost unchanged.
 _base_ = [
     '../_base_/datasets/toy_scenes_unlabeled.py',
     '../_base_/models/slotcon_r50.py',
@@ -29,7 +29,7 @@ model = dict(
     predictor=dict(hidden_channels=1024),
 )
 
-max_epochs = 6
+max_epochs = 3
 warmup_epochs = 0.5
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1.0))
 param_scheduler = [
@@ -39,5 +39,5 @@ param_scheduler = [
          begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs)
-default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=2))
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=1))
 auto_scale_lr = dict(base_batch_size=8)

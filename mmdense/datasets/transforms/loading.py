@@ -5,7 +5,7 @@ from typing import Optional
 import mmengine.fileio as fileio
 import numpy as np
 from mmcv.transforms import BaseTransform
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmdense.registry import TRANSFORMS
 
@@ -51,16 +51,19 @@ class LoadRGBImage(BaseTransform):
         try:
             data = fileio.get(path, backend_args=self.backend_args)
         except OSError as err:
-            raise ImageLoadError(f'cannot read image {path!r}: {err}') from err
+            raise ImageLoadError(f'cannot load image {path!r}: reading failed ({err})') from err
         if not data:
             raise ImageLoadError(f'cannot load image {path!r}: the file is empty (0 bytes)')
         try:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
                 rgb = _to_rgb(ImageOps.exif_transpose(image))
+        except UnidentifiedImageError as err:
+            raise ImageLoadError(f'cannot load image {path!r}: not a recognised image format '
+                                 f'({len(data)} bytes)') from err
         except (OSError, SyntaxError, ValueError) as err:
-            raise ImageLoadError(
-                f'cannot decode image {path!r} ({len(data)} bytes): {err}') from err
+            raise ImageLoadError(f'cannot load image {path!r}: decoding failed ({err}; '
+                                 f'{len(data)} bytes)') from err
         results['img'] = np.ascontiguousarray(rgb[..., ::-1])
         results['img_shape'] = results['ori_shape'] = rgb.shape[:2]
         return results

@@ -26,7 +26,8 @@ class MultiCropWithGeometry(BaseTransform):
 
     Each view is a random crop (area fraction in ``scale``, log-uniform aspect ratio in ``ratio``,
     centre-crop fallback after 10 failed draws) resized to its size, flipped horizontally with
-    ``flip_prob`` and passed through its photometric pipeline. Randomness comes from ``np.random``.
+    ``flip_prob`` and passed through its photometric pipeline. Crops and flips are drawn from
+    ``np.random``, so seeding it (as mmengine does) makes them reproducible.
 
     Required keys: ``img``. Modified keys: ``img`` (list of views, globals first), ``img_shape``
     (first view's). Added keys: ``crop_boxes`` (V, 4) float32 ``(x1, y1, x2, y2)`` in

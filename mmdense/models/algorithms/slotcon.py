@@ -1,7 +1,6 @@
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn as nn
 from mmpretrain.models import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
 from torch import Tensor
@@ -62,6 +61,10 @@ class SlotCon(BaseSelfSupervisor):
         super().__init__(backbone=backbone, neck=neck, head=head, pretrained=pretrained,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.predictor = MODELS.build(predictor)
+        backbone_channels = getattr(self.backbone, 'feat_dim', self.neck.in_channels)
+        if backbone_channels != self.neck.in_channels:
+            raise ValueError(f'the backbone gives {backbone_channels} channels but the projector '
+                             f'expects in_channels={self.neck.in_channels}')
         dims = dict(projector_out=self.neck.out_channels, grouping_dim=self.head.dim,
                     predictor_in=self.predictor.in_channels,
                     predictor_out=self.predictor.out_channels)
