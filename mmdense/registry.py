@@ -4,34 +4,38 @@ Configs with ``default_scope='mmdense'`` find mmdense's own modules first and th
 mmpretrain's (ViT, ResNet, transforms, ``CosineEMA``, ``LARS``) and mmengine's.
 """
 from mmengine.registry import Registry
-from mmpretrain.registry import DATA_SAMPLERS as MMPRETRAIN_DATA_SAMPLERS
-from mmpretrain.registry import DATASETS as MMPRETRAIN_DATASETS
-from mmpretrain.registry import HOOKS as MMPRETRAIN_HOOKS
-from mmpretrain.registry import METRICS as MMPRETRAIN_METRICS
-from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
-from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMPRETRAIN_OPTIM_WRAPPER_CONSTRUCTORS
-from mmpretrain.registry import OPTIM_WRAPPERS as MMPRETRAIN_OPTIM_WRAPPERS
-from mmpretrain.registry import OPTIMIZERS as MMPRETRAIN_OPTIMIZERS
-from mmpretrain.registry import PARAM_SCHEDULERS as MMPRETRAIN_PARAM_SCHEDULERS
-from mmpretrain.registry import TRANSFORMS as MMPRETRAIN_TRANSFORMS
-from mmpretrain.registry import VISUALIZERS as MMPRETRAIN_VISUALIZERS
-from mmpretrain.registry import VISBACKENDS as MMPRETRAIN_VISBACKENDS
+from mmpretrain import registry as mmpretrain_registry
 
 
-def _child(name: str, parent: Registry, folder: str) -> Registry:
-    return Registry(name, parent=parent, scope='mmdense', locations=[f'mmdense.{folder}'])
+def _child(name: str, folder: str = None) -> Registry:
+    parent = getattr(mmpretrain_registry, name)
+    locations = [f'mmdense.{folder}'] if folder else []
+    return Registry(parent.name, parent=parent, scope='mmdense', locations=locations)
 
 
-MODELS = _child('model', MMPRETRAIN_MODELS, 'models')
-DATASETS = _child('dataset', MMPRETRAIN_DATASETS, 'datasets')
-DATA_SAMPLERS = _child('data sampler', MMPRETRAIN_DATA_SAMPLERS, 'datasets')
-TRANSFORMS = _child('transform', MMPRETRAIN_TRANSFORMS, 'datasets.transforms')
-HOOKS = _child('hook', MMPRETRAIN_HOOKS, 'engine.hooks')
-METRICS = _child('metric', MMPRETRAIN_METRICS, 'evaluation')
-OPTIMIZERS = _child('optimizer', MMPRETRAIN_OPTIMIZERS, 'engine')
-OPTIM_WRAPPERS = _child('optim_wrapper', MMPRETRAIN_OPTIM_WRAPPERS, 'engine')
-OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor',
-                                    MMPRETRAIN_OPTIM_WRAPPER_CONSTRUCTORS, 'engine')
-PARAM_SCHEDULERS = _child('parameter scheduler', MMPRETRAIN_PARAM_SCHEDULERS, 'engine')
-VISUALIZERS = _child('visualizer', MMPRETRAIN_VISUALIZERS, 'visualization')
-VISBACKENDS = _child('vis_backend', MMPRETRAIN_VISBACKENDS, 'visualization')
+# runtime
+RUNNERS = _child('RUNNERS')
+RUNNER_CONSTRUCTORS = _child('RUNNER_CONSTRUCTORS')
+LOOPS = _child('LOOPS')
+HOOKS = _child('HOOKS', 'engine.hooks')
+LOG_PROCESSORS = _child('LOG_PROCESSORS')
+# optimisation
+OPTIMIZERS = _child('OPTIMIZERS', 'engine')
+OPTIM_WRAPPERS = _child('OPTIM_WRAPPERS', 'engine')
+OPTIM_WRAPPER_CONSTRUCTORS = _child('OPTIM_WRAPPER_CONSTRUCTORS', 'engine')
+PARAM_SCHEDULERS = _child('PARAM_SCHEDULERS', 'engine')
+# data
+DATASETS = _child('DATASETS', 'datasets')
+DATA_SAMPLERS = _child('DATA_SAMPLERS', 'datasets')
+TRANSFORMS = _child('TRANSFORMS', 'datasets.transforms')
+# models
+MODELS = _child('MODELS', 'models')
+MODEL_WRAPPERS = _child('MODEL_WRAPPERS', 'models')
+WEIGHT_INITIALIZERS = _child('WEIGHT_INITIALIZERS', 'models')
+BATCH_AUGMENTS = _child('BATCH_AUGMENTS', 'models')
+TASK_UTILS = _child('TASK_UTILS', 'models')
+# evaluation and visualisation
+METRICS = _child('METRICS', 'evaluation')
+EVALUATORS = _child('EVALUATORS', 'evaluation')
+VISUALIZERS = _child('VISUALIZERS', 'visualization')
+VISBACKENDS = _child('VISBACKENDS', 'visualization')

@@ -1,6 +1,6 @@
 # DINO ViT-S/16 sized for the 2-core CPU demo on the toy scenes: the same backbone, head
 # structure, losses and schedules as vit-s16_in1k.py, with 2 x 96 px global + 4 x 48 px local
-# crops, 4096 prototypes, batch 8 and a 2-epoch schedule.
+# crops, 4096 prototypes, batch 8 and a 1-epoch (75-iteration) schedule.
 _base_ = [
     '../_base_/datasets/toy_scenes_unlabeled.py',
     '../_base_/pipelines/byol_photometric.py',
@@ -22,7 +22,7 @@ train_dataloader = dict(batch_size=8, num_workers=2, dataset=dict(pipeline=train
 
 model = dict(head=dict(out_channels=4096), loss=dict(out_channels=4096))
 
-max_epochs = 2
+max_epochs = 1
 optim_wrapper = dict(optimizer=dict(lr=5e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=0.2,
@@ -34,7 +34,7 @@ param_scheduler = [
 ]
 train_cfg = dict(max_epochs=max_epochs)
 custom_hooks = [
-    dict(type='TeacherTempWarmupHook', start=0.04, end=0.07, warmup_epochs=1),
+    dict(type='TeacherTempWarmupHook', start=0.04, end=0.07, warmup_epochs=0.5),
     dict(type='FreezeLastLayerHook', module_prefixes=('head.last_layer', ), freeze_epochs=0.2),
 ]
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=1))

@@ -3,6 +3,7 @@
 Each fix names the version that needs it. Nothing here disables a safety check.
 """
 import pickle
+import warnings
 
 import cv2
 import numpy as np
@@ -88,6 +89,14 @@ def patch_mmcv_adjust_hue() -> None:
         module.adjust_hue = adjust_hue
 
 
+def silence_mmcv_color_warning() -> None:
+    """mmcv 2.1.0's ``adjust_color`` warns on every call with the pillow backend (the one
+    mmpretrain's ``ColorJitter`` uses), flooding training logs with a message about arguments
+    that are not even passed."""
+    warnings.filterwarnings('ignore', message="Only use 'alpha' for pillow backend.")
+
+
 def apply_all() -> None:
     allow_mmengine_checkpoints()
     patch_mmcv_adjust_hue()
+    silence_mmcv_color_warning()

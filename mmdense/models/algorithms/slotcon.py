@@ -6,7 +6,7 @@ from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmdense.models.losses import group_loss, kept_slots, slot_contrast_loss
-from mmdense.models.utils import EMATeacher, align_to_boxes, overlap_in_views
+from mmdense.models.utils import EMATeacher, align_to_boxes, overlap_in_views, update_center_
 from mmdense.registry import MODELS
 from mmdense.utils.dist import all_reduce_sum
 
@@ -143,14 +143,10 @@ class SlotCon(BaseSelfSupervisor):
                     loss_slot=(1 - self.group_loss_weight) * loss_slot,
                     num_active_prototypes=self.count_active_prototypes(teacher_dots))
 
-    @torch.no_grad()
     def update_center(self, teacher_dots: Sequence[Tensor]) -> None:
         """``c ← m·c + (1 − m)·mean teacher score`` over all pixels of both views on all ranks."""
-        scores = torch.cat([dots.float().transpose(0, 1).flatten(1) for dots in teacher_dots], 1)
-        total = all_reduce_sum(scores.sum(dim=1))
-        count = all_reduce_sum(torch.tensor(float(scores.shape[1]), device=scores.device))
-        self.center.mul_(self.center_momentum).add_(total / count,
-                                                    alpha=1 - self.center_momentum)
+        scores = torch.cat([dots.movedim(1, -1).flatten(0, -2) for dots in teacher_dots])
+        update_center_(self.center, scores, self.center_momentum)
 
     @torch.no_grad()
     def count_active_prototypes(self, dots: Sequence[Tensor]) -> Tensor:

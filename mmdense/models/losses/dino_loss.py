@@ -3,8 +3,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmdense.models.utils.centering import update_center_
 from mmdense.registry import MODELS
-from mmdense.utils.dist import all_reduce_sum
 
 
 def multicrop_cross_entropy(student_logits: Tensor,
@@ -60,10 +60,6 @@ class DINOLoss(nn.Module):
         self.update_center(teacher_logits)
         return loss
 
-    @torch.no_grad()
     def update_center(self, teacher_logits: Tensor) -> None:
-        flat = teacher_logits.detach().float().reshape(-1, teacher_logits.shape[-1])
-        total = all_reduce_sum(flat.sum(dim=0, keepdim=True))
-        count = all_reduce_sum(torch.tensor(float(flat.shape[0]), device=flat.device))
-        self.center.mul_(self.center_momentum).add_(total / count,
-                                                    alpha=1 - self.center_momentum)
+        update_center_(self.center, teacher_logits.reshape(-1, teacher_logits.shape[-1]),
+                       self.center_momentum)
