@@ -54,11 +54,13 @@ def main():
     records = read_losses(osp.join(ROOT, pretrain_dir))
     elapsed = time.time() - start
     first, last = records[0], records[-1]
+    lowest = min(records, key=lambda r: r['loss'])
     print('\n[demo] ================ summary ================')
     print(f'[demo] trained: DINO ViT-S/16 ({PRETRAIN_CONFIG}) on {args.data_root}')
     print(f'[demo] iterations: {last["step"]}, checkpoints in {pretrain_dir}')
     print(f'[demo] loss: {first["loss"]:.4f} (iter {first["step"]}) -> {last["loss"]:.4f} '
-          f'(iter {last["step"]})')
+          f'(iter {last["step"]}); lowest {lowest["loss"]:.4f} (iter {lowest["step"]})')
+    print('[demo] loss curve: ' + ' '.join(f'{r["step"]}:{r["loss"]:.3f}' for r in records))
     print(f'[demo] time: {elapsed:.0f} s')
 
 

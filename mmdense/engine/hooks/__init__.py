@@ -2,3 +2,5 @@ from .freeze_last_layer import FreezeLastLayerHook
 from .teacher_temp import TeacherTempWarmupHook
 
 __all__ = ['FreezeLastLayerHook', 'TeacherTempWarmupHook']
+from .dense_eval_hook import DenseEvalHook  # noqa: E402,F401
+__all__ += ['DenseEvalHook']
