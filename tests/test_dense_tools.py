@@ -103,3 +103,12 @@ def test_toy_split_has_labels_and_instances(toy_root):
     assert data['images'].shape == (2, 3, 224, 224) and data['images'].dtype == torch.uint8
     assert set(data['labels'].unique().tolist()) <= set(range(9)) | {255}
     assert data['instances'].shape == (2, 224, 224) and data['instances'].max() >= 2
+
+
+def test_random_model_has_its_teacher_synced_to_the_initialised_student(tiny_model):
+    model = load_model(tiny_model[0], 'random')
+    student = model.backbone.state_dict()
+    teacher = model.teacher['backbone'].state_dict()
+    assert all(torch.equal(student[k], teacher[k]) for k in student)
+    with pytest.raises(FileNotFoundError, match='config not found: .*nope.py'):
+        load_model('nope.py', 'random')

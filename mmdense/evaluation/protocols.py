@@ -6,7 +6,6 @@ feature grid are upsampled (nearest, or bilinear for logits) to ``(H, W)`` and s
 """
 from typing import Dict, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -50,6 +49,9 @@ def kmeans(x: Tensor, num_clusters: int, num_iters: int = 50, num_init: int = 3,
     farthest from its centre. The best of ``num_init`` seeded runs (highest Σ_i <x_i, μ_assign_i>)
     is returned as the assignment ``(M,)``.
     """
+    if num_clusters > len(x):
+        raise ValueError(f'k-means with {num_clusters} clusters needs at least as many points, '
+                         f'got {len(x)}')
     generator = torch.Generator().manual_seed(seed)
     best_assign, best_score = None, -float('inf')
     for _ in range(num_init):
@@ -63,10 +65,13 @@ def kmeans(x: Tensor, num_clusters: int, num_iters: int = 50, num_init: int = 3,
             assign = sims.argmax(1)
             sums = torch.zeros_like(centres).index_add_(0, assign, x)
             counts = torch.bincount(assign, minlength=num_clusters)
+            fit = sims.gather(1, assign[:, None]).squeeze(1)
             for empty in torch.nonzero(counts == 0).flatten():
-                farthest = sims.gather(1, assign[:, None]).argmin()
+                farthest = fit.argmin()
+                sums[assign[farthest]] -= x[farthest]
                 sums[empty] = x[farthest]
                 assign[farthest] = empty
+                fit[farthest] = float('inf')
             new_centres = F.normalize(sums, dim=1)
             if torch.allclose(new_centres, centres):
                 break

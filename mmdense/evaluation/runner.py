@@ -51,9 +51,11 @@ def run_protocol(model: nn.Module,
 
 def load_model(config: str, checkpoint: str, device: str = 'cpu') -> nn.Module:
     """Build ``config``'s model and load ``checkpoint`` (``'random'`` keeps the random init)."""
+    import logging
     import os.path as osp
 
     from mmengine.config import Config
+    from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
 
@@ -68,7 +70,17 @@ def load_model(config: str, checkpoint: str, device: str = 'cpu') -> nn.Module:
     init_default_scope('mmdense')
     model = MODELS.build(Config.fromfile(config).model)
     if checkpoint == 'random':
-        model.init_weights()
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # init_weights logs every parameter
+        try:
+            model.init_weights()
+        finally:
+            logger.setLevel(level)
+        if hasattr(model, 'teacher') and hasattr(model, 'student_modules'):
+            # the EMA teacher was copied before init_weights: give it the student's weights
+            student = nn.ModuleDict(model.student_modules())
+            model.teacher.module.load_state_dict(student.state_dict())
     else:
         load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
     return model.to(device).eval()

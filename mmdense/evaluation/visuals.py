@@ -1,6 +1,6 @@
 """Pictures of dense features: PCA-to-RGB, query-point similarity heatmaps, label colouring."""
 import colorsys
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -49,9 +49,12 @@ def colorize(labels: np.ndarray, colors: np.ndarray, ignore_index: int = 255) ->
     return out
 
 
-def heatmap(values: np.ndarray, size: int, point: Tuple[float, float] = None) -> np.ndarray:
-    """Similarity in ``[-1, 1]`` → RGB colour-map image ``size²``, the query marked by a circle."""
-    scaled = np.clip((values + 1) / 2 * 255, 0, 255).astype(np.uint8)
+def heatmap(values: np.ndarray, size: int,
+            point: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """Similarity map → RGB jet image ``size²`` stretched to the map's own min-max (blue: least,
+    red: most similar to the query), the query patch marked by a white circle."""
+    low, high = values.min(), values.max()
+    scaled = ((values - low) / max(high - low, 1e-6) * 255).round().astype(np.uint8)
     image = cv2.applyColorMap(cv2.resize(scaled, (size, size), interpolation=cv2.INTER_NEAREST),
                               cv2.COLORMAP_JET)[..., ::-1].copy()
     if point is not None:

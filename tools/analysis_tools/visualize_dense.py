@@ -6,14 +6,13 @@
 One row per image: the image, its ground truth, PCA-to-RGB of the patch features (first three
 components over all shown images), the k-means cluster map (K clusters, default the class
 count, fitted over all shown images) and one cosine-similarity heatmap per query point (relative
-``Y,X`` in [0, 1], marked by a circle). Writes ``DIR/dense_grid.png``. CKPT may be ``random``.
+``Y,X`` in [0, 1], marked by a circle; each map stretched to its own min-max, which it prints). Writes ``DIR/dense_grid.png``. CKPT may be ``random``.
 """
 import argparse
 import os
 import os.path as osp
 
 import cv2
-import torch
 
 from mmdense.evaluation import (extract_features, kmeans, load_dataset_config, load_model,
                                 load_split)
@@ -67,7 +66,10 @@ def main():
         image = data['images'][i].permute(1, 2, 0).numpy()
         row = [image, colorize(data['labels'][i].numpy(), class_colors), pca[i],
                colorize(clusters[i], cluster_colors)]
-        row += [heatmap(similarity_map(feats[i], p), args.tile, p) for p in args.points]
+        for point in args.points:
+            sims = similarity_map(feats[i], point)
+            print(f'image {i} query {point}: cosine similarity {sims.min():.3f}..{sims.max():.3f}')
+            row.append(heatmap(sims, args.tile, point))
         rows.append(row)
     titles = ['image', 'ground truth', 'PCA RGB', f'k-means K={num_clusters}'] + [
         f'sim. to ({y:.2f},{x:.2f})' for y, x in args.points]

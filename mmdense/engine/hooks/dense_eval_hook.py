@@ -4,6 +4,7 @@ from typing import Optional
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from mmdense.evaluation import check_protocol, load_dataset_config, load_split, run_protocol
 from mmdense.registry import HOOKS
 
 
@@ -40,7 +41,6 @@ class DenseEvalHook(Hook):
                  img_size: Optional[int] = None,
                  data_root: Optional[str] = None,
                  protocol_cfg: Optional[dict] = None) -> None:
-        from mmdense.evaluation import check_protocol
         if interval < 1:
             raise ValueError(f'DenseEvalHook interval must be >= 1, got {interval}')
         self.protocol = check_protocol(protocol)
@@ -54,7 +54,6 @@ class DenseEvalHook(Hook):
         self.splits = None
 
     def before_train(self, runner) -> None:
-        from mmdense.evaluation import load_dataset_config, load_split
         if isinstance(self.dataset, str):
             data_cfg = load_dataset_config(self.dataset, self.data_root)
         else:
@@ -81,7 +80,6 @@ class DenseEvalHook(Hook):
             self.evaluate(runner)
 
     def evaluate(self, runner) -> dict:
-        from mmdense.evaluation import run_protocol
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         metrics = run_protocol(model, self.protocol, self.splits['train'], self.splits['val'],
                                num_classes=self.data_cfg['num_classes'],
