@@ -7,3 +7,5 @@ __all__ = [
     'CLASSES', 'IGNORE_INDEX', 'PALETTE', 'SEG_CLASSES', 'SEG_PALETTE', 'generate_toy_scenes',
     'toy_scenes_exist', 'UnlabeledImageDataset'
 ]
+from .skip_corrupt import SkipCorruptImages, SkippedImagesHook  # noqa: E402,F401
+__all__ += ['SkipCorruptImages', 'SkippedImagesHook']

@@ -1,0 +1,23 @@
+"""tools/analysis_tools/benchmark.py runs a config's real training step and reports its cost."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+from test_train_resume import ROOT, tiny_dino_config
+
+
+def test_benchmark_reports_timing_memory_and_flops(toy_root, tmp_path):
+    config = tmp_path / 'tiny.py'
+    tiny_dino_config(toy_root, max_iters=10).dump(str(config))
+    out = tmp_path / 'result.json'
+    cmd = [sys.executable, osp.join(ROOT, 'tools/analysis_tools/benchmark.py'), str(config),
+           '--iters', '2', '--warmup', '1', '--batch-size', '2', '--out', str(out)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report['batch_size'] == 2 and report['iters'] == 2
+    assert report['median_s_per_iter'] > 0
+    assert report['images_per_s'] == 2 / report['median_s_per_iter']
+    assert report['peak_memory_mb'] > 0
+    assert report['gflops_per_image'] > 0

@@ -1,0 +1,123 @@
+"""Training-step cost of a pretraining config: s/iter, images/s, peak memory, FLOPs.
+
+    python tools/analysis_tools/benchmark.py CONFIG [--iters 10] [--warmup 2] [--batch-size B]
+        [--amp] [--compile] [--channels-last] [--out result.json] [--cfg-options k=v ...]
+
+Batches come from the config's own training pipeline (fetched before timing, so data loading is
+not measured). Each timed iteration is a full ``train_step``: forward, losses, backward,
+optimizer step and EMA-teacher update. FLOPs are counted once with torch's ``FlopCounterMode``
+over one such step (forward + backward) and reported per image.
+"""
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import MessageHub
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('--iters', type=int, default=10, help='timed iterations')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first')
+    parser.add_argument('--batch-size', type=int, help='override the per-device batch size')
+    parser.add_argument('--amp', action='store_true', help='AmpOptimWrapper (fp16 on CUDA, '
+                        'bf16 on CPU)')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the backbone')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels_last memory format for model and inputs')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--out', help='write the result as JSON here')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args()
+
+
+def peak_memory_mb(device: str) -> float:
+    if device.startswith('cuda'):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def main():
+    args = parse_args()
+    import mmdense  # noqa: F401  registers modules and applies compat fixes
+    from mmdense.registry import MODELS
+    from mmdense.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdense'))
+    if args.batch_size:
+        cfg.train_dataloader.batch_size = args.batch_size
+    cfg.train_dataloader.update(num_workers=min(2, cfg.train_dataloader.get('num_workers', 0)),
+                                persistent_workers=False)
+    if args.amp:
+        dtype = 'float16' if args.device.startswith('cuda') else 'bfloat16'
+        cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype=dtype)
+        cfg.optim_wrapper.pop('loss_scale', None)
+
+    total_iters = args.warmup + args.iters + 1
+    MessageHub.get_current_instance().update_info('max_iters', 10 * total_iters)
+    model = MODELS.build(cfg.model).to(args.device)
+    model.init_weights()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.backbone = torch.compile(model.backbone)
+    model.train()
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+
+    loader = iter(Runner.build_dataloader(cfg.train_dataloader))
+    batches = [next(loader) for _ in range(total_iters)]
+    batch_size = len(batches[0]['data_samples'])
+
+    def step(batch):
+        if args.channels_last:
+            batch = dict(batch, inputs=[x.contiguous(memory_format=torch.channels_last)
+                                        for x in batch['inputs']])
+        log_vars = model.train_step(batch, optim_wrapper)
+        if args.device.startswith('cuda'):
+            torch.cuda.synchronize()
+        return log_vars
+
+    times = []
+    for i, batch in enumerate(batches[:-1]):
+        start = time.perf_counter()
+        step(batch)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+            print(f'iter {i - args.warmup + 1}/{args.iters}: {times[-1]:.3f} s', flush=True)
+    with FlopCounterMode(display=False) as counter:
+        step(batches[-1])
+    flops_per_image = counter.get_total_flops() / batch_size
+
+    median = statistics.median(times)
+    result = dict(
+        config=args.config, device=args.device, batch_size=batch_size, amp=args.amp,
+        compile=args.compile, channels_last=args.channels_last, threads=torch.get_num_threads(),
+        iters=args.iters, median_s_per_iter=median, images_per_s=batch_size / median,
+        peak_memory_mb=peak_memory_mb(args.device),
+        peak_memory_kind='max_allocated' if args.device.startswith('cuda') else 'process_rss',
+        gflops_per_image=flops_per_image / 1e9,
+        achieved_gflops_per_s=flops_per_image * batch_size / median / 1e9)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
