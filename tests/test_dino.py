@@ -81,3 +81,18 @@ def test_training_steps_reduce_the_loss(message_hub_max_iters):
         optimizer.step()
         history.append(loss.item())
     assert sum(history[-10:]) / 10 < 0.7 * sum(history[:10]) / 10
+
+
+def test_mismatched_dims_fail_at_build_time():
+    register_all_modules(init_default_scope=False)
+    init_default_scope('mmdense')
+    backbone = dict(type='VisionTransformer', img_size=32, patch_size=16,
+                    arch=dict(embed_dims=32, num_layers=1, num_heads=2, feedforward_channels=64))
+    with pytest.raises(ValueError, match='in_channels=48.*embed_dims=32'):
+        MODELS.build(dict(type='DINO', backbone=backbone,
+                          head=dict(type='DINOHead', in_channels=48, out_channels=8),
+                          loss=dict(type='DINOLoss', out_channels=8)))
+    with pytest.raises(ValueError, match='loss out_channels=16.*head out_channels=8'):
+        MODELS.build(dict(type='DINO', backbone=backbone,
+                          head=dict(type='DINOHead', in_channels=32, out_channels=8),
+                          loss=dict(type='DINOLoss', out_channels=16)))

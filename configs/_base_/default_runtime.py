@@ -5,8 +5,13 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3),
+    # atomic saves; the oldest checkpoint is removed only after the new one is written
+    checkpoint=dict(type='AtomicCheckpointHook', interval=10, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # stop with the term's name and the iteration when a loss becomes NaN/Inf
+    nan_guard=dict(type='NonFiniteLossHook'),
+    # RNG states saved in checkpoints and restored on resume (bit-exact resume)
+    rng_state=dict(type='RNGStateHook'),
 )
 
 env_cfg = dict(

@@ -52,7 +52,15 @@ class DINO(BaseSelfSupervisor):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(backbone=backbone, head=head, pretrained=pretrained,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        backbone_dims = getattr(self.backbone, 'embed_dims', None)
+        if backbone_dims is not None and backbone_dims != self.head.in_channels:
+            raise ValueError(f'{type(self).__name__}: head in_channels={self.head.in_channels} '
+                             f'does not match the backbone embed_dims={backbone_dims}')
         self.loss_module = MODELS.build(loss)
+        if self.loss_module.center.shape[-1] != self.head.last_layer.weight_v.shape[0]:
+            raise ValueError(f'{type(self).__name__}: loss out_channels='
+                             f'{self.loss_module.center.shape[-1]} does not match the head '
+                             f'out_channels={self.head.last_layer.weight_v.shape[0]}')
         self.num_global_views = num_global_views
         self.teacher_temp = teacher_temp
         self.teacher = EMATeacher(self.student_modules(), teacher_momentum, end_teacher_momentum)

@@ -46,6 +46,7 @@ class DINOHead(BaseModule):
                  norm_last_layer: bool = True,
                  init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.)) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.in_channels = in_channels
         if num_layers < 1:
             raise ValueError(f'DINOHead: num_layers must be >= 1, got {num_layers}')
         dims = [in_channels] + [hidden_channels] * (num_layers - 1) + [bottleneck_channels]
