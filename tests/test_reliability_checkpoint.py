@@ -14,7 +14,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 import mmdense  # noqa: F401
-from test_train_resume import ROOT, run_train, tiny_dino_config
+from test_train_resume import ROOT, run_train, tiny_dino_config, tiny_slotcon_config
 
 
 class SimulatedCrash(Exception):
@@ -118,10 +118,10 @@ class KillAfterIter(Hook):
 '''
 
 
-def reliability_config(toy_root, max_iters):
-    cfg = tiny_dino_config(toy_root, max_iters)
+def reliability_config(make_config, toy_root, max_iters):
+    """``RNGStateHook`` comes from the default runtime; checkpoints every 3 iterations."""
+    cfg = make_config(toy_root, max_iters)
     cfg.default_hooks.checkpoint = dict(type='AtomicCheckpointHook', by_epoch=False, interval=3)
-    cfg.custom_hooks += [dict(type='RNGStateHook')]
     return cfg
 
 
@@ -134,13 +134,15 @@ def logged_losses(work_dir):
     return losses
 
 
-def test_resume_after_kill_is_bit_exact(toy_root, tmp_path):
+@pytest.mark.parametrize('make_config', [tiny_dino_config, tiny_slotcon_config],
+                         ids=['dino', 'slotcon'])
+def test_resume_after_kill_is_bit_exact(make_config, toy_root, tmp_path):
     straight = tmp_path / 'straight.py'
-    reliability_config(toy_root, max_iters=6).dump(str(straight))
+    reliability_config(make_config, toy_root, max_iters=6).dump(str(straight))
     run_train(str(straight), str(tmp_path / 'straight'))
 
     (tmp_path / 'kill_after_iter.py').write_text(KILL_HOOK)
-    killed_cfg = reliability_config(toy_root, max_iters=6)
+    killed_cfg = reliability_config(make_config, toy_root, max_iters=6)
     killed_cfg.custom_hooks += [dict(type='KillAfterIter')]
     killed_cfg.custom_imports = dict(imports=['kill_after_iter'])
     killed = tmp_path / 'killed.py'

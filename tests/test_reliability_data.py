@@ -68,3 +68,20 @@ def test_too_many_failures_in_a_row_raise(folder_with_corrupt_images):
     wrapped = SkipCorruptImages(dataset_cfg(folder_with_corrupt_images), max_skips_in_a_row=0)
     with pytest.raises(RuntimeError, match='in a row'):
         [wrapped[i] for i in range(len(wrapped))]
+
+
+@pytest.mark.parametrize('shape', [(20, 30), (8, 400), (400, 8), (1, 1)],
+                         ids=['smaller-than-crop', 'wide-1-to-50', 'tall-50-to-1', 'one-pixel'])
+def test_tiny_and_extreme_aspect_images_give_full_size_views(shape):
+    """Images smaller than the crop or with extreme aspect ratios are upsampled to the crop size
+    and their boxes stay inside the image."""
+    from mmdense.datasets.transforms import MultiCropWithGeometry
+    np.random.seed(0)
+    transform = MultiCropWithGeometry(global_crops=dict(num=2, size=64),
+                                      local_crops=dict(num=2, size=32), require_overlap=True)
+    img = np.random.randint(0, 255, (*shape, 3), dtype=np.uint8)
+    out = transform(dict(img=img))
+    assert [v.shape for v in out['img']] == [(64, 64, 3)] * 2 + [(32, 32, 3)] * 2
+    boxes = out['crop_boxes']
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= shape[1]).all()
+    assert (boxes[:, 3] <= shape[0]).all() and (boxes[:, 2:] > boxes[:, :2]).all()

@@ -9,22 +9,38 @@ from mmengine.config import Config
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def tiny_run_config(config, toy_root, max_iters):
+    """A shipped toy config on ``toy_root``, iteration-based, logging every iteration."""
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    cfg.train_dataloader.dataset.data_root = toy_root
+    cfg.train_dataloader.update(batch_size=4, num_workers=0, persistent_workers=False)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
+    cfg.param_scheduler = []
+    cfg.custom_hooks = []
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=2)
+    cfg.log_processor = dict(by_epoch=False, window_size=1)
+    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    return cfg
+
+
 def tiny_dino_config(toy_root, max_iters):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs/dino/vit-s16_toy.py'))
+    cfg = tiny_run_config('configs/dino/vit-s16_toy.py', toy_root, max_iters)
     cfg.model.backbone.arch = dict(embed_dims=48, num_layers=2, num_heads=3,
                                    feedforward_channels=96)
     cfg.model.head.update(in_channels=48, hidden_channels=64, bottleneck_channels=32,
                           out_channels=128)
     cfg.model.loss.out_channels = 128
-    cfg.train_dataloader.dataset.data_root = toy_root
-    cfg.train_dataloader.update(batch_size=4, num_workers=0, persistent_workers=False)
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
-    cfg.param_scheduler = []
     cfg.custom_hooks = [dict(type='TeacherTempWarmupHook', warmup_iters=3)]
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=2)
-    cfg.log_processor = dict(by_epoch=False, window_size=1)
-    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
+    return cfg
+
+
+def tiny_slotcon_config(toy_root, max_iters):
+    cfg = tiny_run_config('configs/slotcon/r18_toy.py', toy_root, max_iters)
+    cfg.train_dataloader.dataset.pipeline[1].global_crops.size = 96
+    cfg.model.neck.hidden_channels = 64
+    cfg.model.head.num_prototypes = 8
+    cfg.model.predictor.hidden_channels = 64
     return cfg
 
 
