@@ -1,0 +1,65 @@
+"""The DINO algorithm is world-size invariant: 2 CPU processes (gloo) on half batches give the
+loss, centre, teacher and (DDP-averaged) gradients of 1 process on the whole batch."""
+import os.path as osp
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from mmengine.logging import MessageHub
+from test_dino import tiny_dino, views
+
+WORLD_SIZE = 2
+BATCH = 6
+
+
+def compute(rows):
+    """One DINO step (eval mode: no drop-path) on the samples ``rows`` of a fixed batch."""
+    MessageHub.get_current_instance().update_info('max_iters', 100)
+    torch.manual_seed(0)
+    model = tiny_dino()
+    model.init_weights()
+    model.eval()
+    model.loss_module.center.fill_(0.01)
+    model.teacher_temp = 0.04
+    loss = model.loss([view[rows] for view in views(batch=BATCH)], None)['loss']
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return dict(loss=loss.detach(), grads=grads, center=model.loss_module.center.clone())
+
+
+def _worker(rank, init_file, out_dir):
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                            world_size=WORLD_SIZE)
+    try:
+        torch.set_num_threads(1)
+        per_rank = BATCH // WORLD_SIZE
+        result = compute(slice(rank * per_rank, (rank + 1) * per_rank))
+        torch.save(result, osp.join(out_dir, f'rank{rank}.pth'))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope='module')
+def results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('dino_dist')
+    mp.spawn(_worker, args=(str(tmp / 'init'), str(tmp)), nprocs=WORLD_SIZE, join=True)
+    ranks = [torch.load(tmp / f'rank{r}.pth') for r in range(WORLD_SIZE)]
+    return ranks, compute(slice(None))
+
+
+def test_loss_and_centre_match_single_process(results):
+    ranks, single = results
+    assert torch.allclose(torch.stack([r['loss'] for r in ranks]).mean(), single['loss'],
+                          atol=1e-6)
+    for r in ranks:
+        assert torch.allclose(r['center'], single['center'], atol=1e-6)
+
+
+def test_ddp_averaged_gradients_match_single_process(results):
+    ranks, single = results
+    assert single['grads'] and set(single['grads']) == set(ranks[0]['grads'])
+    for name, grad in single['grads'].items():
+        averaged = sum(r['grads'][name] for r in ranks) / WORLD_SIZE
+        scale = grad.abs().max().clamp(min=1e-8)
+        assert ((averaged - grad).abs().max() / scale) < 1e-4, name
