@@ -9,6 +9,7 @@ warmup_epochs = 5
 one_dim_params = dict(decay_mult=0.0, lars_exclude=True)
 optim_wrapper = dict(
     type='AmpOptimWrapper',
+    constructor='FrozenAwareOptimWrapperConstructor',
     optimizer=dict(type='LARS', lr=1.0 * 512 / 256, momentum=0.9, weight_decay=1e-5, eta=0.001),
     paramwise_cfg=dict(custom_keys={
         '.bias': one_dim_params,
