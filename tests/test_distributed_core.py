@@ -1,11 +1,8 @@
 """World-size invariance of the shared pieces: 2 CPU processes (gloo) on half batches give the
 same results as 1 process on the whole batch."""
-import os.path as osp
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed import run_on_ranks
 
 from mmdense.models.losses import DINOLoss
 from mmdense.models.utils import sinkhorn_knopp
@@ -24,8 +21,9 @@ def make_inputs():
     )
 
 
-def compute(inputs, rows):
+def compute(rows):
     """Everything under test, on the samples ``rows`` of this process."""
+    inputs = make_inputs()
     loss_fn = DINOLoss(out_channels=16)
     loss_fn.center.fill_(0.1)
     student = inputs['student'][:, rows].clone().requires_grad_(True)
@@ -41,26 +39,13 @@ def compute(inputs, rows):
                 feature_grad=queries.grad, gathered=concat_all_gather(queries.detach()))
 
 
-def _worker(rank, init_file, out_dir):
-    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
-                            world_size=WORLD_SIZE)
-    try:
-        per_rank = 6 // WORLD_SIZE
-        result = compute(make_inputs(), slice(rank * per_rank, (rank + 1) * per_rank))
-        torch.save(result, osp.join(out_dir, f'rank{rank}.pth'))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.fixture(scope='module')
 def two_process_results(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('dist')
-    mp.spawn(_worker, args=(str(tmp / 'init'), str(tmp)), nprocs=WORLD_SIZE, join=True)
-    return [torch.load(tmp / f'rank{r}.pth') for r in range(WORLD_SIZE)]
+    return run_on_ranks(compute, 6, tmp_path_factory.mktemp('dist'), WORLD_SIZE)
 
 
 def test_loss_centre_and_gradients_match_single_process(two_process_results):
-    single = compute(make_inputs(), slice(None))
+    single = compute(slice(None))
     ranks = two_process_results
     assert torch.allclose(torch.stack([r['loss'] for r in ranks]).mean(), single['loss'],
                           atol=1e-6)
@@ -72,7 +57,7 @@ def test_loss_centre_and_gradients_match_single_process(two_process_results):
 
 
 def test_sinkhorn_and_gathers_match_single_process(two_process_results):
-    single = compute(make_inputs(), slice(None))
+    single = compute(slice(None))
     ranks = two_process_results
     assert torch.allclose(torch.cat([r['sinkhorn'] for r in ranks]), single['sinkhorn'],
                           atol=1e-5)

@@ -7,12 +7,9 @@ would test BN rather than SlotCon. Everything else — kept-slot masks, keys gat
 ranks, labels offset by rank, loss normalisation over all ranks, the all-reduced centre and
 prototype count — is exercised.
 """
-import os.path as osp
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed import run_on_ranks
 from mmengine.logging import MessageHub
 from mmpretrain.structures import DataSample
 from test_slotcon import tiny_slotcon
@@ -48,23 +45,9 @@ def compute(rows):
                 center=model.center.clone())
 
 
-def _worker(rank, init_file, out_dir):
-    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
-                            world_size=WORLD_SIZE)
-    try:
-        torch.set_num_threads(1)
-        per_rank = BATCH // WORLD_SIZE
-        result = compute(slice(rank * per_rank, (rank + 1) * per_rank))
-        torch.save(result, osp.join(out_dir, f'rank{rank}.pth'))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.fixture(scope='module')
 def results(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('slotcon_dist')
-    mp.spawn(_worker, args=(str(tmp / 'init'), str(tmp)), nprocs=WORLD_SIZE, join=True)
-    ranks = [torch.load(tmp / f'rank{r}.pth') for r in range(WORLD_SIZE)]
+    ranks = run_on_ranks(compute, BATCH, tmp_path_factory.mktemp('slotcon_dist'), WORLD_SIZE)
     return ranks, compute(slice(None))
 
 

@@ -29,7 +29,6 @@ def sinkhorn_knopp(logits: Tensor, epsilon: float = 0.05, num_iters: int = 3) ->
     does not depend on how the batch is split over ranks.
     """
     log_q = logits.detach().float() / epsilon
-    num_samples = all_reduce_sum(torch.tensor(float(log_q.shape[0]), device=log_q.device))
     log_prototype_share = -math.log(log_q.shape[1])
     for _ in range(num_iters):
         log_q = log_q - _logsumexp_over_all_samples(log_q) + log_prototype_share

@@ -1,0 +1,26 @@
+"""Run a computation on 2 CPU processes (gloo), each on its share of a batch."""
+import os.path as osp
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def _worker(rank, world_size, init_file, out_dir, compute, batch_size):
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                            world_size=world_size)
+    try:
+        torch.set_num_threads(1)
+        per_rank = batch_size // world_size
+        result = compute(slice(rank * per_rank, (rank + 1) * per_rank))
+        torch.save(result, osp.join(out_dir, f'rank{rank}.pth'))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_on_ranks(compute, batch_size, tmp_dir, world_size=2) -> list:
+    """``compute(rows)`` on ``world_size`` processes, rank r taking the r-th equal slice of the
+    batch; returns each rank's result (``compute`` must be a module-level function)."""
+    mp.spawn(_worker, args=(world_size, str(tmp_dir / 'init'), str(tmp_dir), compute,
+                            batch_size), nprocs=world_size, join=True)
+    return [torch.load(tmp_dir / f'rank{r}.pth') for r in range(world_size)]
