@@ -7,7 +7,7 @@
 
 CKPT may be ``random`` for the randomly initialised model (a baseline). Prints one table row per
 protocol setting and writes all results to JSON (default
-``work_dirs/dense_eval/<config name>.json``).
+``work_dirs/dense_eval/<config name>_<checkpoint name>.json``).
 """
 import argparse
 import json
@@ -91,8 +91,9 @@ def main():
         results.append(dict(protocol=protocol, setting=setting, metrics=metrics,
                             seconds=round(time.time() - start, 2)))
     print(format_table(results))
-    out = args.out or osp.join('work_dirs', 'dense_eval',
-                               osp.splitext(osp.basename(args.config))[0] + '.json')
+    run_name = '_'.join(osp.splitext(osp.basename(path))[0]
+                        for path in (args.config, args.checkpoint))
+    out = args.out or osp.join('work_dirs', 'dense_eval', run_name + '.json')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
         json.dump(dict(config=args.config, checkpoint=args.checkpoint, dataset=args.dataset,
