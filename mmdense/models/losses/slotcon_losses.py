@@ -83,11 +83,10 @@ def slot_contrast_loss(student_slots: Tensor,
     all_kept = concat_all_gather(teacher_kept).flatten()  # (world · B · K,)
     all_keys = concat_all_gather(teacher_slots.detach()).flatten(0, 1)[all_kept]
     keys = F.normalize(all_keys.float(), dim=1)
-    # Index of every (rank, image, prototype) among the kept keys; queries sit at their own
-    # rank's offset in the gathered order.
-    key_index = all_kept.long().cumsum(0) - 1
-    query_positions = query_mask.flatten().nonzero().squeeze(1)
-    labels = key_index[query_positions + get_rank() * batch_size * num_prototypes]
+    # Index of every (rank, image, prototype) among the kept keys; a query's label is the index
+    # of its own (rank, image, prototype).
+    key_index = (all_kept.long().cumsum(0) - 1).view(-1, batch_size * num_prototypes)
+    labels = key_index[get_rank()][query_mask.flatten()]
 
     logits = queries @ keys.t() / temp
     total = F.cross_entropy(logits, labels, reduction='sum')
