@@ -12,6 +12,15 @@ CONFIGS = sorted(
     if '_base_' not in p and 'benchmarks' not in p)
 
 
+def pipelines(dataset_cfg):
+    """The pipelines of a dataset config and of the datasets it wraps."""
+    if 'pipeline' in dataset_cfg:
+        yield dataset_cfg.pipeline
+    for inner in [dataset_cfg.get('dataset')] + list(dataset_cfg.get('datasets', [])):
+        if inner is not None:
+            yield from pipelines(inner)
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(p, ROOT))
 def test_config_builds(path):
     from mmcv.transforms import Compose
@@ -24,4 +33,7 @@ def test_config_builds(path):
     cfg = Config.fromfile(path)
     model = MODELS.build(cfg.model)
     assert sum(p.numel() for p in model.parameters()) > 0
-    Compose(cfg.train_dataloader.dataset.pipeline)
+    found = list(pipelines(cfg.train_dataloader.dataset))
+    assert found, f'{path}: no training pipeline'
+    for pipeline in found:
+        Compose(pipeline)

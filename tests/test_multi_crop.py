@@ -208,3 +208,22 @@ def test_views_align_on_shared_region():
     torch.testing.assert_close(aligned_a[..., 1:-1, 1:-1], aligned_b[..., 1:-1, 1:-1], rtol=0,
                                atol=1.0)
     torch.testing.assert_close(aligned_a, aligned_b, rtol=0, atol=3.0)
+
+
+def test_clean_global_copies_share_crop_and_flip_without_jitter():
+    grayscale = [dict(type='RandomGrayscale', prob=1.0, keep_channels=True)]
+    jittered = MultiCropWithGeometry(global_crops=dict(size=32), local_crops=dict(num=1, size=16),
+                                     global_pipelines=[grayscale], clean_global_copies=True,
+                                     flip_prob=0.5)
+    plain = MultiCropWithGeometry(global_crops=dict(size=32), local_crops=dict(num=1, size=16),
+                                  flip_prob=0.5)
+    for seed in range(4):
+        results = _run(jittered, seed)
+        reference = _run(plain, seed)  # same draws, no photometric pipeline
+        views = results['img']
+        assert len(views) == 5
+        np.testing.assert_array_equal(results['crop_boxes'][3:], results['crop_boxes'][:2])
+        np.testing.assert_array_equal(results['flips'][3:], results['flips'][:2])
+        for g in range(2):
+            assert (views[g] == views[g][..., :1]).all()
+            np.testing.assert_array_equal(views[3 + g], reference['img'][g])

@@ -14,7 +14,8 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 import mmdense  # noqa: F401
-from test_train_resume import ROOT, run_train, tiny_dino_config, tiny_slotcon_config
+from test_train_resume import (ROOT, run_train, tiny_adclr_config, tiny_cotap_config,
+                               tiny_dino_config, tiny_slotcon_config)
 
 
 class SimulatedCrash(Exception):
@@ -134,8 +135,9 @@ def logged_losses(work_dir):
     return losses
 
 
-@pytest.mark.parametrize('make_config', [tiny_dino_config, tiny_slotcon_config],
-                         ids=['dino', 'slotcon'])
+@pytest.mark.parametrize(
+    'make_config', [tiny_dino_config, tiny_slotcon_config, tiny_cotap_config, tiny_adclr_config],
+    ids=['dino', 'slotcon', 'cotap', 'adclr'])
 def test_resume_after_kill_is_bit_exact(make_config, toy_root, tmp_path):
     straight = tmp_path / 'straight.py'
     reliability_config(make_config, toy_root, max_iters=6).dump(str(straight))

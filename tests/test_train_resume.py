@@ -44,6 +44,46 @@ def tiny_slotcon_config(toy_root, max_iters):
     return cfg
 
 
+def ring_neighbours_file(toy_root, num_neighbours=2):
+    """A neighbour file for ``toy_root`` pairing image i with images i+1, i+2, ..."""
+    path = osp.join(toy_root, 'meta', f'ring_neighbours_{num_neighbours}.json')
+    with open(osp.join(toy_root, 'meta', 'train.txt')) as f:
+        images = [line.strip() for line in f if line.strip()]
+    neighbours = [[(i + k) % len(images) for k in range(1, num_neighbours + 1)]
+                  for i in range(len(images))]
+    with open(path, 'w') as f:
+        json.dump(dict(images=images, neighbours=neighbours), f)
+    return path
+
+
+def tiny_cotap_config(toy_root, max_iters):
+    cfg = tiny_run_config('configs/cotap/vit-s_toy.py', toy_root, max_iters)
+    pairs = cfg.train_dataloader.dataset
+    pairs.pop('data_root')
+    pairs.neighbours_file = ring_neighbours_file(toy_root)
+    pairs.dataset.data_root = toy_root
+    cfg.train_dataloader.batch_size = 2
+    cfg.model.backbone.update(arch=dict(embed_dims=48, num_layers=2, num_heads=3,
+                                        feedforward_channels=96), num_prototypes=4)
+    for head in (cfg.model.patch_head, cfg.model.cls_head):
+        head.update(in_channels=96, hidden_channels=64, bottleneck_channels=32, out_channels=64)
+    cfg.model.backbone_checkpoint = None
+    return cfg
+
+
+def tiny_adclr_config(toy_root, max_iters):
+    cfg = tiny_run_config('configs/adclr/vit-s16_toy.py', toy_root, max_iters)
+    cfg.model.backbone.arch = dict(embed_dims=48, num_layers=2, num_heads=3,
+                                   feedforward_channels=96)
+    cfg.model.head.update(in_channels=48, hidden_channels=64, bottleneck_channels=32,
+                          out_channels=128)
+    cfg.model.loss.out_channels = 128
+    cfg.train_dataloader.dataset.pipeline[1].query_crops.num = 3
+    cfg.custom_hooks = [dict(type='TeacherTempWarmupHook', warmup_iters=3,
+                             attributes=('teacher_temp', 'query_teacher_temp'))]
+    return cfg
+
+
 def run_train(config_path, work_dir, *extra):
     cmd = [sys.executable, osp.join(ROOT, 'tools/train.py'), config_path, '--work-dir', work_dir,
            *extra]
@@ -78,3 +118,14 @@ def test_train_two_iterations_then_resume_to_four(toy_root, tmp_path):
     ckpt = torch.load(work_dir / 'iter_4.pth', map_location='cpu')  # safe loading
     assert ckpt['meta']['iter'] == 4
     assert int(ckpt['state_dict']['teacher.steps']) == 4
+
+
+def tiny_dsc_config(toy_root, max_iters):
+    """DSC-KM on 64 px views (2x2 pixels) of a 1/8-width ResNet-18; the 20-key queue wraps
+    around during a 6-iteration run (8 keys per iteration)."""
+    cfg = tiny_run_config('configs/dsc/r18_toy.py', toy_root, max_iters)
+    cfg.train_dataloader.dataset.pipeline[1].global_crops.size = 64
+    cfg.model.backbone.update(stem_channels=8, base_channels=8)
+    cfg.model.neck.update(in_channels=64, hid_channels=32, out_channels=16)
+    cfg.model.update(queue_len=20, num_neighbours=1, num_classes=4)
+    return cfg

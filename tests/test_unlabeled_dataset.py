@@ -106,6 +106,24 @@ def test_list_file_naming_missing_image(image_tree):
     assert len(unchecked) == 2
 
 
+def test_coco_json_lists_images_and_names_missing_ones(image_tree):
+    import json
+    images = [dict(id=1, file_name='n01/a.jpg'), dict(id=2, file_name='n02/b.JPEG')]
+    (image_tree / 'instances.json').write_text(json.dumps(dict(images=images, annotations=[])))
+    dataset = UnlabeledImageDataset(data_root=str(image_tree), ann_file='instances.json',
+                                    data_prefix='train')
+    paths = [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
+    assert [osp.relpath(p, image_tree / 'train') for p in paths] == ['n01/a.jpg', 'n02/b.JPEG']
+    images.append(dict(id=3, file_name='n03/gone.jpg'))
+    (image_tree / 'instances.json').write_text(json.dumps(dict(images=images, annotations=[])))
+    with pytest.raises(FileNotFoundError, match='1 of 3 images.*instances.json.*n03/gone.jpg'):
+        UnlabeledImageDataset(data_root=str(image_tree), ann_file='instances.json',
+                              data_prefix='train')
+    (image_tree / 'broken.json').write_text('{"annotations": []}')
+    with pytest.raises(ValueError, match='broken.json.*not a COCO annotation file'):
+        UnlabeledImageDataset(data_root=str(image_tree), ann_file='broken.json')
+
+
 def _load(path):
     return TRANSFORMS.build(dict(type='LoadRGBImage'))(dict(img_path=str(path)))
 

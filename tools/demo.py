@@ -1,6 +1,15 @@
-"""The CPU demo on the embedded toy scenes: pretrain, then report what was trained.
+"""The CPU demo on the embedded toy scenes: the whole CoTAP recipe, then what it bought.
 
     python tools/demo.py [--data-root data/toy_scenes] [--work-dir work_dirs/demo]
+                         [--skip-dense-eval] [--skip-transfer]
+
+1. DINO ViT-S/16 pretraining (configs/dino/vit-s16_toy.py), the baseline CoTAP starts from;
+2. nearest-neighbour pairs of the training images by the DINO teacher (build_nn_pairs.py);
+3. CoTAP post-training from the DINO teacher (configs/cotap/vit-s_toy.py): per-term losses;
+4. frozen dense evaluation (linear probe and kNN retrieval on the toy val split) of CoTAP, DINO
+   and a randomly initialised ViT-S/16;
+5. transfer: the CoTAP backbone exported into mmdet Mask R-CNN and mmseg UperNet, trained
+   briefly and evaluated against random init (tools/benchmarks/toy_transfer.py).
 """
 import argparse
 import json
@@ -11,7 +20,9 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-PRETRAIN_CONFIG = 'configs/dino/vit-s16_toy.py'
+DINO_CONFIG = 'configs/dino/vit-s16_toy.py'
+COTAP_CONFIG = 'configs/cotap/vit-s_toy.py'
+COTAP_TERMS = ('loss_patch', 'loss_cls', 'loss_cross_patch', 'loss_cross_cls')
 
 
 def parse_args():
@@ -19,6 +30,8 @@ def parse_args():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data-root', default='data/toy_scenes')
     parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--skip-dense-eval', action='store_true')
+    parser.add_argument('--skip-transfer', action='store_true')
     return parser.parse_args()
 
 
@@ -28,18 +41,25 @@ def run(cmd):
 
 
 def read_losses(work_dir):
-    """Training losses from MMEngine's scalars.json of the latest run in ``work_dir``."""
+    """Logged training records from MMEngine's scalars.json of the latest run in ``work_dir``."""
     runs = sorted(d for d in os.listdir(work_dir)
                   if osp.isfile(osp.join(work_dir, d, 'vis_data', 'scalars.json')))
     if not runs:
         raise FileNotFoundError(f'no vis_data/scalars.json under {work_dir}: did training log?')
-    records = []
     with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')) as f:
-        for line in f:
-            record = json.loads(line)
-            if 'loss' in record:
-                records.append(record)
-    return records
+        return [record for record in map(json.loads, f) if 'loss' in record]
+
+
+def curve(records, key):
+    return ' '.join(f'{r["step"]}:{r[key]:.3f}' for r in records)
+
+
+def dense_eval(config, checkpoint, out, data_root):
+    run([sys.executable, 'tools/test_dense.py', config, checkpoint, '--protocol', 'linear', 'knn',
+         '--dataset', 'toy', '--data-root', data_root, '--img-size', '96', '--num-train', '120',
+         '--num-val', '40', '--out', out])
+    with open(osp.join(ROOT, out)) as f:
+        return {r['protocol']: r['metrics'] for r in json.load(f)['results']}
 
 
 def main():
@@ -48,20 +68,69 @@ def main():
         raise FileNotFoundError(f'toy data not found under {args.data_root}: run '
                                 '`python tools/misc/make_toy_scenes.py` (make demo does)')
     start = time.time()
-    pretrain_dir = osp.join(args.work_dir, 'pretrain_dino')
-    run([sys.executable, 'tools/train.py', PRETRAIN_CONFIG, '--work-dir', pretrain_dir,
+    times = {}
+    dino_dir = osp.join(args.work_dir, 'pretrain_dino')
+    run([sys.executable, 'tools/train.py', DINO_CONFIG, '--work-dir', dino_dir,
          '--cfg-options', f'train_dataloader.dataset.data_root={args.data_root}'])
-    records = read_losses(osp.join(ROOT, pretrain_dir))
-    elapsed = time.time() - start
-    first, last = records[0], records[-1]
-    lowest = min(records, key=lambda r: r['loss'])
+    dino_ckpt = osp.join(dino_dir, 'epoch_1.pth')
+    times['DINO pretraining'] = time.time() - start
+
+    step = time.time()
+    neighbours = osp.join(args.work_dir, 'toy_neighbours.json')
+    run([sys.executable, 'tools/misc/build_nn_pairs.py', COTAP_CONFIG, dino_ckpt, '--out',
+         neighbours, '--topk', '5', '--img-size', '96', '--data-root', args.data_root])
+    times['neighbour pairs'] = time.time() - step
+
+    step = time.time()
+    cotap_dir = osp.join(args.work_dir, 'pretrain_cotap')
+    run([sys.executable, 'tools/train.py', COTAP_CONFIG, '--work-dir', cotap_dir,
+         '--cfg-options', f'train_dataloader.dataset.dataset.data_root={args.data_root}',
+         f'train_dataloader.dataset.neighbours_file={neighbours}',
+         f'model.backbone_checkpoint.path={dino_ckpt}'])
+    cotap_ckpt = osp.join(cotap_dir, 'iter_100.pth')
+    times['CoTAP post-training'] = time.time() - step
+
+    dense = {}
+    if not args.skip_dense_eval:
+        step = time.time()
+        eval_dir = osp.join(args.work_dir, 'dense_eval')
+        for name, config, ckpt in (('CoTAP', COTAP_CONFIG, cotap_ckpt),
+                                   ('DINO', DINO_CONFIG, dino_ckpt),
+                                   ('random init', DINO_CONFIG, 'random')):
+            out = osp.join(eval_dir, name.replace(' ', '_') + '.json')
+            dense[name] = dense_eval(config, ckpt, out, args.data_root)
+        times['dense evaluation'] = time.time() - step
+
+    transfer = None
+    if not args.skip_transfer:
+        step = time.time()
+        transfer_dir = osp.join(args.work_dir, 'transfer')
+        run([sys.executable, 'tools/benchmarks/toy_transfer.py', cotap_ckpt, '--work-dir',
+             transfer_dir, '--data-root', args.data_root, '--random-baseline'])
+        with open(osp.join(ROOT, transfer_dir, 'toy_transfer.json')) as f:
+            transfer = json.load(f)
+        times['transfer (Mask R-CNN + UperNet)'] = time.time() - step
+
+    dino_records = read_losses(osp.join(ROOT, dino_dir))
+    cotap_records = read_losses(osp.join(ROOT, cotap_dir))
     print('\n[demo] ================ summary ================')
-    print(f'[demo] trained: DINO ViT-S/16 ({PRETRAIN_CONFIG}) on {args.data_root}')
-    print(f'[demo] iterations: {last["step"]}, checkpoints in {pretrain_dir}')
-    print(f'[demo] loss: {first["loss"]:.4f} (iter {first["step"]}) -> {last["loss"]:.4f} '
-          f'(iter {last["step"]}); lowest {lowest["loss"]:.4f} (iter {lowest["step"]})')
-    print('[demo] loss curve: ' + ' '.join(f'{r["step"]}:{r["loss"]:.3f}' for r in records))
-    print(f'[demo] time: {elapsed:.0f} s')
+    print(f'[demo] DINO ({DINO_CONFIG}): loss {curve(dino_records, "loss")}')
+    print(f'[demo] CoTAP ({COTAP_CONFIG}), from the DINO teacher, on neighbour pairs:')
+    for term in COTAP_TERMS:
+        print(f'[demo]   {term:<17} {curve(cotap_records, term)}')
+    if dense:
+        print('[demo] frozen dense evaluation, toy val (40 images, 96 px; fit on 120 train):')
+        print('[demo]   backbone     | linear mIoU | kNN mIoU')
+        for name, metrics in dense.items():
+            print(f'[demo]   {name:<12} | {metrics["linear"]["mIoU"]:.4f}      | '
+                  f'{metrics["knn"]["mIoU"]:.4f}')
+    if transfer:
+        print('[demo] transfer of the CoTAP backbone vs random init (same schedule):')
+        for line in transfer['summary']:
+            print(f'[demo]   {line}')
+    for name, seconds in times.items():
+        print(f'[demo] time: {name} {seconds:.0f} s')
+    print(f'[demo] time: total {time.time() - start:.0f} s; outputs under {args.work_dir}')
 
 
 if __name__ == '__main__':

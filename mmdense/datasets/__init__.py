@@ -9,3 +9,7 @@ __all__ = [
 ]
 from .skip_corrupt import SkipCorruptImages, SkippedImagesHook  # noqa: E402,F401
 __all__ += ['SkipCorruptImages', 'SkippedImagesHook']
+from .neighbour_pairs import NeighbourPairDataset, read_neighbours  # noqa: E402,F401
+__all__ += ['NeighbourPairDataset', 'read_neighbours']
+from .source_batches import SourceGroupedBatchSampler  # noqa: E402,F401
+__all__ += ['SourceGroupedBatchSampler']

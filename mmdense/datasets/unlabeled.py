@@ -1,4 +1,5 @@
 """Images without labels, for self-supervised pretraining."""
+import json
 import os
 import os.path as osp
 from typing import List, Sequence, Union
@@ -18,7 +19,8 @@ class UnlabeledImageDataset(BaseDataset):
     ``extensions`` (case-insensitive), sorted by path, e.g. COCO ``train2017/`` or ImageNet
     ``train/``. List mode: ``ann_file`` names one image a line, relative to
     ``data_root/data_prefix``; blank lines and lines starting with ``#`` are skipped and a trailing
-    integer label (ImageNet ``meta/train.txt`` style: ``n01440764/x.JPEG 0``) is ignored. The toy
+    integer label (ImageNet ``meta/train.txt`` style: ``n01440764/x.JPEG 0``) is ignored. A
+    ``.json`` ``ann_file`` is read as a COCO annotation file (``images[*].file_name``). The toy
     set is ``data_root='data/toy_scenes', ann_file='meta/train.txt'``.
 
     Each data info holds ``img_path``; ``get_data_info`` adds ``sample_idx``. Problems with the
@@ -65,14 +67,7 @@ class UnlabeledImageDataset(BaseDataset):
         if not osp.isfile(self.ann_file):
             raise FileNotFoundError(
                 f'{type(self).__name__}: list file {self.ann_file!r} does not exist')
-        paths = []
-        with open(self.ann_file) as f:
-            for line in f:
-                line = line.strip()
-                if not line or line.startswith('#'):
-                    continue
-                parts = line.rsplit(maxsplit=1)
-                paths.append(parts[0] if len(parts) == 2 and parts[1].isdigit() else line)
+        paths = self._read_coco_json() if self.ann_file.endswith('.json') else self._read_lines()
         if not paths:
             raise ValueError(f'{type(self).__name__}: list file {self.ann_file!r} names no images')
         if self.check_files:
@@ -83,6 +78,27 @@ class UnlabeledImageDataset(BaseDataset):
                     f'{self.ann_file!r} do not exist under {self.img_dir!r}, e.g. '
                     f'{osp.join(self.img_dir, missing[0])!r}')
         return paths
+
+    def _read_lines(self) -> List[str]:
+        paths = []
+        with open(self.ann_file) as f:
+            for line in f:
+                line = line.strip()
+                if not line or line.startswith('#'):
+                    continue
+                parts = line.rsplit(maxsplit=1)
+                paths.append(parts[0] if len(parts) == 2 and parts[1].isdigit() else line)
+        return paths
+
+    def _read_coco_json(self) -> List[str]:
+        """``file_name`` of every entry of a COCO annotation file's ``images``."""
+        try:
+            with open(self.ann_file) as f:
+                images = json.load(f)['images']
+            return [image['file_name'] for image in images]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f'{type(self).__name__}: {self.ann_file!r} is not a COCO annotation '
+                             f'file with images[*].file_name ({error!r})') from error
 
     def _scan_folder(self) -> List[str]:
         img_dir = self.img_dir

@@ -45,6 +45,9 @@ class MultiCropWithGeometry(BaseTransform):
         local_pipeline: transform configs applied to every local view.
         require_overlap: resample each further global crop, up to ``max_tries`` draws, until it
             overlaps the first global crop; the last draw is kept if none does.
+        clean_global_copies: append, after all views, a copy of each global view with the same
+            crop and flip but no photometric pipeline (for a teacher that sees un-jittered
+            crops, as in CoTAP).
         max_tries: number of draws allowed per crop by ``require_overlap``.
         interpolation: resize interpolation understood by :func:`mmcv.imresize`.
     """
@@ -58,6 +61,7 @@ class MultiCropWithGeometry(BaseTransform):
                  local_pipeline: Optional[Sequence[dict]] = None,
                  require_overlap: bool = False,
                  max_tries: int = 10,
+                 clean_global_copies: bool = False,
                  interpolation: str = 'bicubic'):
         self.global_crops = {**GLOBAL_CROPS, **(global_crops or {})}
         self.local_crops = {**LOCAL_CROPS, **(local_crops or {})}
@@ -65,6 +69,7 @@ class MultiCropWithGeometry(BaseTransform):
         self.flip_prob = flip_prob
         self.require_overlap = require_overlap
         self.max_tries = max_tries
+        self.clean_global_copies = clean_global_copies
         self.interpolation = interpolation
 
         num_globals = self.global_crops['num']
@@ -130,6 +135,12 @@ class MultiCropWithGeometry(BaseTransform):
             sizes.append(self.local_crops['size'])
             pipelines.append(self.local_pipeline)
         flips = np.random.rand(len(boxes)) < self.flip_prob
+        if self.clean_global_copies:
+            num_globals = self.global_crops['num']
+            boxes += boxes[:num_globals]
+            sizes += sizes[:num_globals]
+            pipelines += [Compose([])] * num_globals
+            flips = np.concatenate([flips, flips[:num_globals]])
 
         views = [
             self._make_view(img, box, size, flip, pipeline)
@@ -146,4 +157,5 @@ class MultiCropWithGeometry(BaseTransform):
         return (f'{self.__class__.__name__}(global_crops={self.global_crops}, '
                 f'local_crops={self.local_crops}, ratio={self.ratio}, '
                 f'flip_prob={self.flip_prob}, require_overlap={self.require_overlap}, '
-                f'max_tries={self.max_tries}, interpolation={self.interpolation!r})')
+                f'max_tries={self.max_tries}, clean_global_copies={self.clean_global_copies}, '
+                f'interpolation={self.interpolation!r})')

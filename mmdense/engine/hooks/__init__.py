@@ -8,3 +8,5 @@ from .atomic_checkpoint_hook import AtomicCheckpointHook, RNGStateHook  # noqa: 
 __all__ += ['AtomicCheckpointHook', 'RNGStateHook']
 from .nan_guard_hook import NonFiniteLossHook  # noqa: E402,F401
 __all__ += ['NonFiniteLossHook']
+from .prototype_init import PrototypeInitHook  # noqa: E402,F401
+__all__ += ['PrototypeInitHook']

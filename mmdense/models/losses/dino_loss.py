@@ -37,14 +37,16 @@ class DINOLoss(nn.Module):
 
     Teacher targets ``q = softmax((g_t − c) / τ_t)``; loss = :func:`multicrop_cross_entropy`.
     After each call the centre is updated with the mean teacher output over all views, samples
-    and ranks: ``c ← m·c + (1 − m)·mean(g_t)``.
+    and ranks: ``c ← m·c + (1 − m)·mean(g_t)``. ``skip_same_view=False`` keeps the pairs (t, t),
+    for teacher outputs that are not views of the student (e.g. ADCLR's query crops).
     """
 
     def __init__(self, out_channels: int, student_temp: float = 0.1,
-                 center_momentum: float = 0.9) -> None:
+                 center_momentum: float = 0.9, skip_same_view: bool = True) -> None:
         super().__init__()
         self.student_temp = student_temp
         self.center_momentum = center_momentum
+        self.skip_same_view = skip_same_view
         self.register_buffer('center', torch.zeros(1, out_channels))
 
     def teacher_targets(self, teacher_logits: Tensor, teacher_temp: float) -> Tensor:
@@ -56,7 +58,8 @@ class DINOLoss(nn.Module):
                 teacher_temp: float) -> Tensor:
         """student_logits (V_s, B, K); teacher_logits (V_t, B, K) computed without gradient."""
         teacher_probs = self.teacher_targets(teacher_logits.detach(), teacher_temp)
-        loss = multicrop_cross_entropy(student_logits, teacher_probs, self.student_temp)
+        loss = multicrop_cross_entropy(student_logits, teacher_probs, self.student_temp,
+                                       self.skip_same_view)
         self.update_center(teacher_logits)
         return loss
 

@@ -8,3 +8,6 @@ __all__ = [
     'EMATeacher', 'align_to_boxes', 'boxes_overlap', 'overlap_in_views', 'sinkhorn_knopp',
     'update_center_'
 ]
+from .kmeans import gathered_spherical_kmeans, spherical_kmeans  # noqa: E402
+
+__all__ += ['gathered_spherical_kmeans', 'spherical_kmeans']

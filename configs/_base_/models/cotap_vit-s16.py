@@ -1,0 +1,37 @@
+# CoTAP ViT-S/16: object-aware filter (64 prototypes of 3x3 x 384) in the last block, so the
+# heads see 2 x 384 channels; DINO-style patch head (512 prototypes) and CLS head (4096).
+model = dict(
+    type='CoTAP',
+    data_preprocessor=dict(
+        type='SelfSupDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        to_rgb=True),
+    backbone=dict(
+        type='ObjectAwareViT',
+        arch='deit-small',
+        patch_size=16,
+        img_size=224,
+        drop_path_rate=0.1,
+        num_prototypes=64,
+        prototype_kernel=3,
+        freeze_prototypes=False),
+    patch_head=dict(type='DINOHead', in_channels=768, out_channels=512, hidden_channels=2048,
+                    bottleneck_channels=256, num_layers=3, norm_last_layer=True),
+    cls_head=dict(type='DINOHead', in_channels=768, out_channels=4096, hidden_channels=2048,
+                  bottleneck_channels=256, num_layers=3, norm_last_layer=True),
+    loss_weights=dict(patch=1.0, cls=1.0, cross_patch=1.0, cross_cls=1.0),
+    num_global_views=2,
+    clean_teacher_views=True,
+    student_temp=0.1,
+    sinkhorn_epsilon=0.05,
+    sinkhorn_iters=3,
+    cross_pool_sizes=(7, ),
+    kept_cell_ratio=0.5,
+    num_negatives=5,
+    negative_weight=0.1,
+    ranking_margin=0.1,
+    ranking_threshold=0.0,
+    teacher_momentum=0.9997,
+    end_teacher_momentum=0.9999,
+)

@@ -1,0 +1,47 @@
+# DSC with a ResNet-50 and the two-view pipeline it needs: two overlapping 224 px crops
+# (scale 0.08-1, up to 10 draws) with BYOL photometric augmentation, plus each view's crop box and
+# flip, from which the pixel level finds the pixels of both views that cover the same image spot.
+_base_ = ['../pipelines/byol_photometric.py']
+
+train_pipeline = [
+    dict(type='LoadRGBImage'),
+    dict(
+        type='MultiCropWithGeometry',
+        global_crops=dict(num=2, size=224, scale=(0.08, 1.0)),
+        local_crops=dict(num=0),
+        require_overlap=True,
+        max_tries=10,
+        global_pipelines=[{{_base_.photometric_view1}}, {{_base_.photometric_view2}}]),
+    dict(type='PackMultiViewInputs', algorithm_keys=['crop_boxes', 'flips']),
+]
+
+model = dict(
+    type='DSC',
+    data_preprocessor=dict(
+        type='SelfSupDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        to_rgb=True),
+    backbone=dict(type='ResNet', depth=50, out_indices=(3, ), style='pytorch',
+                  zero_init_residual=False),
+    # mmpretrain's DenseCL neck: global fc-relu-fc and dense 1x1 conv-relu-conv (7x7 at 224 px)
+    neck=dict(type='DenseCLNeck', in_channels=2048, hid_channels=2048, out_channels=128),
+    queue_len=65536,
+    instance_temp=0.2,
+    pixel_temp=0.2,
+    semantic_temp=0.2,
+    pixel_loss_weight=1.0,
+    semantic_loss_weight=0.5,
+    num_neighbours=4,
+    semantic_variant='km',
+    num_classes=128,
+    kmeans_iters=10,
+    # used by semantic_variant='pm' only
+    sinkhorn_epsilon=0.05,
+    sinkhorn_iters=3,
+    prototype_temp=0.1,
+    teacher_momentum=0.999,
+    end_teacher_momentum=0.999,
+    teacher_update_buffers=True,
+    feat_branch='student',
+)

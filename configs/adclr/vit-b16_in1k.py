@@ -1,0 +1,9 @@
+# ADCLR ViT-B/16 on ImageNet-1K, 100 epochs, 8 GPUs x 64 images: ./vit-s16_in1k.py with a ViT-B
+# backbone. Our choices for the larger model (not taken from the paper): prototypes with fixed
+# norm (norm_last_layer) and lr 7.5e-4 x total_batch/256, as DINO and iBOT use for ViT-B.
+_base_ = ['./vit-s16_in1k.py']
+
+model = dict(
+    backbone=dict(arch='base'),
+    head=dict(in_channels=768, norm_last_layer=True))
+optim_wrapper = dict(optimizer=dict(lr=7.5e-4 * 512 / 256))

@@ -1,0 +1,42 @@
+# DSC sized for the 2-core CPU demo on the toy scenes: ResNet-18, two 128 px views (4x4 pixel
+# grids), 128-d embeddings, 16 k-means classes, 2 feature neighbours, queue of 512, batch 8,
+# 3 epochs, fp32. Temperatures and loss weights are those of the R50 recipe. The momentum is
+# 0.99 (not 0.999) and the lr 0.05 (not 0.03 x 8/256) so that a 225-iteration run moves.
+_base_ = [
+    '../_base_/datasets/toy_scenes_unlabeled.py',
+    '../_base_/models/dsc_r50.py',
+    '../_base_/schedules/dsc_sgd.py',
+    '../_base_/default_runtime.py',
+]
+train_pipeline = [
+    dict(type='LoadRGBImage'),
+    dict(
+        type='MultiCropWithGeometry',
+        global_crops=dict(num=2, size=128, scale=(0.08, 1.0)),
+        local_crops=dict(num=0),
+        require_overlap=True,
+        max_tries=10,
+        global_pipelines=[{{_base_.photometric_view1}}, {{_base_.photometric_view2}}]),
+    dict(type='PackMultiViewInputs', algorithm_keys=['crop_boxes', 'flips']),
+]
+train_dataloader = dict(batch_size=8, num_workers=2, dataset=dict(pipeline=train_pipeline))
+
+model = dict(
+    backbone=dict(depth=18),
+    neck=dict(in_channels=512, hid_channels=512, out_channels=128),
+    queue_len=512,
+    num_neighbours=2,
+    num_classes=16,
+    teacher_momentum=0.99,
+    end_teacher_momentum=0.99,
+)
+
+max_epochs = 3
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=0.05))
+param_scheduler = [
+    dict(type='CosineAnnealingLR', T_max=max_epochs, eta_min=0.0, by_epoch=True, begin=0,
+         end=max_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=max_epochs)
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=1))
+auto_scale_lr = dict(base_batch_size=8)

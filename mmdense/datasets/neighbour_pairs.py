@@ -1,0 +1,109 @@
+"""Training pairs (image, one of its nearest neighbours) for cross-image objectives."""
+import json
+import os.path as osp
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.dataset import BaseDataset
+from torch.utils.data import Dataset
+
+from mmdense.registry import DATASETS
+
+
+def read_neighbours(path: str) -> dict:
+    """The neighbour file written by ``tools/misc/build_nn_pairs.py``: ``images`` (relative
+    paths) and ``neighbours`` (indices into ``images``, best first), with its provenance."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'neighbour file {path!r} does not exist: build it with '
+                                '`python tools/misc/build_nn_pairs.py CONFIG CKPT --out FILE`')
+    with open(path) as f:
+        record = json.load(f)
+    for key in ('images', 'neighbours'):
+        if key not in record:
+            raise KeyError(f'neighbour file {path!r} has no {key!r} entry')
+    if len(record['images']) != len(record['neighbours']):
+        raise ValueError(f'neighbour file {path!r}: {len(record["images"])} images but '
+                         f'{len(record["neighbours"])} neighbour lists')
+    return record
+
+
+@DATASETS.register_module()
+class NeighbourPairDataset(Dataset):
+    """Each sample is an image and a random one of its top-k neighbours, both through the
+    wrapped dataset's pipeline (e.g. multi-crop).
+
+    The packed sample holds the image's views followed by the neighbour's views in ``inputs``;
+    its data sample's ``crop_boxes`` / ``flips`` are concatenated the same way and it gains
+    ``num_pair_views`` (views per image) and ``neighbour_idx``. The neighbour is drawn with
+    ``np.random``, which mmengine seeds per worker, so runs are reproducible.
+
+    Args:
+        dataset: the image dataset (config or instance) whose ``img_path``\\ s the neighbour
+            file lists relative to its ``img_dir`` (or ``data_root``).
+        neighbours_file: JSON from ``tools/misc/build_nn_pairs.py``.
+        num_neighbours: draw from the first k neighbours only (default: all in the file).
+        loss_terms: names of the loss terms this source feeds, stored as ``loss_terms`` in each
+            data sample (e.g. CoTAP's patch terms on COCO and CLS terms on ImageNet, with
+            :class:`SourceGroupedBatchSampler`); default: all.
+    """
+
+    def __init__(self,
+                 dataset: Union[dict, BaseDataset],
+                 neighbours_file: str,
+                 num_neighbours: Optional[int] = None,
+                 loss_terms: Optional[Sequence[str]] = None) -> None:
+        self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
+        self.neighbours_file = neighbours_file
+        self.loss_terms = None if loss_terms is None else tuple(loss_terms)
+        record = read_neighbours(neighbours_file)
+        available = min(len(n) for n in record['neighbours'])
+        num_neighbours = num_neighbours or available
+        if not 1 <= num_neighbours <= available:
+            raise ValueError(f'{type(self).__name__}: num_neighbours={num_neighbours} but '
+                             f'{neighbours_file!r} has {available} neighbours per image')
+        self.neighbours = self._to_dataset_indices(record, num_neighbours)
+
+    @property
+    def metainfo(self) -> dict:
+        return self.dataset.metainfo
+
+    def _relative_paths(self) -> List[str]:
+        root = getattr(self.dataset, 'img_dir', '') or self.dataset.data_root
+        return [osp.relpath(self.dataset.get_data_info(i)['img_path'], root)
+                for i in range(len(self.dataset))]
+
+    def _to_dataset_indices(self, record: dict, num_neighbours: int) -> np.ndarray:
+        file_index = {path: i for i, path in enumerate(record['images'])}
+        paths = self._relative_paths()
+        missing = [p for p in paths if p not in file_index]
+        if missing:
+            raise KeyError(f'{self.neighbours_file!r} has no neighbours for {len(missing)} '
+                           f'image(s) of the dataset, e.g. {missing[:3]}: rebuild it for this '
+                           'dataset')
+        dataset_index = {file_index[p]: i for i, p in enumerate(paths)}
+        neighbours = np.empty((len(paths), num_neighbours), dtype=np.int64)
+        for i, path in enumerate(paths):
+            for rank, j in enumerate(record['neighbours'][file_index[path]][:num_neighbours]):
+                if j not in dataset_index:
+                    raise KeyError(f'{self.neighbours_file!r}: neighbour '
+                                   f'{record["images"][j]!r} of {path!r} is not in the dataset')
+                neighbours[i, rank] = dataset_index[j]
+        return neighbours
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict:
+        neighbour_idx = int(self.neighbours[idx, np.random.randint(self.neighbours.shape[1])])
+        image, neighbour = self.dataset[idx], self.dataset[neighbour_idx]
+        sample = image['data_samples']
+        other = neighbour['data_samples']
+        sample.set_field(torch.cat([sample.crop_boxes, other.crop_boxes]), 'crop_boxes')
+        sample.set_field(torch.cat([sample.flips, other.flips]), 'flips')
+        sample.set_field(len(image['inputs']), 'num_pair_views', field_type='metainfo')
+        sample.set_field(neighbour_idx, 'neighbour_idx', field_type='metainfo')
+        if self.loss_terms is not None:
+            sample.set_field(self.loss_terms, 'loss_terms', field_type='metainfo')
+        return dict(inputs=list(image['inputs']) + list(neighbour['inputs']),
+                    data_samples=sample)

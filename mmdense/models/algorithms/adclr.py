@@ -1,0 +1,98 @@
+from typing import List, Optional, Tuple
+
+import torch
+from mmpretrain.structures import DataSample
+from torch import Tensor
+
+from mmdense.models.backbones import QueryVisionTransformer
+from mmdense.registry import MODELS
+from .dino import DINO, embed_views
+
+
+@MODELS.register_module()
+class ADCLR(DINO):
+    """ADCLR: patch-level contrasting without patch correspondence (Zhang et al., ICLR 2023).
+
+    DINO plus query crops: small random crops of each image (the trailing ``num_queries`` views
+    of ``inputs``) are appended as tokens to the student's global views, where they read the
+    image tokens but are never read by them (:class:`QueryVisionTransformer`), so the DINO
+    term is untouched. The teacher encodes each query crop on its own as a small image; that
+    output is the target of the same query token in every global view of the student:
+
+    ``L = L_DINO + λ · L_query``,  ``L_query = 1/(V_g·B·Q) Σ_{v,b,q} H(p_{b,q}, s_{v,b,q})``,
+
+    ``H(p, s) = −Σ_k p_k log softmax(s / τ_s)_k``, ``p_{b,q} = softmax((t_{b,q} − c_q) / τ_q)``:
+    teacher output t of query q of image b, student output s of its token in global view v,
+    with its own centre ``c_q`` and teacher temperature τ_q (``query_teacher_temp``, warmed up
+    by :class:`TeacherTempWarmupHook` with ``attributes=('teacher_temp',
+    'query_teacher_temp')``). The head is shared, so there are no parameters beyond DINO's.
+
+    Args:
+        backbone: :class:`QueryVisionTransformer` config.
+        head, loss, **kwargs: as for :class:`DINO`.
+        query_loss: :class:`DINOLoss` config of the query term (τ_s, centre momentum); a copy of
+            ``loss`` by default. It always keeps every (teacher, student view) pair.
+        query_loss_weight: λ.
+        query_teacher_temp: τ_q.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 head: dict,
+                 loss: dict,
+                 query_loss: Optional[dict] = None,
+                 query_loss_weight: float = 1.0,
+                 query_teacher_temp: float = 0.07,
+                 **kwargs) -> None:
+        super().__init__(backbone=backbone, head=head, loss=loss, **kwargs)
+        if not isinstance(self.backbone, QueryVisionTransformer):
+            raise TypeError(f'ADCLR needs a QueryVisionTransformer backbone, got '
+                            f'{type(self.backbone).__name__}')
+        self.query_loss_module = MODELS.build(dict(query_loss or loss, skip_same_view=False))
+        if self.query_loss_module.center.shape != self.loss_module.center.shape:
+            raise ValueError(f'ADCLR: query_loss out_channels='
+                             f'{self.query_loss_module.center.shape[-1]} does not match the head '
+                             f'out_channels={self.loss_module.center.shape[-1]}')
+        self.query_loss_weight = query_loss_weight
+        self.query_teacher_temp = query_teacher_temp
+
+    @staticmethod
+    def split_queries(inputs: List[Tensor],
+                      data_samples: List[DataSample]) -> Tuple[List[Tensor], Tensor]:
+        """The views and the (B, Q, 3, h, w) query crops, from ``data_samples[0].num_queries``."""
+        num_queries = data_samples[0].get('num_queries') if data_samples else None
+        if num_queries is None:
+            raise KeyError("ADCLR: 'num_queries' is missing from the data samples: use "
+                           "MultiCropWithQueries and pack 'num_queries' with PackMultiViewInputs")
+        if not 1 <= num_queries < len(inputs):
+            raise ValueError(f"ADCLR: 'num_queries'={num_queries} does not leave views among "
+                             f'the {len(inputs)} inputs')
+        return inputs[:-num_queries], torch.stack(inputs[-num_queries:], dim=1)
+
+    def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
+        views, queries = self.split_queries(inputs, data_samples)
+        num_global = self.num_global_views
+        if len(views) < max(2, num_global):
+            raise ValueError(f'ADCLR needs at least {max(2, num_global)} views per image besides '
+                             f'the queries, got {len(views)}: check the MultiCrop pipeline')
+        batch_size, num_queries = queries.shape[:2]
+
+        self.teacher.update(self.student_modules())
+        with torch.no_grad():
+            teacher_logits = embed_views(self.teacher['backbone'], self.teacher['head'],
+                                         views[:num_global])
+            teacher_query_logits = embed_views(self.teacher['backbone'], self.teacher['head'],
+                                               [queries.flatten(0, 1)])
+        global_feats, query_feats = self.backbone.forward_with_queries(
+            torch.cat(views[:num_global]), queries.repeat(num_global, 1, 1, 1, 1))
+        student_logits = self.head(global_feats[-1]).view(num_global, batch_size, -1)
+        if len(views) > num_global:
+            local_logits = embed_views(self.backbone, self.head, views[num_global:])
+            student_logits = torch.cat([student_logits, local_logits])
+        student_query_logits = self.head(query_feats).view(num_global, batch_size * num_queries,
+                                                           -1)
+
+        loss_dino = self.loss_module(student_logits, teacher_logits, self.teacher_temp)
+        loss_query = self.query_loss_module(student_query_logits, teacher_query_logits,
+                                            self.query_teacher_temp)
+        return dict(loss_dino=loss_dino, loss_query=self.query_loss_weight * loss_query)

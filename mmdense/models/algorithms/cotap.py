@@ -1,0 +1,325 @@
+from itertools import groupby
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+from mmengine.runner.checkpoint import CheckpointLoader
+from mmpretrain.models import BaseSelfSupervisor
+from mmpretrain.structures import DataSample
+from torch import Tensor
+
+from mmdense.models.losses import cotap_loss, multicrop_cross_entropy
+from mmdense.models.utils import EMATeacher, align_to_boxes, overlap_in_views, sinkhorn_knopp
+from mmdense.registry import MODELS
+
+LOSS_TERMS = ('patch', 'cls', 'cross_patch', 'cross_cls')
+
+
+def random_derangement(n: int, device: torch.device) -> Tensor:
+    """A uniformly random permutation of ``range(n)`` without fixed points (n >= 2)."""
+    while True:
+        perm = torch.randperm(n, device=device)
+        if not (perm == torch.arange(n, device=device)).any():
+            return perm
+
+
+@MODELS.register_module()
+class CoTAP(BaseSelfSupervisor):
+    """CoTAP: semantic concentration for dense self-supervised learning (Wen et al., TPAMI 2025).
+
+    A ViT with an object-aware filter (:class:`ObjectAwareViT`) and an EMA teacher, trained on
+    pairs (image, nearest-neighbour image) from :class:`NeighbourPairDataset`. Each image gives
+    the student its jittered global + local crops and the teacher clean copies of the globals.
+    With ``P`` the patch head and ``C`` the CLS head, four losses:
+
+    1. ``patch``: the student's ``log_softmax(P/τ_s)`` of every crop follows the teacher's
+       Sinkhorn-balanced patch codes of each global crop on the region both crops show
+       (RoI-aligned, un-flipped; optionally weighted by the teacher's CLS attention);
+    2. ``cls``: swapped prediction between crops, ``CE(sinkhorn(C_t(g)), log_softmax(C_s(v)/τ_s))``;
+    3. ``cross_patch``: patch maps of an image and its neighbour, average-pooled to ks×ks, keep
+       the cells the teacher's CLS attends to most; every kept cell ranks the neighbour's cells
+       (and those of images from random derangements of the batch, weight × α) by student
+       cosine similarity, with teacher similarities as continuous targets (:func:`cotap_loss`);
+    4. ``cross_cls``: the student's CLS prediction of an image follows the teacher's Sinkhorn
+       code of its neighbour, both directions.
+
+    Args:
+        backbone: :class:`ObjectAwareViT` config (outputs 2·D channels).
+        patch_head / cls_head: :class:`DINOHead` configs (512 / 4096 outputs in the paper).
+        loss_weights: weight per term of ``LOSS_TERMS``; a term with weight 0 is not computed.
+        num_global_views: G, global crops per image, first among its views.
+        clean_teacher_views: the pipeline appended clean copies of the G globals
+            (``MultiCropWithGeometry(clean_global_copies=True)``) for the teacher.
+        student_temp: τ_s of both heads.
+        sinkhorn_epsilon / sinkhorn_iters: teacher code sharpness and Sinkhorn iterations.
+        patch_attention_weighting: weight the patch loss by the teacher's CLS attention.
+        cross_pool_sizes: ks values of the cross-image patch loss (averaged over them).
+        kept_cell_ratio: fraction of the ks² cells kept by teacher attention.
+        num_negatives / negative_weight: derangements of the batch used as negatives, and α.
+        ranking_margin / ranking_threshold: τ and θ of :func:`cotap_loss`.
+        ranking_chunk_size: anchors per chunk of the ranking loss (None: all at once).
+        teacher_momentum / end_teacher_momentum: cosine EMA schedule (0.9997 → 0.9999).
+        backbone_checkpoint: ``dict(path=..., prefix=...)`` to initialise the backbone from,
+            e.g. a DINO checkpoint with ``prefix='teacher.module.backbone.'``. Every backbone
+            parameter outside the object-aware filter's own must load, or an error names them.
+        feat_branch: backbone used by :meth:`extract_feat` (``'teacher'`` or ``'student'``).
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 patch_head: dict,
+                 cls_head: dict,
+                 loss_weights: Optional[Dict[str, float]] = None,
+                 num_global_views: int = 2,
+                 clean_teacher_views: bool = True,
+                 student_temp: float = 0.1,
+                 sinkhorn_epsilon: float = 0.05,
+                 sinkhorn_iters: int = 3,
+                 patch_attention_weighting: bool = False,
+                 cross_pool_sizes: Sequence[int] = (7, ),
+                 kept_cell_ratio: float = 0.5,
+                 num_negatives: int = 5,
+                 negative_weight: float = 0.1,
+                 ranking_margin: float = 0.1,
+                 ranking_threshold: float = 0.0,
+                 ranking_chunk_size: Optional[int] = None,
+                 teacher_momentum: float = 0.9997,
+                 end_teacher_momentum: float = 0.9999,
+                 backbone_checkpoint: Optional[dict] = None,
+                 feat_branch: str = 'teacher',
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(backbone=backbone, data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        self.patch_head = MODELS.build(patch_head)
+        self.cls_head = MODELS.build(cls_head)
+        out_channels = getattr(self.backbone, 'out_channels', None)
+        if out_channels is None:
+            raise TypeError(f'CoTAP needs an ObjectAwareViT backbone (with forward_dense), got '
+                            f'{type(self.backbone).__name__}')
+        for name in ('patch_head', 'cls_head'):
+            if getattr(self, name).in_channels != out_channels:
+                raise ValueError(f'CoTAP: {name}.in_channels={getattr(self, name).in_channels} '
+                                 f'but the backbone outputs {out_channels} channels (2·D)')
+        self.loss_weights = dict.fromkeys(LOSS_TERMS, 1.0)
+        unknown = set(loss_weights or {}) - set(LOSS_TERMS)
+        if unknown:
+            raise KeyError(f'CoTAP: unknown loss_weights {sorted(unknown)}; terms are '
+                           f'{LOSS_TERMS}')
+        self.loss_weights.update(loss_weights or {})
+        if not 0 < kept_cell_ratio <= 1:
+            raise ValueError(f'CoTAP: kept_cell_ratio must lie in (0, 1], got {kept_cell_ratio}')
+        if feat_branch not in ('teacher', 'student'):
+            raise ValueError(f"feat_branch must be 'teacher' or 'student', got {feat_branch!r}")
+        self.num_global_views = num_global_views
+        self.clean_teacher_views = clean_teacher_views
+        self.student_temp = student_temp
+        self.sinkhorn_epsilon = sinkhorn_epsilon
+        self.sinkhorn_iters = sinkhorn_iters
+        self.patch_attention_weighting = patch_attention_weighting
+        self.cross_pool_sizes = tuple(cross_pool_sizes)
+        self.kept_cell_ratio = kept_cell_ratio
+        self.num_negatives = num_negatives
+        self.negative_weight = negative_weight
+        self.ranking_margin = ranking_margin
+        self.ranking_threshold = ranking_threshold
+        self.ranking_chunk_size = ranking_chunk_size
+        self.backbone_checkpoint = backbone_checkpoint
+        self.feat_branch = feat_branch
+        self.teacher = EMATeacher(self.student_modules(), teacher_momentum, end_teacher_momentum)
+
+    def student_modules(self) -> dict:
+        return dict(backbone=self.backbone, patch_head=self.patch_head, cls_head=self.cls_head)
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.backbone_checkpoint is not None:
+            self.load_backbone(**self.backbone_checkpoint)
+
+    def load_backbone(self, path: str, prefix: str = 'teacher.module.backbone.') -> None:
+        """Initialise the student backbone from ``path`` (keys under ``prefix``); the teacher
+        copies it at the first step."""
+        checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        state = checkpoint.get('state_dict', checkpoint)
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        missing, _ = self.backbone.load_state_dict(state, strict=False)
+        filter_keys = {f'layers.{len(self.backbone.layers) - 1}.{name}'
+                       for name in ('prototypes', 'prototypes_initialised', 'out_norm.weight',
+                                    'out_norm.bias')}
+        missing = [k for k in missing if k not in filter_keys]
+        if missing:
+            raise KeyError(f'CoTAP backbone_checkpoint {path!r} (prefix {prefix!r}) lacks '
+                           f'{len(missing)} backbone weights, e.g. {missing[:5]}: wrong prefix or '
+                           'architecture')
+        MMLogger.get_current_instance().info(
+            f'CoTAP: loaded {len(state)} backbone tensors from {path} (prefix {prefix!r})')
+
+    # -- encoders ---------------------------------------------------------------------------
+    @staticmethod
+    def encode(modules: dict, views: List[Tensor], with_attention: bool = False) -> List[dict]:
+        """Per view: ``cls`` (B, K_c) and ``patch`` (B, K_p, h, w) head logits, plus the last
+        block's ``cls_attention`` (B, h, w) if asked. Equal-size views share one pass."""
+        encoded = []
+        for _, same_size in groupby(views, key=lambda v: v.shape[-2:]):
+            same_size = list(same_size)
+            dense = modules['backbone'].forward_dense(torch.cat(same_size), with_attention)
+            patches = dense['patches']
+            patch_logits = modules['patch_head'](patches.flatten(2).transpose(1, 2))
+            patch_logits = patch_logits.transpose(1, 2).unflatten(2, patches.shape[-2:])
+            outputs = dict(cls=modules['cls_head'](dense['cls']), patch=patch_logits)
+            if with_attention:
+                outputs['cls_attention'] = dense['cls_attention']
+            chunks = {k: v.chunk(len(same_size)) for k, v in outputs.items()}
+            encoded += [{k: v[i] for k, v in chunks.items()} for i in range(len(same_size))]
+        return encoded
+
+    def sinkhorn_codes(self, logits: Tensor) -> Tensor:
+        """Balanced teacher codes over the last dim of (..., K) logits."""
+        flat = logits.movedim(1, -1).flatten(0, -2) if logits.dim() == 4 else logits
+        codes = sinkhorn_knopp(flat, self.sinkhorn_epsilon, self.sinkhorn_iters)
+        if logits.dim() == 4:
+            batch, channels, height, width = logits.shape
+            codes = codes.view(batch, height, width, channels).permute(0, 3, 1, 2)
+        return codes
+
+    # -- losses -----------------------------------------------------------------------------
+    def patch_loss(self, student: List[dict], teacher: List[dict], boxes: Tensor,
+                   flips: Tensor, teacher_boxes: Tensor, teacher_flips: Tensor) -> Tensor:
+        """Within-image patch loss over every (teacher global g, student crop v) pair."""
+        losses = []
+        for g, teacher_view in enumerate(teacher):
+            codes = self.sinkhorn_codes(teacher_view['patch'])
+            for v, student_view in enumerate(student):
+                if v == g and not self.clean_teacher_views:
+                    continue
+                overlap_t, overlap_s, valid = overlap_in_views(
+                    teacher_boxes[:, g], teacher_flips[:, g], boxes[:, v], flips[:, v])
+                if not valid.any():
+                    continue
+                size = student_view['patch'].shape[-2:]
+                targets = align_to_boxes(codes, overlap_t, teacher_flips[:, g], size)
+                log_probs = F.log_softmax(student_view['patch'].float() / self.student_temp, 1)
+                log_probs = align_to_boxes(log_probs, overlap_s, flips[:, v], size)
+                pixel_loss = -(targets * log_probs).sum(1)  # (B, h, w)
+                weight = valid[:, None, None].float().expand_as(pixel_loss)
+                if self.patch_attention_weighting:
+                    attention = align_to_boxes(teacher_view['cls_attention'][:, None],
+                                               overlap_t, teacher_flips[:, g], size)[:, 0]
+                    weight = weight * attention / attention.mean((1, 2), keepdim=True)
+                losses.append((pixel_loss * weight).sum() / weight.sum().clamp(min=1e-6))
+        if not losses:
+            return student[0]['patch'].sum() * 0
+        return torch.stack(losses).mean()
+
+    def cls_loss(self, student: List[dict], teacher: List[dict]) -> Tensor:
+        """Swapped prediction between crops against Sinkhorn teacher codes."""
+        codes = torch.stack([self.sinkhorn_codes(view['cls']) for view in teacher])
+        logits = torch.stack([view['cls'] for view in student])
+        return multicrop_cross_entropy(logits, codes, self.student_temp,
+                                       skip_same_view=not self.clean_teacher_views)
+
+    @staticmethod
+    def pooled_cells(patch_logits: Tensor, kept: Tensor, pool_size: int) -> Tensor:
+        """Unit (B, n, K) head vectors of the ks×ks average-pooled cells ``kept`` (B, n)."""
+        cells = F.adaptive_avg_pool2d(patch_logits.float(), pool_size).flatten(2).transpose(1, 2)
+        return F.normalize(cells.gather(1, kept[..., None].expand(-1, -1, cells.shape[2])), dim=-1)
+
+    def negative_partners(self, batch: int, device: torch.device) -> List[Tensor]:
+        """Per derangement σ of the B/2 pairs: for each image, the member of pair σ(p) on its
+        partner's side, so a negative is never the image itself nor its neighbour."""
+        half = batch // 2
+        if half < 2:
+            return []
+        side = torch.arange(batch, device=device) // half
+        return [random_derangement(half, device).repeat(2) + half * (1 - side)
+                for _ in range(self.num_negatives)]
+
+    def cross_patch_loss(self, student: dict, teacher: dict, partner: Tensor) -> Tensor:
+        """CoTAP ranking of the partner's (and negatives') cells for every kept anchor cell."""
+        others = [partner] + self.negative_partners(partner.shape[0], partner.device)
+        losses = []
+        for pool_size in self.cross_pool_sizes:
+            attention = F.adaptive_avg_pool2d(teacher['cls_attention'][:, None], pool_size)
+            num_kept = max(1, round(self.kept_cell_ratio * pool_size**2))
+            kept = attention.flatten(1).topk(num_kept, dim=1).indices
+            teacher_cells = self.pooled_cells(teacher['patch'], kept, pool_size)
+            student_cells = self.pooled_cells(student['patch'], kept, pool_size)
+            targets = torch.cat([teacher_cells @ teacher_cells[o].transpose(1, 2)
+                                 for o in others], dim=2)
+            preds = torch.cat([student_cells @ student_cells[o].transpose(1, 2)
+                               for o in others], dim=2)
+            scale = torch.ones_like(targets)
+            scale[..., num_kept:] = self.negative_weight
+            losses.append(cotap_loss(preds, targets, self.ranking_margin,
+                                     self.ranking_threshold, scale, self.ranking_chunk_size))
+        return torch.stack(losses).mean()
+
+    def cross_cls_loss(self, student: List[dict], teacher: List[dict], partner: Tensor) -> Tensor:
+        """The student's CLS predictions of an image follow its partner's teacher codes."""
+        codes = torch.stack([self.sinkhorn_codes(view['cls'])[partner] for view in teacher])
+        logits = torch.stack([view['cls'] for view in student[:self.num_global_views]])
+        return multicrop_cross_entropy(logits, codes, self.student_temp, skip_same_view=False)
+
+    # -- training step ----------------------------------------------------------------------
+    def split_views(self, inputs: List[Tensor],
+                    data_samples: List[DataSample]) -> Tuple[List[Tensor], Tensor, Tensor, bool]:
+        """Stack an image's views and its neighbour's into one batch of 2B images (anchors
+        first): views, crop boxes (2B, V, 4), flips (2B, V), whether pairs are present."""
+        boxes = torch.stack([s.crop_boxes for s in data_samples]).to(inputs[0].device)
+        flips = torch.stack([s.flips for s in data_samples]).to(inputs[0].device).bool()
+        num_views = data_samples[0].metainfo.get('num_pair_views')
+        if num_views is None:
+            return inputs, boxes, flips, False
+        if 2 * num_views != len(inputs):
+            raise ValueError(f'CoTAP: {len(inputs)} views for pairs of {num_views} views')
+        views = [torch.cat([inputs[v], inputs[num_views + v]]) for v in range(num_views)]
+        boxes = torch.cat([boxes[:, :num_views], boxes[:, num_views:]])
+        flips = torch.cat([flips[:, :num_views], flips[:, num_views:]])
+        return views, boxes, flips, True
+
+    def active_terms(self, data_samples: List[DataSample]) -> Dict[str, float]:
+        """Terms with a positive weight, restricted to the batch's ``loss_terms`` (set by
+        ``NeighbourPairDataset(loss_terms=...)`` per source) when the samples carry them."""
+        sources = {s.metainfo.get('loss_terms') for s in data_samples}
+        if len(sources) > 1:
+            raise ValueError(f'CoTAP: one batch mixes samples for loss terms {sources}: draw '
+                             'batches with SourceGroupedBatchSampler')
+        allowed = sources.pop()
+        return {name: weight for name, weight in self.loss_weights.items()
+                if weight > 0 and (allowed is None or name in allowed)}
+
+    def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
+        views, boxes, flips, paired = self.split_views(inputs, data_samples)
+        num_global = self.num_global_views
+        num_student = len(views) - (num_global if self.clean_teacher_views else 0)
+        if num_student < num_global:
+            raise ValueError(f'CoTAP needs at least {num_global} global views per image, got '
+                             f'{len(views)} views (clean_teacher_views={self.clean_teacher_views})')
+        active = self.active_terms(data_samples)
+        crossing = [t for t in ('cross_patch', 'cross_cls') if t in active]
+        if crossing and not paired:
+            raise ValueError(f'CoTAP: loss terms {crossing} need (image, neighbour) pairs: wrap '
+                             'the dataset in NeighbourPairDataset or set their weights to 0')
+        teacher_index = (list(range(num_student, num_student + num_global))
+                         if self.clean_teacher_views else list(range(num_global)))
+
+        self.teacher.update(self.student_modules())
+        with torch.no_grad():
+            teacher = self.encode(self.teacher, [views[i] for i in teacher_index],
+                                  with_attention=True)
+        student = self.encode(self.student_modules(), views[:num_student])
+
+        batch = views[0].shape[0]
+        partner = torch.arange(batch, device=views[0].device).roll(batch // 2)
+        terms = dict(
+            patch=lambda: self.patch_loss(student, teacher, boxes, flips, boxes[:, teacher_index],
+                                          flips[:, teacher_index]),
+            cls=lambda: self.cls_loss(student, teacher),
+            cross_patch=lambda: self.cross_patch_loss(student[0], teacher[0], partner),
+            cross_cls=lambda: self.cross_cls_loss(student, teacher, partner))
+        return {f'loss_{name}': weight * terms[name]() for name, weight in active.items()}
+
+    def extract_feat(self, inputs: Tensor) -> Tuple[Tensor]:
+        backbone = self.teacher['backbone'] if self.feat_branch == 'teacher' else self.backbone
+        return backbone(inputs)

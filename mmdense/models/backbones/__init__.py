@@ -1,0 +1,7 @@
+__all__ = []
+from .object_aware_vit import ObjectAwareFilterLayer, ObjectAwareViT  # noqa: E402
+
+__all__ += ['ObjectAwareFilterLayer', 'ObjectAwareViT']
+from .query_vit import QueryVisionTransformer  # noqa: E402
+
+__all__ += ['QueryVisionTransformer']

@@ -1,0 +1,79 @@
+"""Continuous-target AP (CoTAP) ranking loss (Wen et al., "Semantic Concentration for
+Self-Supervised Dense Representations Learning", TPAMI 2025)."""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def smooth_hinge(x: Tensor, margin: float) -> Tensor:
+    """Smooth squared hinge with margin τ, 0 once ``x ≥ τ`` and linear below 0:
+
+    ``ℓ_τ(x) = (min(x, τ)/τ − 1)²`` if ``x ≥ 0``, else ``1 − 2x/τ`` (C¹ at 0).
+    """
+    return torch.where(x >= 0, (x.clamp(max=margin) / margin - 1)**2, 1 - 2 * x / margin)
+
+
+def _precision_losses(pred: Tensor, target: Tensor, rows: slice, margin: float,
+                      eps: float) -> Tensor:
+    """``FP_i / (FP_i + TP_i)`` (up to ``eps``) for the items ``rows`` of each list: (..., c)."""
+    pred_i, target_i = pred[..., rows, None], target[..., rows, None]
+    pred_j, target_j = pred[..., None, :], target[..., None, :]
+    false_pos = ((target_i - target_j).clamp(min=0) * smooth_hinge(pred_i - pred_j, margin)).sum(-1)
+    with torch.no_grad():
+        true_pos = ((target_j >= target_i) & (pred_j.detach() >= pred_i.detach())).sum(-1)
+    ratio = false_pos / (true_pos + eps)
+    return ratio / (1 + ratio)
+
+
+def cotap_loss(pred: Tensor,
+               target: Tensor,
+               margin: float = 0.1,
+               threshold: float = 0.0,
+               item_scale: Optional[Tensor] = None,
+               chunk_size: Optional[int] = None,
+               eps: float = 1e-5) -> Tensor:
+    """Continuous-target AP loss over lists of items ranked by prediction.
+
+    For every list (the last dim), with continuous targets ``t`` and predictions ``p``::
+
+        FP_i = Σ_j max(t_i − t_j, 0) · ℓ_τ(p_i − p_j)          (carries the gradient)
+        TP_i = Σ_j 1[t_j ≥ t_i] · 1[p_j ≥ p_i]                (no gradient; j = i counts)
+        r_i = FP_i / (TP_i + eps),   loss_i = r_i / (1 + r_i)    (≈ 1 − precision at i)
+        w_i = max(t_i − θ, 0) · s_i
+        L = Σ_i w_i · loss_i / Σ_i w_i                           (sums over all lists)
+
+    ``loss_i`` is 0 once every item with a lower target is ranked at least ``τ`` below item i.
+
+    Args:
+        pred: (..., n) predictions p, e.g. student similarities.
+        target: (..., n) targets t in [-1, 1], e.g. teacher similarities; no gradient.
+        margin: τ of :func:`smooth_hinge`.
+        threshold: θ; items with targets at or below it get no weight as anchors.
+        item_scale: (..., n) multipliers s of the weights (e.g. α for negatives); default 1.
+        chunk_size: items per chunk of the (..., c, n) pairwise terms; None computes all n at
+            once (memory O(n²) per list either way, O(c·n) per chunk).
+        eps: keeps ``r_i`` finite.
+
+    Returns:
+        Scalar loss; 0 (with a graph) when no item has positive weight.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f'cotap_loss: pred {tuple(pred.shape)} and target '
+                         f'{tuple(target.shape)} must have the same shape')
+    if margin <= 0:
+        raise ValueError(f'cotap_loss: margin must be positive, got {margin}')
+    target = target.detach().to(pred.dtype)
+    num_items = pred.shape[-1]
+    chunk_size = num_items if chunk_size is None else chunk_size
+    losses = torch.cat([
+        _precision_losses(pred, target, slice(start, start + chunk_size), margin, eps)
+        for start in range(0, num_items, chunk_size)
+    ], dim=-1)
+    weights = (target - threshold).clamp(min=0)
+    if item_scale is not None:
+        weights = weights * item_scale.to(weights)
+    total_weight = weights.sum()
+    if total_weight <= 0:
+        return pred.sum() * 0
+    return (weights * losses).sum() / total_weight

@@ -1,0 +1,125 @@
+"""Spherical (cosine) k-means, for pseudo-classes and prototype initialisation."""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmdense.utils.dist import concat_all_gather, get_rank
+
+# Rows scored against the centroids at once: memory stays O(CHUNK_ROWS × K), never O(N²).
+CHUNK_ROWS = 8192
+
+
+def _sample_index(weights: Tensor, generator: Optional[torch.Generator]) -> int:
+    """One index drawn with probability ∝ ``weights`` (not all zero), on the generator's device
+    so that the draw depends only on the generator's state."""
+    device = generator.device if generator is not None else weights.device
+    return int(torch.multinomial(weights.to(device), 1, generator=generator))
+
+
+def _nearest_centroid(points: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
+    """For each unit row of ``points`` (N, D): the cosine similarity to its nearest centroid and
+    that centroid's index, computed CHUNK_ROWS rows at a time."""
+    similarities, indices = [], []
+    for chunk in points.split(CHUNK_ROWS):
+        best = (chunk @ centroids.T).max(dim=1)
+        similarities.append(best.values)
+        indices.append(best.indices)
+    return torch.cat(similarities), torch.cat(indices)
+
+
+def _kmeans_plus_plus(points: Tensor, num_clusters: int,
+                      generator: Optional[torch.Generator]) -> Tensor:
+    """k-means++ seeding with the cosine distance ``1 − cos``: (K, D) distinct rows."""
+    chosen = [_sample_index(torch.ones(points.shape[0], device=points.device), generator)]
+    distance = (1 - points @ points[chosen[0]]).clamp(min=0)
+    for _ in range(1, num_clusters):
+        weights = distance.clone()
+        weights[chosen] = 0
+        if not weights.sum() > 0:  # every remaining row duplicates a seed: draw uniformly
+            weights = torch.ones_like(distance)
+            weights[chosen] = 0
+        chosen.append(_sample_index(weights, generator))
+        distance = torch.minimum(distance, (1 - points @ points[chosen[-1]]).clamp(min=0))
+    return points[chosen].clone()
+
+
+def _reseed_empty_clusters(assignments: Tensor, similarity: Tensor,
+                           num_clusters: int) -> Tensor:
+    """Give every empty cluster the point farthest from its own centroid, taken from a cluster
+    that keeps at least one member; returns the updated assignments."""
+    assignments = assignments.clone()
+    counts = torch.bincount(assignments, minlength=num_clusters)
+    similarity = similarity.clone()
+    for cluster in (counts == 0).nonzero().flatten().tolist():
+        donor_ok = counts[assignments] > 1  # N ≥ K guarantees such a point exists
+        candidate = torch.where(donor_ok, similarity, torch.full_like(similarity, float('inf')))
+        point = int(candidate.argmin())
+        counts[assignments[point]] -= 1
+        counts[cluster] += 1
+        assignments[point] = cluster
+        similarity[point] = float('inf')  # its new centroid is itself
+    return assignments
+
+
+@torch.no_grad()
+def spherical_kmeans(features: Tensor, num_clusters: int, num_iters: int = 10,
+                     generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+    """Cosine k-means on the L2-normalised rows of ``features``.
+
+    Rows ``x_i = f_i / ‖f_i‖`` are seeded with k-means++ (distance ``1 − cos``, draws from
+    ``generator``), then ``num_iters`` times assigned to ``argmax_k x_i·c_k`` and each centroid
+    re-estimated as ``c_k = Σ_{i∈k} x_i / ‖Σ_{i∈k} x_i‖``. A cluster left empty takes the point
+    farthest from its own centroid, so every centroid stays a unit vector. Deterministic given the
+    generator's state; no gradient.
+
+    Args:
+        features: (N, D) embeddings.
+        num_clusters: K, at most N.
+        num_iters: Lloyd iterations after seeding.
+        generator: source of the seeding draws (on any device).
+
+    Returns:
+        ``(centroids, assignments)``: (K, D) unit centroids and the (N,) long index of the
+        nearest centroid of each row.
+    """
+    if features.dim() != 2:
+        raise ValueError(f'spherical_kmeans needs (N, D) features, got shape '
+                         f'{tuple(features.shape)}')
+    num_points = features.shape[0]
+    if num_clusters < 1 or num_points < num_clusters:
+        raise ValueError(f'spherical_kmeans needs 1 <= num_clusters <= number of points, got '
+                         f'num_clusters={num_clusters} for {num_points} points')
+    points = F.normalize(features.detach().float(), dim=1)
+    centroids = _kmeans_plus_plus(points, num_clusters, generator)
+    for _ in range(num_iters):
+        similarity, assignments = _nearest_centroid(points, centroids)
+        assignments = _reseed_empty_clusters(assignments, similarity, num_clusters)
+        sums = torch.zeros_like(centroids).index_add_(0, assignments, points)
+        norms = sums.norm(dim=1, keepdim=True)
+        # members that cancel out (Σ x_i ≈ 0) leave their centroid where it was
+        centroids = torch.where(norms > 1e-6, sums / norms.clamp(min=1e-6), centroids)
+    _, assignments = _nearest_centroid(points, centroids)
+    return centroids.to(features.dtype), assignments
+
+
+@torch.no_grad()
+def gathered_spherical_kmeans(features: Tensor, num_clusters: int, num_iters: int = 10,
+                              generator: Optional[torch.Generator] = None
+                              ) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`spherical_kmeans` on the rows of all ranks, identical on every rank.
+
+    ``features`` (N, D) must have the same N on every rank; they are gathered in rank order, so
+    the clustering input is exactly that of one process holding the whole batch. ``generator``
+    must be in the same state on every rank (e.g. seeded from the iteration).
+
+    Returns:
+        ``(centroids, local_assignments, all_assignments)``: (K, D), this rank's (N,) and all
+        ranks' (world_size · N,) cluster indices.
+    """
+    all_features = concat_all_gather(features)
+    centroids, all_assignments = spherical_kmeans(all_features, num_clusters, num_iters,
+                                                  generator)
+    start = get_rank() * features.shape[0]
+    return centroids, all_assignments[start:start + features.shape[0]], all_assignments

@@ -1,0 +1,243 @@
+import json
+import os.path as osp
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmpretrain.structures import DataSample
+
+from mmdense.engine.hooks import PrototypeInitHook
+from mmdense.registry import DATASETS, MODELS
+from mmdense.utils import register_all_modules
+from test_train_resume import run_train, tiny_cotap_config, tiny_dino_config
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ARCH = dict(embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=96)
+
+
+def tiny_cotap(**kwargs):
+    register_all_modules(init_default_scope=False)
+    init_default_scope('mmdense')
+    head = dict(type='DINOHead', in_channels=96, hidden_channels=64, bottleneck_channels=32)
+    cfg = dict(type='CoTAP',
+               backbone=dict(type='ObjectAwareViT', arch=ARCH, img_size=224, patch_size=16,
+                             num_prototypes=4),
+               patch_head=dict(head, out_channels=16), cls_head=dict(head, out_channels=32),
+               cross_pool_sizes=(2, ), num_negatives=2, teacher_momentum=0.99,
+               end_teacher_momentum=1.0)
+    cfg.update(kwargs)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def pair_batch(batch=4, paired=True, seed=0):
+    """Views of ``batch`` images (2 globals 64 px, 2 locals 32 px, 2 clean globals) and, if
+    paired, of their neighbours, with crop boxes in a 128 px image."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [64, 64, 32, 32, 64, 64]
+    boxes = torch.tensor([[0, 0, 96, 96], [32, 32, 128, 128], [0, 0, 48, 48], [64, 64, 128, 128],
+                          [0, 0, 96, 96], [32, 32, 128, 128]], dtype=torch.float32)
+    flips = torch.tensor([False, True, False, True, False, True])
+    copies = 2 if paired else 1
+    inputs = [torch.randn(batch, 3, s, s, generator=gen) for s in sizes * copies]
+    inputs[4], inputs[5] = inputs[0].clone(), inputs[1].clone()  # clean copies
+    samples = []
+    for _ in range(batch):
+        sample = DataSample(crop_boxes=boxes.repeat(copies, 1), flips=flips.repeat(copies))
+        if paired:
+            sample.set_metainfo(dict(num_pair_views=len(sizes)))
+        samples.append(sample)
+    return inputs, samples
+
+
+def test_all_terms_finite_and_only_the_student_learns(message_hub_max_iters):
+    model = tiny_cotap()
+    inputs, samples = pair_batch()
+    losses = model.loss(inputs, samples)
+    assert set(losses) == {'loss_patch', 'loss_cls', 'loss_cross_patch', 'loss_cross_cls'}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.backbone.object_filter.prototypes.grad.abs().sum() > 0
+    assert model.backbone.patch_embed.projection.weight.grad.abs().sum() > 0
+    assert model.patch_head.last_layer.weight_v.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+@pytest.mark.parametrize('term', ['patch', 'cls', 'cross_patch', 'cross_cls'])
+def test_each_term_sends_gradient_on_its_own(term, message_hub_max_iters):
+    weights = dict.fromkeys(['patch', 'cls', 'cross_patch', 'cross_cls'], 0.0)
+    weights[term] = 1.0
+    model = tiny_cotap(loss_weights=weights)
+    inputs, samples = pair_batch()
+    losses = model.loss(inputs, samples)
+    assert list(losses) == [f'loss_{term}']
+    losses[f'loss_{term}'].backward()
+    head = model.cls_head if term.endswith('cls') else model.patch_head
+    other = model.patch_head if term.endswith('cls') else model.cls_head
+    assert head.mlp[0].weight.grad.abs().sum() > 0
+    assert other.mlp[0].weight.grad is None
+
+
+def test_cross_terms_need_pairs_and_bad_config_is_refused(message_hub_max_iters):
+    inputs, samples = pair_batch(paired=False)
+    with pytest.raises(ValueError, match='NeighbourPairDataset'):
+        tiny_cotap().loss(inputs, samples)
+    losses = tiny_cotap(loss_weights=dict(cross_patch=0, cross_cls=0)).loss(inputs, samples)
+    assert set(losses) == {'loss_patch', 'loss_cls'}
+    with pytest.raises(KeyError, match='unknown loss_weights'):
+        tiny_cotap(loss_weights=dict(ranking=1.0))
+    head = dict(type='DINOHead', in_channels=48, out_channels=16)
+    with pytest.raises(ValueError, match='2·D'):
+        tiny_cotap(patch_head=head)
+
+
+def test_negatives_are_never_the_image_or_its_neighbour():
+    model = tiny_cotap(num_negatives=20)
+    batch = 6
+    partner = torch.arange(batch).roll(batch // 2)
+    for negative in model.negative_partners(batch, torch.device('cpu')):
+        index = torch.arange(batch)
+        assert not (negative == index).any() and not (negative == partner).any()
+        # A negative is on the same side of the batch as the neighbour.
+        assert torch.equal(negative // (batch // 2), partner // (batch // 2))
+
+
+def test_patch_loss_is_aligned_cross_entropy_against_sinkhorn_codes(message_hub_max_iters):
+    model = tiny_cotap()
+    boxes = torch.tensor([[[0, 0, 64, 64], [0, 0, 64, 64]]], dtype=torch.float32)
+    flips = torch.tensor([[False, False]])
+    logits = torch.randn(1, 16, 4, 4)
+    teacher = [dict(patch=logits)]
+    student = [dict(patch=logits * 2), dict(patch=logits * 2)]
+    loss = model.patch_loss(student, teacher, boxes, flips, boxes[:, :1], flips[:, :1])
+    # identical full-view boxes: plain per-pixel cross-entropy, averaged over both pairs
+    codes = model.sinkhorn_codes(logits)
+    expected = -(codes * F.log_softmax(logits * 2 / model.student_temp, 1)).sum(1).mean()
+    torch.testing.assert_close(loss, expected)
+
+
+def save_tiny_dino_checkpoint(path):
+    """A tiny DINO model saved like a runner checkpoint, config text in its meta."""
+    cfg = tiny_dino_config('unused', 1)
+    register_all_modules(init_default_scope=False)
+    init_default_scope('mmdense')
+    torch.manual_seed(3)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.teacher.module.load_state_dict(torch.nn.ModuleDict(model.student_modules()).state_dict())
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(cfg=cfg.pretty_text)), path)
+    return model
+
+
+def test_backbone_initialises_from_a_dino_checkpoint(tmp_path, message_hub_max_iters):
+    dino = save_tiny_dino_checkpoint(tmp_path / 'dino.pth')
+    model = tiny_cotap(backbone_checkpoint=dict(path=str(tmp_path / 'dino.pth')))
+    dino_backbone = dino.teacher['backbone'].state_dict()
+    for key, value in model.backbone.state_dict().items():
+        if key in dino_backbone:
+            torch.testing.assert_close(value, dino_backbone[key], msg=key)
+    with pytest.raises(KeyError, match='wrong prefix'):
+        tiny_cotap(backbone_checkpoint=dict(path=str(tmp_path / 'dino.pth'),
+                                            prefix='module.backbone.'))
+
+
+def test_prototype_init_hook_runs_kmeans_on_last_block_windows(message_hub_max_iters):
+    model = tiny_cotap()
+    inputs, samples = pair_batch(batch=4)
+    batches = [dict(inputs=[(v * 50 + 128).clamp(0, 255) for v in inputs],
+                    data_samples=samples)] * 3
+    runner = SimpleNamespace(model=model, train_dataloader=batches,
+                             logger=SimpleNamespace(info=lambda msg: None))
+    hook = PrototypeInitHook(num_images=8, windows_per_image=4, num_iters=5)
+    hook.before_train(runner)
+    layer = model.backbone.object_filter
+    prototypes = layer.prototypes.detach().flatten(1)
+    torch.testing.assert_close(prototypes.norm(dim=1), torch.ones(4))
+    assert bool(layer.prototypes_initialised)
+    # Every prototype is the normalised mean of some bank windows: it is close to one of them.
+    bank = F.normalize(hook.window_bank(runner, model), dim=1)
+    assert (prototypes @ bank.T).max(dim=1).values.min() > 0.5
+    # A second call (e.g. after resuming) leaves them alone.
+    before = layer.prototypes.detach().clone()
+    hook.before_train(runner)
+    torch.testing.assert_close(layer.prototypes.detach(), before)
+
+
+def test_nn_tool_on_toy_set_excludes_self_and_is_deterministic(toy_root, tmp_path):
+    save_tiny_dino_checkpoint(tmp_path / 'dino.pth')
+    outputs = []
+    for name in ('a.json', 'b.json'):
+        cmd = [sys.executable, 'tools/misc/build_nn_pairs.py', 'configs/dino/vit-s16_toy.py',
+               str(tmp_path / 'dino.pth'), '--out', str(tmp_path / name), '--topk', '3',
+               '--img-size', '64', '--num-workers', '0', '--data-root', toy_root,
+               '--batch-size', '7', '--chunk-size', '5']
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        with open(tmp_path / name) as f:
+            outputs.append(json.load(f))
+    first, second = outputs
+    assert first['neighbours'] == second['neighbours']
+    assert len(first['images']) == 24 and first['images'][0] == 'images/train/000000.jpg'
+    for i, neighbours in enumerate(first['neighbours']):
+        assert len(neighbours) == 3 and i not in neighbours and len(set(neighbours)) == 3
+
+    dataset = DATASETS.build(dict(
+        type='NeighbourPairDataset', neighbours_file=str(tmp_path / 'a.json'),
+        dataset=dict(type='UnlabeledImageDataset', data_root=toy_root,
+                     ann_file='meta/train.txt', pipeline=Config.fromfile(
+                         'configs/cotap/vit-s_toy.py').view_pipeline)))
+    sample = dataset[5]
+    assert len(sample['inputs']) == 2 * 8
+    assert sample['data_samples'].crop_boxes.shape == (16, 4)
+    assert sample['data_samples'].neighbour_idx in first['neighbours'][5]
+
+
+def test_neighbour_file_errors_name_the_file(toy_root, tmp_path):
+    bad = tmp_path / 'bad.json'
+    bad.write_text(json.dumps(dict(images=['images/train/000000.jpg'], neighbours=[[0]])))
+    inner = dict(type='UnlabeledImageDataset', data_root=toy_root, ann_file='meta/train.txt')
+    with pytest.raises(KeyError, match='bad.json.*no neighbours for 23'):
+        DATASETS.build(dict(type='NeighbourPairDataset', neighbours_file=str(bad),
+                            dataset=inner))
+    with pytest.raises(FileNotFoundError, match='build_nn_pairs'):
+        DATASETS.build(dict(type='NeighbourPairDataset',
+                            neighbours_file=str(tmp_path / 'missing.json'), dataset=inner))
+
+
+def test_toy_training_from_a_dino_checkpoint_logs_every_term(toy_root, tmp_path):
+    dino_cfg = tmp_path / 'dino.py'
+    tiny_dino_config(toy_root, max_iters=2).dump(str(dino_cfg))
+    run_train(str(dino_cfg), str(tmp_path / 'dino'))
+    cfg = tiny_cotap_config(toy_root, max_iters=3)
+    cfg.model.backbone_checkpoint = dict(path=str(tmp_path / 'dino/iter_2.pth'),
+                                         prefix='teacher.module.backbone.')
+    cfg.custom_hooks = [dict(type='PrototypeInitHook', num_images=8, windows_per_image=4)]
+    cotap_cfg = tmp_path / 'cotap.py'
+    cfg.dump(str(cotap_cfg))
+    log = run_train(str(cotap_cfg), str(tmp_path / 'cotap'))
+    assert 'CoTAP: loaded' in log and 'PrototypeInitHook: 4 prototypes' in log
+    (run, ) = [p for p in (tmp_path / 'cotap').iterdir() if (p / 'vis_data').exists()]
+    with open(run / 'vis_data/scalars.json') as f:
+        records = [json.loads(line) for line in f if 'loss' in line]
+    assert [r['step'] for r in records] == [1, 2, 3]
+    for record in records:
+        terms = [record[f'loss_{t}'] for t in ('patch', 'cls', 'cross_patch', 'cross_cls')]
+        assert all(torch.isfinite(torch.tensor(terms)))
+
+
+def test_per_source_loss_terms(message_hub_max_iters):
+    model = tiny_cotap()
+    inputs, samples = pair_batch()
+    for sample in samples:
+        sample.set_metainfo(dict(loss_terms=('cls', 'cross_cls')))
+    assert set(model.loss(inputs, samples)) == {'loss_cls', 'loss_cross_cls'}
+    samples[0].set_metainfo(dict(loss_terms=('patch', 'cross_patch')))
+    with pytest.raises(ValueError, match='SourceGroupedBatchSampler'):
+        model.loss(inputs, samples)

@@ -1,0 +1,151 @@
+"""Top-k nearest neighbours of every training image by a pretrained (teacher) backbone.
+
+    python tools/misc/build_nn_pairs.py CONFIG CKPT --out FILE [--topk 20]
+
+CONFIG names the training images (its ``train_dataloader.dataset``, unwrapped from dataset
+wrappers); the model is built from ``--model-config`` if given, else from the config stored in
+the checkpoint, else from CONFIG. Each image is resized to ``--img-size`` (short side) and
+centre-cropped; its embedding is the backbone's CLS token (pooled map for CNNs), L2-normalised.
+Similarities are computed ``--chunk-size`` query rows at a time, so memory stays
+O(chunk × N), never N × N (COCO's 118k images fit). The image itself is never its own
+neighbour. The JSON output is what ``NeighbourPairDataset`` reads.
+"""
+import argparse
+import hashlib
+import json
+import os
+import os.path as osp
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='pretraining config whose training images to pair')
+    parser.add_argument('checkpoint', help='checkpoint of the embedding model')
+    parser.add_argument('--out', required=True, help='output JSON file')
+    parser.add_argument('--model-config', help='config of the checkpoint\'s model')
+    parser.add_argument('--topk', type=int, default=20)
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--chunk-size', type=int, default=1024)
+    parser.add_argument('--num-workers', type=int, default=2)
+    parser.add_argument('--data-root', help='override the dataset data_root')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    return parser.parse_args()
+
+
+def base_dataset_cfg(dataset_cfg: dict) -> dict:
+    """The innermost image dataset of (possibly nested) dataset wrappers."""
+    while 'dataset' in dataset_cfg:
+        dataset_cfg = dataset_cfg['dataset']
+    return dataset_cfg
+
+
+def model_config_path(args, tmp_dir: str) -> str:
+    """--model-config, else the config text saved in the checkpoint's meta, else CONFIG."""
+    if args.model_config:
+        return args.model_config
+    checkpoint = torch.load(args.checkpoint, map_location='cpu', weights_only=True)
+    text = checkpoint.get('meta', {}).get('cfg') if isinstance(checkpoint, dict) else None
+    if not text:
+        return args.config
+    path = osp.join(tmp_dir, 'checkpoint_config.py')
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+@torch.no_grad()
+def embed_images(model, loader, device) -> torch.Tensor:
+    from mmdense.evaluation.features import dense_backbone, normalize_images
+    backbone = dense_backbone(model)
+    embeddings, done, start = [], 0, time.time()
+    for batch in loader:
+        images = batch['inputs'].to(device)
+        out = backbone(normalize_images(model, images))[-1]
+        out = out.flatten(2).mean(-1) if out.dim() == 4 else out
+        embeddings.append(F.normalize(out.float(), dim=1).cpu())
+        done += len(images)
+        print(f'\rembedded {done}/{len(loader.dataset)} images '
+              f'({done / (time.time() - start):.1f} img/s)', end='', flush=True)
+    print()
+    return torch.cat(embeddings)
+
+
+def top_k_neighbours(embeddings: torch.Tensor, k: int, chunk_size: int) -> torch.Tensor:
+    """(N, k) indices of each row's k most similar other rows, best first."""
+    if not 1 <= k < len(embeddings):
+        raise ValueError(f'--topk must lie in [1, {len(embeddings) - 1}] for '
+                         f'{len(embeddings)} images, got {k}')
+    neighbours = []
+    for start in range(0, len(embeddings), chunk_size):
+        similarity = embeddings[start:start + chunk_size] @ embeddings.T
+        rows = torch.arange(similarity.shape[0])
+        similarity[rows, rows + start] = -float('inf')
+        neighbours.append(similarity.topk(k, dim=1).indices)
+    return torch.cat(neighbours)
+
+
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def main():
+    args = parse_args()
+    from mmengine.config import Config
+    from mmengine.dataset import default_collate
+    from torch.utils.data import DataLoader
+
+    from mmdense.evaluation.runner import load_model
+    from mmdense.registry import DATASETS
+
+    for path in (args.config, args.checkpoint):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{path} does not exist')
+    dataset_cfg = dict(base_dataset_cfg(Config.fromfile(args.config).train_dataloader.dataset))
+    if args.data_root:
+        dataset_cfg['data_root'] = args.data_root
+    dataset_cfg['pipeline'] = [
+        dict(type='LoadRGBImage'),
+        dict(type='ResizeEdge', scale=args.img_size, edge='short', backend='pillow',
+             interpolation='bicubic'),
+        dict(type='CenterCrop', crop_size=args.img_size),
+        dict(type='PackInputs'),
+    ]
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        model = load_model(model_config_path(args, tmp_dir), args.checkpoint, args.device)
+    dataset = DATASETS.build(dataset_cfg)
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+                        collate_fn=default_collate)
+    embeddings = embed_images(model, loader, args.device)
+    neighbours = top_k_neighbours(embeddings, args.topk, args.chunk_size)
+    img_dir = getattr(dataset, 'img_dir', '') or dataset.data_root
+    images = [osp.relpath(dataset.get_data_info(i)['img_path'], img_dir)
+              for i in range(len(dataset))]
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    record = dict(config=args.config, checkpoint=args.checkpoint,
+                  checkpoint_sha256=file_digest(args.checkpoint), embedding='backbone CLS',
+                  img_size=args.img_size, topk=args.topk, images=images,
+                  neighbours=neighbours.tolist())
+    tmp_out = args.out + '.tmp'
+    with open(tmp_out, 'w') as f:
+        json.dump(record, f)
+    os.replace(tmp_out, args.out)
+    print(f'wrote top-{args.topk} neighbours of {len(images)} images to {args.out}')
+
+
+if __name__ == '__main__':
+    main()
