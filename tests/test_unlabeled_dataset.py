@@ -125,7 +125,9 @@ def test_coco_json_lists_images_and_names_missing_ones(image_tree):
 
 
 def _load(path):
-    return TRANSFORMS.build(dict(type='LoadRGBImage'))(dict(img_path=str(path)))
+    with DefaultScope.overwrite_default_scope('mmdense'):  # whatever scope earlier tests left
+        transform = TRANSFORMS.build(dict(type='LoadRGBImage'))
+    return transform(dict(img_path=str(path)))
 
 
 @pytest.mark.parametrize('content, reason', [

@@ -126,8 +126,9 @@ def main():
                   f'{metrics["knn"]["mIoU"]:.4f}')
     if transfer:
         print('[demo] transfer of the CoTAP backbone vs random init (same schedule):')
-        for line in transfer['summary']:
-            print(f'[demo]   {line}')
+        for row in transfer['table']:
+            print('[demo]   ' + ', '.join(f'{k} {v:.1f}' if isinstance(v, float) else f'{k} {v}'
+                                         for k, v in row.items()))
     for name, seconds in times.items():
         print(f'[demo] time: {name} {seconds:.0f} s')
     print(f'[demo] time: total {time.time() - start:.0f} s; outputs under {args.work_dir}')

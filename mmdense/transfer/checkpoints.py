@@ -1,0 +1,305 @@
+"""Export pretraining checkpoints to downstream backbone files, and import published checkpoints.
+
+An *exported* file is a plain ``{key: Tensor}`` dict holding one backbone in the layout of its
+target library (no prefix, nothing but tensors, loadable with ``weights_only=True``), next to a
+JSON *sidecar* that records where it came from (source hash, algorithm, branch, architecture).
+
+An *imported* file is an MMEngine-style checkpoint (``meta`` + ``state_dict``) in this project's
+algorithm layout: ``backbone.*`` (student) and ``teacher.module.backbone.*`` (EMA teacher), so it
+can be exported like a pretraining checkpoint or used as ``load_from`` to continue training.
+"""
+import argparse
+import hashlib
+import json
+import os
+import os.path as osp
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from .keys import (StateDict, backbone_kind, describe_backbone, detect_vit_layout, from_layout,
+                   target_layout, to_layout)
+
+BRANCH_PREFIXES = {'student': 'backbone.', 'teacher': 'teacher.module.backbone.'}
+# The branch each algorithm transfers by default. DINO-family methods and SlotCon transfer the
+# EMA teacher; DSC follows MoCo (its momentum encoder only provides keys): the student.
+DEFAULT_BRANCHES = {
+    'DINO': 'teacher',
+    'iBOT': 'teacher',
+    'SlotCon': 'teacher',
+    'CoTAP': 'teacher',
+    'ADCLR': 'teacher',
+    'DSC': 'student',
+}
+# published checkpoint formats → (algorithm recorded in the imported file, source layout)
+IMPORT_FORMATS = {
+    'slotcon': ('SlotCon', 'torchvision'),
+    'dino': ('DINO', 'timm'),
+    'ibot': ('iBOT', 'timm'),
+    'timm': ('timm', 'timm'),
+    'torchvision': ('torchvision', 'torchvision'),
+}
+SIDECAR_FORMAT = 'mmdense-transfer/1'
+
+
+def sha256sum(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sidecar_path(path: str) -> str:
+    """``backbone.pth`` → ``backbone.json``."""
+    return osp.splitext(path)[0] + '.json'
+
+
+def load_file(path: str, extra_safe_globals: tuple = ()) -> dict:
+    """``torch.load`` with ``weights_only=True`` (mmengine runner checkpoints are allowed by
+    :mod:`mmdense.utils.compat`)."""
+    import mmdense  # noqa: F401  (applies the allow-list for mmengine checkpoints)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    with torch.serialization.safe_globals(list(extra_safe_globals)):
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f'{path}: expected a dict, found a {type(checkpoint).__name__}')
+    return checkpoint
+
+
+# ------------------------------------------------------------------------------ pretraining side
+def checkpoint_algorithm(checkpoint: dict, path: str) -> Tuple[str, Optional[dict]]:
+    """The algorithm (model type) of an MMEngine checkpoint and its backbone config, from the
+    config text the runner stores in ``meta.cfg`` (or the ``meta.algorithm`` of an imported
+    file)."""
+    meta = checkpoint.get('meta') or {}
+    if meta.get('algorithm'):
+        return meta['algorithm'], meta.get('backbone_cfg')
+    if not meta.get('cfg'):
+        raise KeyError(f'{path}: no meta.cfg or meta.algorithm: cannot tell which algorithm '
+                       'trained it (is it an MMEngine runner checkpoint?)')
+    from mmengine.config import Config
+    model = Config.fromstring(meta['cfg'], '.py').get('model') or {}
+    if 'type' not in model:
+        raise KeyError(f'{path}: the config stored in meta.cfg has no model.type')
+    backbone = model.get('backbone')
+    return model['type'], (backbone.to_dict() if hasattr(backbone, 'to_dict') else backbone)
+
+
+def resolve_branch(algorithm: str, branch: Optional[str], path: str,
+                   default_branch: Optional[str]) -> str:
+    """``branch`` if given, else the algorithm's transfer branch."""
+    if branch is not None:
+        if branch not in BRANCH_PREFIXES:
+            raise ValueError(f'branch must be one of {sorted(BRANCH_PREFIXES)}, got {branch!r}')
+        return branch
+    if default_branch is None:
+        raise ValueError(f'{path}: unknown algorithm {algorithm!r} (known: '
+                         f'{sorted(DEFAULT_BRANCHES)}); pass --branch teacher|student to choose '
+                         'the backbone to export')
+    return default_branch
+
+
+def branch_backbone(state_dict: StateDict, branch: str, path: str, algorithm: str) -> StateDict:
+    """The ``branch`` backbone of an algorithm state dict, without its prefix."""
+    prefix = BRANCH_PREFIXES[branch]
+    backbone = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not backbone:
+        raise KeyError(f'{path}: {algorithm} checkpoint has no {branch} backbone (no '
+                       f"'{prefix}*' keys)")
+    return backbone
+
+
+def reference_backbone(state_dict: StateDict) -> torch.nn.Module:
+    """An mmpretrain backbone with the architecture a canonical state dict describes."""
+    from mmpretrain.models import ResNet, VisionTransformer
+    desc = describe_backbone(state_dict)
+    if desc['kind'] == 'resnet':
+        if desc['depth'] is None:
+            raise ValueError(f'ResNet with {desc["block"]} blocks {desc["stage_blocks"]} per stage '
+                             'has no standard depth')
+        return ResNet(depth=desc['depth'])
+    grid = int(round((desc['num_tokens'] - 1)**0.5))
+    arch = dict(embed_dims=desc['embed_dims'], num_layers=desc['num_layers'], num_heads=1,
+                feedforward_channels=state_dict['layers.0.ffn.layers.0.0.weight'].shape[0])
+    return VisionTransformer(
+        arch=arch, patch_size=desc['patch_size'], img_size=grid * desc['patch_size'],
+        qkv_bias='layers.0.attn.qkv.bias' in state_dict, final_norm='ln1.weight' in state_dict,
+        layer_scale_init_value=0.1 if 'layers.0.attn.gamma1.weight' in state_dict else 0.)
+
+
+def extra_keys(state_dict: StateDict) -> list:
+    """Keys a plain mmpretrain backbone of the same architecture does not have (e.g. the
+    object-aware filter of CoTAP's last block)."""
+    expected = reference_backbone(state_dict).state_dict()
+    return sorted(k for k in state_dict if k not in expected)
+
+
+def _tensors_only(state_dict: StateDict) -> StateDict:
+    """Own, contiguous copies: no views into a larger storage, no memory maps."""
+    return {k: v.detach().clone().contiguous() for k, v in state_dict.items()}
+
+
+def _atomic_save(obj, path: str) -> None:
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp'
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export_backbone(source: str, out: str, target: str, branch: Optional[str] = None) -> dict:
+    """Write the ``branch`` backbone of pretraining checkpoint ``source`` to ``out`` in the
+    layout ``target`` expects, and its sidecar; returns the sidecar."""
+    checkpoint = load_file(source)
+    if 'state_dict' not in checkpoint:
+        raise KeyError(f'{source}: no state_dict (expected an MMEngine checkpoint; import '
+                       'published checkpoints with tools/model_converters/import_weights.py)')
+    algorithm, backbone_cfg = checkpoint_algorithm(checkpoint, source)
+    default_branch = (checkpoint.get('meta') or {}).get('default_branch') or DEFAULT_BRANCHES.get(
+        algorithm)
+    branch = resolve_branch(algorithm, branch, source, default_branch)
+    backbone = branch_backbone(checkpoint['state_dict'], branch, source, algorithm)
+    kind = backbone_kind(backbone)
+    layout = target_layout(kind, target)
+    exported = _tensors_only(to_layout(backbone, kind, layout))
+    _atomic_save(exported, out)
+    sidecar = dict(
+        format=SIDECAR_FORMAT,
+        source=osp.abspath(source),
+        source_sha256=sha256sum(source),
+        algorithm=algorithm,
+        branch=branch,
+        default_branch=default_branch,
+        target=target,
+        layout=layout,
+        backbone=dict(describe_backbone(backbone), config=backbone_cfg),
+        extra_keys=extra_keys(backbone),
+        num_tensors=len(exported),
+        file_sha256=sha256sum(out),
+    )
+    with open(sidecar_path(out), 'w') as f:
+        json.dump(sidecar, f, indent=2)
+    return sidecar
+
+
+def read_sidecar(path: str) -> Optional[dict]:
+    """The sidecar of exported file ``path``, or None when there is none."""
+    sidecar = sidecar_path(path)
+    if not osp.isfile(sidecar):
+        return None
+    with open(sidecar) as f:
+        return json.load(f)
+
+
+# ----------------------------------------------------------------------------- published weights
+def _unwrap(checkpoint: dict, path: str) -> StateDict:
+    """The tensor dict inside a checkpoint (``state_dict`` / ``model`` / ``module`` / itself)."""
+    for key in ('state_dict', 'model', 'module'):
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise KeyError(f'{path}: no tensors found (top-level keys: {list(checkpoint)[:8]})')
+    return tensors
+
+
+def _split(state_dict: StateDict, prefix: str) -> Tuple[StateDict, list]:
+    """Keys under ``prefix`` without it, and the other keys; when no key has ``prefix``, all of
+    ``state_dict`` and none."""
+    if not any(k.startswith(prefix) for k in state_dict):
+        return state_dict, []
+    return ({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)},
+            [k for k in state_dict if not k.startswith(prefix)])
+
+
+def published_branches(checkpoint: dict, source_format: str,
+                       path: str) -> Tuple[Dict[str, StateDict], list]:
+    """The backbone(s) of a published checkpoint by branch, in the source's own layout, and the
+    keys that are not backbone weights (heads, projectors).
+
+    * ``slotcon``: the official training checkpoint (``module.encoder_k.*`` teacher and
+      ``module.encoder_q.*`` student) or a backbone-only release in torchvision names (teacher);
+    * ``dino`` / ``ibot``: ``teacher`` / ``student`` dicts (``[module.]backbone.*``) or a
+      backbone-only release in timm names (teacher);
+    * ``timm`` / ``torchvision``: one backbone (recorded as the teacher).
+    """
+    if source_format in ('dino', 'ibot') and ('teacher' in checkpoint or 'student' in checkpoint):
+        sources = {branch: _unwrap(checkpoint[branch], path) for branch in ('teacher', 'student')
+                   if branch in checkpoint}
+    else:
+        sources = {'teacher': _unwrap(checkpoint, path)}
+    branches, others = {}, []
+    for branch, state_dict in sources.items():
+        backbone, outside = _split(_split(state_dict, 'module.')[0], 'backbone.')
+        branches[branch] = backbone
+        others += outside
+    if source_format == 'slotcon':
+        encoders = {branch: _split(branches['teacher'], prefix)
+                    for branch, prefix in (('teacher', 'encoder_k.'), ('student', 'encoder_q.'))
+                    if any(k.startswith(prefix) for k in branches['teacher'])}
+        if encoders:
+            others += sorted(set.intersection(*(set(rest) for _, rest in encoders.values())))
+            branches = {branch: backbone for branch, (backbone, _) in encoders.items()}
+    return branches, sorted(set(others))
+
+
+def canonical_backbone(state_dict: StateDict, source_layout: str, path: str) -> Tuple[StateDict,
+                                                                                     list]:
+    """Published backbone → mmpretrain layout, checked against a reference mmpretrain backbone.
+    Returns it and the keys that are not backbone weights (heads, ``fc``, iBOT's
+    ``masked_embed`` ...), which are dropped."""
+    kind = 'vit' if source_layout == 'timm' else 'resnet'
+    layout = detect_vit_layout(state_dict) if kind == 'vit' else source_layout
+    # canonical name → source name (the conversion renames keys one by one)
+    names = from_layout({k: k for k in state_dict}, kind, layout)
+    canonical = {name: state_dict[source_name] for name, source_name in names.items()}
+    expected = reference_backbone(canonical).state_dict()
+    missing = [k for k in expected if k not in canonical]
+    if missing:
+        raise KeyError(f'{path}: the {layout}-layout backbone lacks {len(missing)} keys of its '
+                       f'mmpretrain counterpart, e.g. {missing[:5]}')
+    for key, value in expected.items():
+        if canonical[key].shape != value.shape:
+            raise ValueError(f'{path}: {key} has shape {tuple(canonical[key].shape)}, the '
+                             f'architecture it describes needs {tuple(value.shape)}')
+    kept = {names[k] for k in expected}
+    dropped = sorted(k for k in state_dict if k not in kept)
+    return {k: canonical[k] for k in expected}, dropped
+
+
+def import_published(source: str, out: str, source_format: str) -> dict:
+    """Convert a published checkpoint to an MMEngine-style checkpoint in this project's layout.
+
+    Both ``backbone.*`` and ``teacher.module.backbone.*`` are written; a source with one backbone
+    fills both (so continuing training starts from it in the student and the teacher).
+    Returns the ``meta`` written.
+    """
+    if source_format not in IMPORT_FORMATS:
+        raise ValueError(f'unknown source format {source_format!r}; choose from '
+                         f'{sorted(IMPORT_FORMATS)}')
+    algorithm, source_layout = IMPORT_FORMATS[source_format]
+    # official training checkpoints also pickle their argparse arguments
+    checkpoint = load_file(source, extra_safe_globals=(argparse.Namespace, ))
+    published, outside = published_branches(checkpoint, source_format, source)
+    branches, dropped = {}, set(outside)
+    for branch, state_dict in published.items():
+        branches[branch], branch_dropped = canonical_backbone(state_dict, source_layout, source)
+        dropped.update(branch_dropped)
+    state_dict = {}
+    for branch in ('student', 'teacher'):
+        weights = branches.get(branch) or next(iter(branches.values()))
+        state_dict.update({BRANCH_PREFIXES[branch] + k: v for k, v in weights.items()})
+    meta = dict(
+        algorithm=algorithm,
+        default_branch='teacher' if 'teacher' in branches else 'student',
+        imported_from=source_format,
+        source=osp.abspath(source),
+        source_sha256=sha256sum(source),
+        source_branches=sorted(branches),
+        dropped_keys=sorted(dropped),
+        backbone=describe_backbone(next(iter(branches.values()))),
+    )
+    _atomic_save(dict(meta=meta, state_dict=_tensors_only(state_dict)), out)
+    return meta

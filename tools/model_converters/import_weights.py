@@ -1,0 +1,44 @@
+"""Convert a published checkpoint to this project's layout, to transfer or continue training.
+
+    python tools/model_converters/import_weights.py SRC OUT.pth \
+        --from {slotcon,dino,ibot,timm,torchvision}
+
+* slotcon: the official training checkpoint (``module.encoder_k.*`` teacher, ``encoder_q.*``
+  student) or a backbone-only release (torchvision names);
+* dino / ibot: a training checkpoint (``teacher`` / ``student`` dicts, ``[module.]backbone.*``) or
+  a backbone-only release (timm names);
+* timm: a timm ViT state dict; torchvision: a torchvision ResNet state dict.
+
+OUT.pth is an MMEngine-style checkpoint: ``backbone.*`` (student) and
+``teacher.module.backbone.*`` (teacher; a one-backbone source fills both) in mmpretrain names,
+``meta.algorithm`` and the source's sha256. Export it for a downstream library with export.py,
+or continue pretraining from it (``load_from=OUT.pth`` in an mmdense config with that backbone).
+Heads, classifiers and iBOT's ``masked_embed`` are dropped (listed in ``meta.dropped_keys``).
+"""
+import argparse
+
+from mmdense.transfer.checkpoints import IMPORT_FORMATS, import_published
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('source', help='published checkpoint')
+    parser.add_argument('out', help='converted checkpoint (.pth)')
+    parser.add_argument('--from', dest='source_format', required=True,
+                        choices=sorted(IMPORT_FORMATS))
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    meta = import_published(args.source, args.out, args.source_format)
+    print(f"imported {args.source} ({args.source_format}: branches {meta['source_branches']}, "
+          f"backbone {meta['backbone']}) to {args.out} as {meta['algorithm']}")
+    if meta['dropped_keys']:
+        print(f"dropped {len(meta['dropped_keys'])} non-backbone keys, e.g. "
+              f"{meta['dropped_keys'][:4]}")
+
+
+if __name__ == '__main__':
+    main()
