@@ -1,6 +1,6 @@
 # CoTAP ViT-S/16 on COCO train2017 pairs, initialised from DINO ViT-S/16 (the paper's setting):
 # 8 GPUs x 32 pairs, 240k iterations. Before training:
-#   1. convert the DINO weights: tools/model_converters/import_checkpoint.py (see
+#   1. convert the DINO weights: tools/model_converters/import_weights.py SRC OUT --from dino (see
 #      configs/cotap/README.md) -> checkpoints/dino_vit-s16_mmdense.pth
 #   2. neighbours: python tools/misc/build_nn_pairs.py configs/cotap/vit-s_coco.py \
 #        checkpoints/dino_vit-s16_mmdense.pth --out data/coco/meta/nn_dino_vit-s16_top20.json
