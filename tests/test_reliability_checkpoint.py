@@ -75,6 +75,18 @@ def test_crash_mid_save_keeps_previous_checkpoint_loadable(tmp_path, monkeypatch
     assert not [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]
 
 
+def test_atomic_checkpoints_get_the_usual_file_permissions(tmp_path):
+    """The temporary file is created 0o600; the checkpoint gets 0o666 less the umask, as a
+    plain open() would give it (so a shared work dir stays readable by the group)."""
+    umask = os.umask(0o022)
+    try:
+        train_saving_every_two_iters(tmp_path, 'AtomicCheckpointHook')
+    finally:
+        os.umask(umask)
+    for name in ('iter_4.pth', 'last_checkpoint'):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == 0o644, name
+
+
 def test_plain_checkpoint_hook_loses_everything_in_the_same_crash(tmp_path, monkeypatch):
     """Why the hook exists: mmengine deletes the old checkpoint first and writes in place."""
     from mmengine.fileio.backends import local_backend

@@ -87,3 +87,26 @@ def test_amp_counts_skipped_steps_instead_of_raising():
         hook.after_train_iter(runner, step, outputs=dict(loss=torch.tensor(loss)))
     assert hook.amp_skipped_steps == 2
     assert hub.get_scalar('train/amp_skipped_steps').current() == 2
+
+
+def test_a_non_finite_step_is_never_checkpointed(tmp_path):
+    """The guard (priority HIGH) raises before the checkpoint hook (VERY_LOW) saves the
+    iteration whose loss was NaN: the last checkpoint is the last finite step."""
+    runner = Runner(
+        model=TwoTermModel(bad_at=3, bad_value=float('nan')),
+        work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * 16, batch_size=2,
+                              sampler=dict(type='DefaultSampler', shuffle=False),
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=False, max_iters=5),
+        default_hooks=dict(nan_guard=dict(type='NonFiniteLossHook'),
+                           checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False,
+                                           interval=1)),
+        default_scope='mmdense')
+    with pytest.raises(FloatingPointError, match='iteration 3 '):
+        runner.train()
+    assert (tmp_path / 'iter_2.pth').exists() and not (tmp_path / 'iter_3.pth').exists()
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_2.pth')
+    state = torch.load(tmp_path / 'iter_2.pth', map_location='cpu')['state_dict']
+    assert all(torch.isfinite(v).all() for v in state.values())

@@ -1,6 +1,7 @@
 """The downstream pieces registered for mmdet and mmseg: ViTPyramid and layer-wise lr decay."""
 import pytest
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
 from test_check_transfer import det_config, seg_config
 
 
@@ -8,7 +9,8 @@ def optimizer_groups(cfg):
     """{parameter name: (lr, weight decay)} of the optimiser ``cfg`` builds for its model."""
     from mmdense.transfer.downstream import build_model
     model = build_model(cfg)
-    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
     names = {id(p): n for n, p in model.named_parameters()}
     return {names[id(p)]: (group['lr'], group['weight_decay'])
             for group in optimizer.param_groups for p in group['params']}

@@ -8,18 +8,22 @@ import subprocess
 import sys
 
 from test_check_transfer import seg_config
-from test_transfer_export import ROOT, dino, export  # noqa: F401 (fixture)
+from test_transfer_export import ROOT, dino, export, slotcon  # noqa: F401 (fixtures)
 
 
-def test_toy_transfer_script(dino, toy_root, tmp_path):
+def run_toy_transfer(*argv):
     sys.path.insert(0, osp.join(ROOT, 'tools/benchmarks'))
     try:
         import toy_transfer
     finally:
         sys.path.pop(0)
+    return toy_transfer.main([str(a) for a in argv])
+
+
+def test_toy_transfer_script(dino, toy_root, tmp_path):
     work_dir = tmp_path / 'toy'
-    summary = toy_transfer.main([dino.path, '--work-dir', str(work_dir), '--data-root', toy_root,
-                                 '--iters', '3'])
+    summary = run_toy_transfer(dino.path, '--work-dir', work_dir, '--data-root', toy_root,
+                               '--iters', 3)
     with open(work_dir / 'toy_transfer.json') as f:
         assert json.load(f) == json.loads(json.dumps(summary))
     assert (summary['algorithm'], summary['branch']) == ('DINO', 'teacher')
@@ -29,6 +33,16 @@ def test_toy_transfer_script(dino, toy_root, tmp_path):
     assert 0.0 <= det['coco/bbox_mAP'] <= 1.0 and 0.0 <= det['coco/segm_mAP'] <= 1.0
     assert 0.0 < seg['mIoU'] <= 100.0
     assert [row['init'] for row in summary['table']] == ['pretrained']
+
+
+def test_toy_transfer_script_with_a_resnet(slotcon, toy_root, tmp_path):
+    """A ResNet checkpoint picks the ResNet toy configs, at its depth."""
+    summary = run_toy_transfer(slotcon.path, '--work-dir', tmp_path, '--data-root', toy_root,
+                               '--iters', 2, '--tasks', 'seg', '--random-baseline')
+    assert summary['configs']['seg'].endswith('upernet_r18_toy.py')
+    assert summary['backbone']['depth'] == 18
+    assert [row['init'] for row in summary['table']] == ['pretrained', 'random']
+    assert all(0.0 < row['mIoU'] <= 100.0 for row in summary['table'])
 
 
 def run_train_sh(config, exported, work_dir, *extra):

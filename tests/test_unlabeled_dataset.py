@@ -189,3 +189,31 @@ def test_exif_rotation(tmp_path):
     assert img.shape == (40, 20, 3) and results['ori_shape'] == (40, 20)
     assert img[5, 10, 2] > 200 and img[5, 10, 0] < 60  # top is red
     assert img[35, 10, 0] > 200 and img[35, 10, 2] < 60  # bottom is blue
+
+
+def test_a_folder_named_like_an_image_is_named(tmp_path):
+    (tmp_path / 'folder.jpg').mkdir()
+    with pytest.raises(ImageLoadError, match='folder.jpg.*reading failed'):
+        _load(tmp_path / 'folder.jpg')
+
+
+def test_decompression_bomb_is_refused_naming_the_file(tmp_path, monkeypatch):
+    """PIL refuses images of more than 2 x MAX_IMAGE_PIXELS pixels (a small file can declare a
+    huge size); the refusal names the file, so SkipCorruptImages can skip it too."""
+    path = _save(tmp_path / 'bomb.png', np.zeros((20, 20, 3), np.uint8))
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)  # 400 pixels > 2 x 100
+    with pytest.raises(ImageLoadError, match='bomb.png.*decompression bomb'):
+        _load(path)
+
+
+def test_float_images_are_refused_and_16_bit_colour_is_scaled(tmp_path):
+    import cv2
+    floats = tmp_path / 'float.tif'
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)).save(floats)
+    with pytest.raises(ImageLoadError, match=r"float.tif.*floating-point pixels \(PIL mode 'F'\)"):
+        _load(floats)
+    deep = np.zeros((4, 5, 3), np.uint16)  # BGR
+    deep[..., 1], deep[..., 2] = 257 * 100, 65535
+    cv2.imwrite(str(tmp_path / 'rgb48.png'), deep)
+    loaded = _load(tmp_path / 'rgb48.png')['img']
+    assert loaded.dtype == np.uint8 and loaded[0, 0].tolist() == [0, 100, 255]

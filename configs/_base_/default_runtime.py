@@ -12,6 +12,8 @@ default_hooks = dict(
     nan_guard=dict(type='NonFiniteLossHook'),
     # RNG states saved in checkpoints and restored on resume (bit-exact resume)
     rng_state=dict(type='RNGStateHook'),
+    # per-epoch count of the images a SkipCorruptImages dataset skipped (no-op without one)
+    skipped_images=dict(type='SkippedImagesHook'),
 )
 
 env_cfg = dict(

@@ -46,6 +46,11 @@ class NeighbourPairDataset(Dataset):
         loss_terms: names of the loss terms this source feeds, stored as ``loss_terms`` in each
             data sample (e.g. CoTAP's patch terms on COCO and CLS terms on ImageNet, with
             :class:`SourceGroupedBatchSampler`); default: all.
+
+    To skip unreadable images, wrap this dataset (not the image dataset inside it) in
+    :class:`SkipCorruptImages`: a pair whose image or neighbour cannot be loaded is then
+    replaced by the next pair, and the file is logged. Substituting only the unreadable image
+    would pair an image with one that is not its neighbour, so that wrapping is refused.
     """
 
     def __init__(self,
@@ -54,6 +59,12 @@ class NeighbourPairDataset(Dataset):
                  num_neighbours: Optional[int] = None,
                  loss_terms: Optional[Sequence[str]] = None) -> None:
         self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
+        if not hasattr(self.dataset, 'get_data_info'):
+            raise TypeError(
+                f'{type(self).__name__} needs an image dataset with get_data_info (e.g. '
+                f'UnlabeledImageDataset), got {type(self.dataset).__name__}; to skip unreadable '
+                f"images wrap the pairs instead: dict(type='SkipCorruptImages', "
+                f"dataset=dict(type='{type(self).__name__}', ...))")
         self.neighbours_file = neighbours_file
         self.loss_terms = None if loss_terms is None else tuple(loss_terms)
         record = read_neighbours(neighbours_file)
@@ -90,6 +101,12 @@ class NeighbourPairDataset(Dataset):
                                    f'{record["images"][j]!r} of {path!r} is not in the dataset')
                 neighbours[i, rank] = dataset_index[j]
         return neighbours
+
+    def full_init(self) -> None:
+        """Nothing left to load (the pairs are built in ``__init__``); ``ConcatDataset`` calls
+        this on each of its datasets."""
+        if hasattr(self.dataset, 'full_init'):
+            self.dataset.full_init()
 
     def __len__(self) -> int:
         return len(self.dataset)

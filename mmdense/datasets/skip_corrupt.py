@@ -19,10 +19,14 @@ class SkipCorruptImages:
 
         train_dataloader = dict(dataset=dict(type='SkipCorruptImages', dataset=dict(...)))
 
-    Every skip is logged as a warning naming the file; :class:`SkippedImagesHook` logs the
-    number skipped at the end of each epoch. The count is shared with data-loading workers
-    (``fork`` start method, mmdense's default). ``RuntimeError`` is raised when more than
-    ``max_skips_in_a_row`` consecutive images fail (e.g. a wrong data root or a broken mount).
+    Every skip is logged as a warning naming the file; :class:`SkippedImagesHook` (a default
+    hook) logs the number skipped at the end of each epoch. For CoTAP, wrap the
+    ``NeighbourPairDataset`` (a pair is skipped when its image or its neighbour is unreadable);
+    with several sources (``ConcatDataset`` and ``SourceGroupedBatchSampler``), wrap each
+    source, so that a replacement comes from the same source. The count is shared with
+    data-loading workers (``fork`` start method, mmdense's default). ``RuntimeError`` is raised
+    when more than ``max_skips_in_a_row`` consecutive images fail (e.g. a wrong data root or a
+    broken mount).
 
     Args:
         dataset (dict | BaseDataset): the dataset to wrap.
@@ -33,6 +37,9 @@ class SkipCorruptImages:
         self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
         self.max_skips_in_a_row = max_skips_in_a_row
         self._skipped = multiprocessing.Value('i', 0)
+        # never reset: numbers every skip message, so that mmengine's logger (which drops a
+        # WARNING identical to an earlier one) logs the same file again in a later epoch
+        self._skipped_total = multiprocessing.Value('i', 0)
 
     @property
     def metainfo(self) -> dict:
@@ -49,8 +56,11 @@ class SkipCorruptImages:
             except ImageLoadError as err:
                 with self._skipped.get_lock():
                     self._skipped.value += 1
-                print_log(f'skip_corrupt: skipped sample {index}: {err}', logger='current',
-                          level=logging.WARNING)
+                with self._skipped_total.get_lock():
+                    self._skipped_total.value += 1
+                    total = self._skipped_total.value
+                print_log(f'skip_corrupt: skipped sample {index}: {err} (skip {total} of this '
+                          'run)', logger='current', level=logging.WARNING)
         raise RuntimeError(f'SkipCorruptImages: {self.max_skips_in_a_row + 1} images in a row '
                            f'from index {idx} could not be loaded; check the data root')
 
@@ -65,17 +75,35 @@ class SkipCorruptImages:
             self.dataset.full_init()
 
 
+def skip_wrappers(dataset) -> list:
+    """The :class:`SkipCorruptImages` in ``dataset`` and the datasets it wraps (``.dataset`` of
+    wrappers such as ``NeighbourPairDataset``, ``.datasets`` of ``ConcatDataset``)."""
+    found, stack, seen = [], [dataset], set()
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, SkipCorruptImages):
+            found.append(current)
+        stack.append(getattr(current, 'dataset', None))
+        stack.extend(reversed(list(getattr(current, 'datasets', None) or [])))
+    return found
+
+
 @HOOKS.register_module()
 class SkippedImagesHook(Hook):
     """Logs, after every training epoch (once at the end of an iteration-based run), how many
-    images the :class:`SkipCorruptImages` training dataset skipped, and records it in the
-    message hub as ``train/skipped_images``."""
+    images the :class:`SkipCorruptImages` wrappers of the training dataset skipped (also when
+    they are nested, e.g. one per source of a ``ConcatDataset``), and records the total in the
+    message hub as ``train/skipped_images``. It is one of the default hooks of
+    ``configs/_base_/default_runtime.py`` and does nothing without a wrapper."""
 
     def after_train_epoch(self, runner) -> None:
-        dataset = runner.train_dataloader.dataset
-        if not isinstance(dataset, SkipCorruptImages):
+        wrappers = skip_wrappers(runner.train_dataloader.dataset)
+        if not wrappers:
             return
-        count = dataset.pop_skipped_count()
+        count = sum(wrapper.pop_skipped_count() for wrapper in wrappers)
         runner.message_hub.update_info('train/skipped_images', count)
         print_log(f'skip_corrupt: {count} unreadable image(s) skipped in epoch {runner.epoch + 1}',
                   logger='current', level=logging.WARNING if count else logging.INFO)

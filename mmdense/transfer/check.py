@@ -98,6 +98,26 @@ def module_group(backbone: nn.Module, name: str) -> str:
     return parts[0]
 
 
+def tensor_statuses(backbone: nn.Module, recorder: LoadRecorder) -> Dict[str, str]:
+    """The status of every backbone parameter and buffer after its init (see the module doc)."""
+    new_modules = tuple(getattr(backbone, 'new_modules', ()))
+    statuses = OrderedDict()
+    for name, value in backbone.state_dict().items():
+        if name.split('.')[-1] in UNCHECKED_BUFFERS:
+            continue
+        if name.split('.')[0] in new_modules:
+            statuses[name] = 'new'
+        elif name in recorder.mismatched:
+            statuses[name] = 'mismatched'
+        elif name not in recorder.loaded:
+            statuses[name] = 'missing'
+        elif torch.equal(value, recorder.loaded[name].to(value.dtype)):
+            statuses[name] = 'loaded'
+        else:
+            statuses[name] = 'overwritten'
+    return statuses
+
+
 @dataclass
 class TransferReport:
     config: str
@@ -185,7 +205,6 @@ def check_transfer(config, checkpoint: str, branch: Optional[str] = None) -> Tra
     check_branch(report, checkpoint, branch)
     backbone = build_model(cfg).backbone
     report.backbone = type(backbone).__name__
-    new_modules = tuple(getattr(backbone, 'new_modules', ()))
     try:
         with LoadRecorder(backbone) as recorder:
             backbone.init_weights()
@@ -195,22 +214,8 @@ def check_transfer(config, checkpoint: str, branch: Optional[str] = None) -> Tra
     if recorder.offered is None:
         report.failures.append(f'nothing was loaded into the backbone: its init_cfg '
                                f'{cfg.model.backbone.init_cfg} did not load a state dict')
-    final = backbone.state_dict()
-    for tensor_name, value in final.items():
-        if tensor_name.split('.')[-1] in UNCHECKED_BUFFERS:
-            continue
-        if tensor_name.split('.')[0] in new_modules:
-            status = 'new'
-        elif tensor_name in recorder.mismatched:
-            status = 'mismatched'
-        elif tensor_name not in recorder.loaded:
-            status = 'missing'
-        elif torch.equal(value, recorder.loaded[tensor_name].to(value.dtype)):
-            status = 'loaded'
-        else:
-            status = 'overwritten'
-        report.statuses[tensor_name] = status
-        report.groups[tensor_name] = module_group(backbone, tensor_name)
+    report.statuses = tensor_statuses(backbone, recorder)
+    report.groups = {name: module_group(backbone, name) for name in report.statuses}
     modules = dict(backbone.named_modules())
     extra = set((report.sidecar or {}).get('extra_keys', ()))
     for key in recorder.unexpected:

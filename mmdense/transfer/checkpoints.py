@@ -11,7 +11,6 @@ can be exported like a pretraining checkpoint or used as ``load_from`` to contin
 import argparse
 import hashlib
 import json
-import os
 import os.path as osp
 from typing import Dict, Optional, Tuple
 
@@ -142,10 +141,10 @@ def _tensors_only(state_dict: StateDict) -> StateDict:
 
 
 def _atomic_save(obj, path: str) -> None:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to a synced temporary file renamed over ``path``: an interrupted export
+    leaves the previous file (or none), never a truncated one."""
+    from mmdense.engine.checkpoint import torch_save_atomically
+    torch_save_atomically(obj, path)
 
 
 def export_backbone(source: str, out: str, target: str, branch: Optional[str] = None) -> dict:
@@ -178,8 +177,8 @@ def export_backbone(source: str, out: str, target: str, branch: Optional[str] = 
         num_tensors=len(exported),
         file_sha256=sha256sum(out),
     )
-    with open(sidecar_path(out), 'w') as f:
-        json.dump(sidecar, f, indent=2)
+    from mmdense.engine.checkpoint import write_atomically
+    write_atomically(json.dumps(sidecar, indent=2).encode(), sidecar_path(out))
     return sidecar
 
 

@@ -16,15 +16,20 @@ def config_scope(cfg: Config, path: str = 'the config') -> str:
     return scope
 
 
-def activate_scope(scope: str) -> None:
-    """Register ``scope``'s modules and this package's, and make ``scope`` the default scope."""
-    from mmengine.registry import init_default_scope
+def register_scope(scope: str) -> None:
+    """Register ``scope``'s modules and this package's transfer modules in ``scope``."""
     if scope == 'mmdet':
         from mmdet.utils import register_all_modules
     else:
         from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     import mmdense.transfer  # noqa: F401  (ViTPyramid, LayerDecayOptimWrapperConstructor)
+
+
+def activate_scope(scope: str) -> None:
+    """:func:`register_scope`, then make ``scope`` the default scope (for a Runner)."""
+    from mmengine.registry import init_default_scope
+    register_scope(scope)
     init_default_scope(scope)
 
 
@@ -54,7 +59,10 @@ def set_backbone_init(cfg: Config, checkpoint: Optional[str]) -> None:
 
 
 def build_model(cfg: Config) -> nn.Module:
-    """``cfg.model`` built in the config's scope (weights not initialised yet)."""
-    from mmengine.registry import MODELS
-    activate_scope(config_scope(cfg))
-    return MODELS.build(cfg.model)
+    """``cfg.model`` built in the config's scope (weights not initialised yet); the caller's
+    default scope is left as it was."""
+    from mmengine.registry import MODELS, DefaultScope
+    scope = config_scope(cfg)
+    register_scope(scope)
+    with DefaultScope.overwrite_default_scope(scope):
+        return MODELS.build(cfg.model)

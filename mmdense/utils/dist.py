@@ -24,6 +24,14 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def broadcast_from_rank0(tensor: Tensor) -> Tensor:
+    """``tensor`` overwritten in place with rank 0's copy (same shape on every rank), e.g. to
+    share a random draw; returned for chaining."""
+    if is_distributed():
+        dist.broadcast(tensor, src=0)
+    return tensor
+
+
 @torch.no_grad()
 def concat_all_gather(tensor: Tensor) -> Tensor:
     """Concatenate ``tensor`` (same shape on every rank) from all ranks along dim 0, in rank

@@ -1,12 +1,15 @@
 """Training-step cost of a pretraining config: s/iter, images/s, peak memory, FLOPs.
 
     python tools/analysis_tools/benchmark.py CONFIG [--iters 10] [--warmup 2] [--batch-size B]
-        [--amp] [--compile] [--channels-last] [--out result.json] [--cfg-options k=v ...]
+        [--amp] [--compile] [--channels-last] [--threads N] [--out result.json]
+        [--cfg-options k=v ...]
 
-Batches come from the config's own training pipeline (fetched before timing, so data loading is
-not measured). Each timed iteration is a full ``train_step``: forward, losses, backward,
-optimizer step and EMA-teacher update. FLOPs are counted once with torch's ``FlopCounterMode``
-over one such step (forward + backward) and reported per image.
+Batches come from the config's own training pipeline, all fetched before timing (the loader's
+workers are shut down first, so neither data loading nor idle workers are measured). Each timed
+iteration is a full ``train_step``: forward, losses, backward, optimizer step and EMA-teacher
+update; the reported time is the median over ``--iters``. FLOPs are counted once with torch's
+``FlopCounterMode`` over one such step (forward + backward) and reported per image. Images are
+counted per data sample, two for a CoTAP pair (a sample holding an image and its neighbour).
 """
 import argparse
 import json
@@ -31,11 +34,14 @@ def parse_args():
     parser.add_argument('--iters', type=int, default=10, help='timed iterations')
     parser.add_argument('--warmup', type=int, default=2, help='untimed iterations first')
     parser.add_argument('--batch-size', type=int, help='override the per-device batch size')
-    parser.add_argument('--amp', action='store_true', help='AmpOptimWrapper (fp16 on CUDA, '
-                        'bf16 on CPU)')
-    parser.add_argument('--compile', action='store_true', help='torch.compile the backbone')
+    parser.add_argument('--amp', action='store_true', help='mixed precision: AmpOptimWrapper '
+                        'fp16 on CUDA, AutocastOptimWrapper bf16 on CPU')
+    parser.add_argument('--compile', action='store_true',
+                        help="torch.compile the student backbone's forward, in place")
     parser.add_argument('--channels-last', action='store_true',
                         help='channels_last memory format for model and inputs')
+    parser.add_argument('--threads', type=int, help='torch.set_num_threads (default: torch\'s '
+                        'own, the number of physical cores or OMP_NUM_THREADS)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', help='write the result as JSON here')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -48,8 +54,20 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def images_in(batch: dict) -> int:
+    """Images in a collated batch: one per data sample, or, for samples that pair an image with
+    a neighbour (``num_pair_views`` views per image, CoTAP), views / views-per-image of them."""
+    samples = batch['data_samples']
+    views_per_image = samples[0].metainfo.get('num_pair_views')
+    if views_per_image:
+        return len(samples) * len(batch['inputs']) // views_per_image
+    return len(samples)
+
+
 def main():
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import mmdense  # noqa: F401  registers modules and applies compat fixes
     from mmdense.registry import MODELS
     from mmdense.utils import register_all_modules
@@ -64,8 +82,11 @@ def main():
     cfg.train_dataloader.update(num_workers=min(2, cfg.train_dataloader.get('num_workers', 0)),
                                 persistent_workers=False)
     if args.amp:
-        dtype = 'float16' if args.device.startswith('cuda') else 'bfloat16'
-        cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype=dtype)
+        if args.device.startswith('cuda'):
+            cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='float16')
+        else:  # mmengine's AmpOptimWrapper refuses to run without an accelerator
+            cfg.optim_wrapper.update(type='AutocastOptimWrapper', dtype='bfloat16',
+                                     device_type='cpu')
         cfg.optim_wrapper.pop('loss_scale', None)
 
     total_iters = args.warmup + args.iters + 1
@@ -75,13 +96,17 @@ def main():
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.compile:
-        model.backbone = torch.compile(model.backbone)
+        # in place (nn.Module.compile): a torch.compile wrapper would rename the parameters
+        # (``_orig_mod.``), which breaks the EMA teacher's name-by-name update
+        model.backbone.compile()
     model.train()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
 
     loader = iter(Runner.build_dataloader(cfg.train_dataloader))
     batches = [next(loader) for _ in range(total_iters)]
+    del loader  # shuts its workers down: none keeps prefetching while steps are timed
     batch_size = len(batches[0]['data_samples'])
+    num_images = images_in(batches[0])
 
     def step(batch):
         if args.channels_last:
@@ -92,26 +117,32 @@ def main():
             torch.cuda.synchronize()
         return log_vars
 
-    times = []
+    times, warmup_times = [], []
     for i, batch in enumerate(batches[:-1]):
         start = time.perf_counter()
         step(batch)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-            print(f'iter {i - args.warmup + 1}/{args.iters}: {times[-1]:.3f} s', flush=True)
+        elapsed = time.perf_counter() - start
+        if i < args.warmup:
+            warmup_times.append(elapsed)
+            print(f'warm-up {i + 1}/{args.warmup}: {elapsed:.3f} s', flush=True)
+        else:
+            times.append(elapsed)
+            print(f'iter {i - args.warmup + 1}/{args.iters}: {elapsed:.3f} s', flush=True)
     with FlopCounterMode(display=False) as counter:
         step(batches[-1])
-    flops_per_image = counter.get_total_flops() / batch_size
+    flops_per_image = counter.get_total_flops() / num_images
 
     median = statistics.median(times)
     result = dict(
-        config=args.config, device=args.device, batch_size=batch_size, amp=args.amp,
-        compile=args.compile, channels_last=args.channels_last, threads=torch.get_num_threads(),
-        iters=args.iters, median_s_per_iter=median, images_per_s=batch_size / median,
+        config=args.config, device=args.device, batch_size=batch_size, images_per_step=num_images,
+        amp=args.amp, compile=args.compile, channels_last=args.channels_last,
+        threads=torch.get_num_threads(), iters=args.iters, warmup=args.warmup,
+        warmup_s_per_iter=warmup_times, median_s_per_iter=median,
+        images_per_s=num_images / median,
         peak_memory_mb=peak_memory_mb(args.device),
         peak_memory_kind='max_allocated' if args.device.startswith('cuda') else 'process_rss',
         gflops_per_image=flops_per_image / 1e9,
-        achieved_gflops_per_s=flops_per_image * batch_size / median / 1e9)
+        achieved_gflops_per_s=flops_per_image * num_images / median / 1e9)
     print(json.dumps(result, indent=2))
     if args.out:
         with open(args.out, 'w') as f:

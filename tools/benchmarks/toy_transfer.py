@@ -12,7 +12,9 @@ Prints a summary table and writes DIR/toy_transfer.json. The default configs fol
 exported backbone: ViT (its dims, depth and patch size are read from the export) or ResNet.
 """
 import argparse
+import contextlib
 import copy
+import io
 import json
 import logging
 import os.path as osp
@@ -44,6 +46,9 @@ def parse_args(argv=None):
     parser.add_argument('--branch', choices=['teacher', 'student'],
                         help="default: the algorithm's transfer branch")
     parser.add_argument('--iters', type=int, help="training iterations (default: the configs')")
+    parser.add_argument('--seed', type=int, default=0,
+                        help='one seed for every run: pretrained and random runs then differ in '
+                        'the backbone init only (same head init and data order)')
     parser.add_argument('--tasks', nargs='+', choices=sorted(TARGETS), default=['det', 'seg'])
     parser.add_argument('--det-config', help='default: the toy Mask R-CNN for the backbone')
     parser.add_argument('--seg-config', help='default: the toy UperNet for the backbone')
@@ -100,7 +105,8 @@ def set_iters(cfg: Config, iters: int) -> None:
         cfg.param_scheduler[1].T_max = iters - warmup
 
 
-def fine_tune(cfg: Config, exported, work_dir: str, name: str, verbose: bool = False) -> dict:
+def fine_tune(cfg: Config, exported, work_dir: str, name: str, seed: int = 0,
+              verbose: bool = False) -> dict:
     """Train ``cfg`` from ``exported`` (None: random backbone); returns metrics and time."""
     from mmengine.runner import Runner
 
@@ -109,13 +115,16 @@ def fine_tune(cfg: Config, exported, work_dir: str, name: str, verbose: bool = F
     set_backbone_init(cfg, exported)
     cfg.work_dir = work_dir
     cfg.default_hooks.checkpoint = None  # the metrics are the result
+    cfg.randomness = dict(seed=seed)
     if not verbose:
         cfg.log_level = 'WARNING'
     cfg.experiment_name = f'{name}_{time.strftime("%Y%m%d_%H%M%S")}'
     cfg.visualizer.name = cfg.experiment_name  # one visualizer per run in this process
     start = time.time()
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    # pycocotools prints its tables; the metrics end up in toy_transfer.json
+    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+        runner.train()
     scalars = runner.message_hub.log_scalars
     metrics = {k[len('val/'):]: float(v.current()) for k, v in scalars.items()
                if k.startswith('val/')}
@@ -179,7 +188,7 @@ def main(argv=None) -> dict:
             print(f'[toy-transfer] fine-tuning {task} from the {init} backbone', flush=True)
             results[init][task] = run = fine_tune(cfgs[task], exported[task] if init == 'pretrained'
                                             else None, osp.join(args.work_dir, f'{task}_{init}'),
-                                            f'{task}_{init}', args.verbose)
+                                            f'{task}_{init}', args.seed, args.verbose)
             print(f'[toy-transfer] {task} {init}: ' + ', '.join(
                 f"{label} {run['metrics'][key] * scale:.1f}" for label, key, scale in METRICS[task])
                 + f" ({run['time_s']:.0f} s)", flush=True)

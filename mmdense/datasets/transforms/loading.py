@@ -16,11 +16,20 @@ class ImageLoadError(OSError):
     """An image file could not be read or decoded."""
 
 
+class UnsupportedImageError(ValueError):
+    """A decodable image whose pixels have no defined conversion to 8-bit RGB."""
+
+
 def _to_rgb(image: Image.Image) -> np.ndarray:
     """8-bit RGB array of any PIL image (grey, palette, alpha, CMYK, 16-bit...).
 
     Alpha is dropped (as ``cv2.imread`` does); 16-bit grey is scaled from [0, 65535] to [0, 255].
+    Floating-point images (mode ``F``) are refused: their value range is not defined, and PIL's
+    conversion would clip e.g. [0, 1] data to black.
     """
+    if image.mode == 'F':
+        raise UnsupportedImageError("32-bit floating-point pixels (PIL mode 'F') have no "
+                                    'defined range: convert the file to 8-bit')
     if image.mode in _SIXTEEN_BIT_MODES:
         grey = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257
         return np.repeat(np.round(grey).astype(np.uint8)[..., None], 3, axis=2)
@@ -36,8 +45,9 @@ class LoadRGBImage(BaseTransform):
     convert to RGB). Adds ``img``, ``img_shape`` and ``ori_shape`` (both ``(h, w)``).
 
     Raises:
-        ImageLoadError: the file is missing, empty, truncated or not a decodable image; the
-            message names the path and the reason.
+        ImageLoadError: the file is missing, empty, truncated, not a decodable image, larger
+            than PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) or has floating-point
+            pixels; the message names the path and the reason.
 
     Args:
         backend_args (dict, optional): mmengine file backend arguments (e.g. for remote storage).
@@ -61,6 +71,11 @@ class LoadRGBImage(BaseTransform):
         except UnidentifiedImageError as err:
             raise ImageLoadError(f'cannot load image {path!r}: not a recognised image format '
                                  f'({len(data)} bytes)') from err
+        except Image.DecompressionBombError as err:
+            raise ImageLoadError(f'cannot load image {path!r}: refused as a possible '
+                                 f'decompression bomb ({err})') from err
+        except UnsupportedImageError as err:
+            raise ImageLoadError(f'cannot load image {path!r}: {err}') from err
         except (OSError, SyntaxError, ValueError) as err:
             raise ImageLoadError(f'cannot load image {path!r}: decoding failed ({err}; '
                                  f'{len(data)} bytes)') from err

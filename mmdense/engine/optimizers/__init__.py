@@ -1,3 +1,4 @@
+from .autocast_wrapper import AutocastOptimWrapper
 from .frozen_aware_constructor import FrozenAwareOptimWrapperConstructor
 
-__all__ = ['FrozenAwareOptimWrapperConstructor']
+__all__ = ['AutocastOptimWrapper', 'FrozenAwareOptimWrapperConstructor']

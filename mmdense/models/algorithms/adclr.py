@@ -1,3 +1,4 @@
+import inspect
 from typing import List, Optional, Tuple
 
 import torch
@@ -44,6 +45,11 @@ class ADCLR(DINO):
                  query_loss_weight: float = 1.0,
                  query_teacher_temp: float = 0.07,
                  **kwargs) -> None:
+        # name ADCLR, not DINO, in the error about a mistyped argument
+        unknown = sorted(set(kwargs) - set(inspect.signature(DINO.__init__).parameters))
+        if unknown:
+            raise TypeError(f'{type(self).__name__}.__init__() got unexpected keyword '
+                            f'argument(s) {unknown}')
         super().__init__(backbone=backbone, head=head, loss=loss, **kwargs)
         if not isinstance(self.backbone, QueryVisionTransformer):
             raise TypeError(f'ADCLR needs a QueryVisionTransformer backbone, got '

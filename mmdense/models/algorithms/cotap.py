@@ -12,6 +12,8 @@ from torch import Tensor
 from mmdense.models.losses import cotap_loss, multicrop_cross_entropy
 from mmdense.models.utils import EMATeacher, align_to_boxes, overlap_in_views, sinkhorn_knopp
 from mmdense.registry import MODELS
+from mmdense.utils.dist import (all_reduce_sum, broadcast_from_rank0, concat_all_gather,
+                                gather_with_grad, get_rank, get_world_size)
 
 LOSS_TERMS = ('patch', 'cls', 'cross_patch', 'cross_cls')
 
@@ -39,8 +41,9 @@ class CoTAP(BaseSelfSupervisor):
     2. ``cls``: swapped prediction between crops, ``CE(sinkhorn(C_t(g)), log_softmax(C_s(v)/τ_s))``;
     3. ``cross_patch``: patch maps of an image and its neighbour, average-pooled to ks×ks, keep
        the cells the teacher's CLS attends to most; every kept cell ranks the neighbour's cells
-       (and those of images from random derangements of the batch, weight × α) by student
-       cosine similarity, with teacher similarities as continuous targets (:func:`cotap_loss`);
+       (and those of images from random derangements of the pairs of all ranks, weight × α)
+       by student cosine similarity, with teacher similarities as continuous targets
+       (:func:`cotap_loss`);
     4. ``cross_cls``: the student's CLS prediction of an image follows the teacher's Sinkhorn
        code of its neighbour, both directions.
 
@@ -56,7 +59,8 @@ class CoTAP(BaseSelfSupervisor):
         patch_attention_weighting: weight the patch loss by the teacher's CLS attention.
         cross_pool_sizes: ks values of the cross-image patch loss (averaged over them).
         kept_cell_ratio: fraction of the ks² cells kept by teacher attention.
-        num_negatives / negative_weight: derangements of the batch used as negatives, and α.
+        num_negatives / negative_weight: derangements of the (global) batch used as negatives,
+            and α.
         ranking_margin / ranking_threshold: τ and θ of :func:`cotap_loss`.
         ranking_chunk_size: anchors per chunk of the ranking loss (None: all at once).
         teacher_momentum / end_teacher_momentum: cosine EMA schedule (0.9997 → 0.9999).
@@ -186,17 +190,24 @@ class CoTAP(BaseSelfSupervisor):
     # -- losses -----------------------------------------------------------------------------
     def patch_loss(self, student: List[dict], teacher: List[dict], boxes: Tensor,
                    flips: Tensor, teacher_boxes: Tensor, teacher_flips: Tensor) -> Tensor:
-        """Within-image patch loss over every (teacher global g, student crop v) pair."""
-        losses = []
+        """Within-image patch loss, averaged over the (teacher global g, student crop v) pairs
+        whose crops overlap in some image of some rank; each pair's weighted mean is taken over
+        the pixels of all ranks."""
+        overlaps = {}
+        for g in range(len(teacher)):
+            for v in range(len(student)):
+                if v != g or self.clean_teacher_views:
+                    overlaps[g, v] = overlap_in_views(teacher_boxes[:, g], teacher_flips[:, g],
+                                                      boxes[:, v], flips[:, v])
+        num_valid = all_reduce_sum(torch.stack([o[2].sum() for o in overlaps.values()]))
+        totals, weight_sums = [], []
         for g, teacher_view in enumerate(teacher):
             codes = self.sinkhorn_codes(teacher_view['patch'])
-            for v, student_view in enumerate(student):
-                if v == g and not self.clean_teacher_views:
+            for (pair_g, v), count in zip(overlaps, num_valid):
+                if pair_g != g or count == 0:
                     continue
-                overlap_t, overlap_s, valid = overlap_in_views(
-                    teacher_boxes[:, g], teacher_flips[:, g], boxes[:, v], flips[:, v])
-                if not valid.any():
-                    continue
+                overlap_t, overlap_s, valid = overlaps[g, v]
+                student_view = student[v]
                 size = student_view['patch'].shape[-2:]
                 targets = align_to_boxes(codes, overlap_t, teacher_flips[:, g], size)
                 log_probs = F.log_softmax(student_view['patch'].float() / self.student_temp, 1)
@@ -207,10 +218,14 @@ class CoTAP(BaseSelfSupervisor):
                     attention = align_to_boxes(teacher_view['cls_attention'][:, None],
                                                overlap_t, teacher_flips[:, g], size)[:, 0]
                     weight = weight * attention / attention.mean((1, 2), keepdim=True)
-                losses.append((pixel_loss * weight).sum() / weight.sum().clamp(min=1e-6))
-        if not losses:
+                totals.append((pixel_loss * weight).sum())
+                weight_sums.append(weight.sum())
+        if not totals:
             return student[0]['patch'].sum() * 0
-        return torch.stack(losses).mean()
+        # mean over ranks of each pair's total weight: the mean of the per-rank losses (what DDP
+        # averages) is the loss of the whole batch
+        mean_weights = all_reduce_sum(torch.stack(weight_sums)) / get_world_size()
+        return (torch.stack(totals) / mean_weights.clamp(min=1e-6)).mean()
 
     def cls_loss(self, student: List[dict], teacher: List[dict]) -> Tensor:
         """Swapped prediction between crops against Sinkhorn teacher codes."""
@@ -226,18 +241,26 @@ class CoTAP(BaseSelfSupervisor):
         return F.normalize(cells.gather(1, kept[..., None].expand(-1, -1, cells.shape[2])), dim=-1)
 
     def negative_partners(self, batch: int, device: torch.device) -> List[Tensor]:
-        """Per derangement σ of the B/2 pairs: for each image, the member of pair σ(p) on its
-        partner's side, so a negative is never the image itself nor its neighbour."""
+        """Per derangement σ of the pairs of all ranks: for each of the ``batch`` local images
+        (pair p), the member of pair σ(p) on its partner's side, so a negative is never the
+        image itself nor its neighbour. Indices into the batches of all ranks concatenated in
+        rank order (the local batch in one process); σ is drawn on rank 0 and shared."""
         half = batch // 2
-        if half < 2:
+        num_pairs = half * get_world_size()
+        if num_pairs < 2 or self.num_negatives == 0:
             return []
-        side = torch.arange(batch, device=device) // half
-        return [random_derangement(half, device).repeat(2) + half * (1 - side)
-                for _ in range(self.num_negatives)]
+        local = torch.arange(batch, device=device)
+        pair = get_rank() * half + local % half
+        partner_side = 1 - local // half
+        derangements = broadcast_from_rank0(torch.stack(
+            [random_derangement(num_pairs, device) for _ in range(self.num_negatives)]))
+        return [(sigma[pair] // half) * batch + partner_side * half + sigma[pair] % half
+                for sigma in derangements]
 
     def cross_patch_loss(self, student: dict, teacher: dict, partner: Tensor) -> Tensor:
-        """CoTAP ranking of the partner's (and negatives') cells for every kept anchor cell."""
-        others = [partner] + self.negative_partners(partner.shape[0], partner.device)
+        """CoTAP ranking of the partner's (and negatives') cells for every kept anchor cell;
+        negatives come from the images of all ranks."""
+        negatives = self.negative_partners(partner.shape[0], partner.device)
         losses = []
         for pool_size in self.cross_pool_sizes:
             attention = F.adaptive_avg_pool2d(teacher['cls_attention'][:, None], pool_size)
@@ -245,10 +268,15 @@ class CoTAP(BaseSelfSupervisor):
             kept = attention.flatten(1).topk(num_kept, dim=1).indices
             teacher_cells = self.pooled_cells(teacher['patch'], kept, pool_size)
             student_cells = self.pooled_cells(student['patch'], kept, pool_size)
-            targets = torch.cat([teacher_cells @ teacher_cells[o].transpose(1, 2)
-                                 for o in others], dim=2)
-            preds = torch.cat([student_cells @ student_cells[o].transpose(1, 2)
-                               for o in others], dim=2)
+            teacher_others = [teacher_cells[partner]]
+            student_others = [student_cells[partner]]
+            if negatives:
+                all_teacher_cells = concat_all_gather(teacher_cells)
+                all_student_cells = gather_with_grad(student_cells)
+                teacher_others += [all_teacher_cells[n] for n in negatives]
+                student_others += [all_student_cells[n] for n in negatives]
+            targets = torch.cat([teacher_cells @ o.transpose(1, 2) for o in teacher_others], 2)
+            preds = torch.cat([student_cells @ o.transpose(1, 2) for o in student_others], 2)
             scale = torch.ones_like(targets)
             scale[..., num_kept:] = self.negative_weight
             losses.append(cotap_loss(preds, targets, self.ranking_margin,

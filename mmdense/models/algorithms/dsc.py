@@ -10,7 +10,8 @@ from torch import Tensor
 from mmdense.models.losses import (feature_neighbours, geometric_positives, info_nce_with_queue,
                                    multi_positive_info_nce, per_image_to_batch_mask,
                                    prototype_assignment_loss)
-from mmdense.models.utils import EMATeacher, gathered_spherical_kmeans, sinkhorn_knopp
+from mmdense.models.utils import (EMATeacher, gathered_spherical_kmeans, last_output_channels,
+                                  sinkhorn_knopp)
 from mmdense.registry import MODELS
 from mmdense.utils.dist import concat_all_gather, get_rank, get_world_size
 
@@ -92,9 +93,9 @@ class DSC(BaseSelfSupervisor):
             raise ValueError('DSC projects one feature map: give the backbone a single '
                              f'out_indices, got {self.backbone.out_indices}')
         neck_in = self.neck.mlp[0].in_features
-        backbone_channels = getattr(self.backbone, 'feat_dim', neck_in)
-        if backbone_channels != neck_in:
-            raise ValueError(f'the backbone gives {backbone_channels} channels but the neck '
+        backbone_channels = last_output_channels(self.backbone)
+        if backbone_channels is not None and backbone_channels != neck_in:
+            raise ValueError(f'DSC: the backbone gives {backbone_channels} channels but the neck '
                              f'expects in_channels={neck_in}')
         embed_dim = self.neck.mlp[-1].out_features
         if semantic_variant not in SEMANTIC_VARIANTS:

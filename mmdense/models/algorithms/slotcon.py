@@ -6,7 +6,8 @@ from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmdense.models.losses import group_loss, kept_slots, slot_contrast_loss
-from mmdense.models.utils import EMATeacher, align_to_boxes, overlap_in_views, update_center_
+from mmdense.models.utils import (EMATeacher, align_to_boxes, last_output_channels,
+                                  overlap_in_views, update_center_)
 from mmdense.registry import MODELS
 from mmdense.utils.dist import all_reduce_sum
 
@@ -61,10 +62,10 @@ class SlotCon(BaseSelfSupervisor):
         super().__init__(backbone=backbone, neck=neck, head=head, pretrained=pretrained,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.predictor = MODELS.build(predictor)
-        backbone_channels = getattr(self.backbone, 'feat_dim', self.neck.in_channels)
-        if backbone_channels != self.neck.in_channels:
-            raise ValueError(f'the backbone gives {backbone_channels} channels but the projector '
-                             f'expects in_channels={self.neck.in_channels}')
+        backbone_channels = last_output_channels(self.backbone)
+        if backbone_channels is not None and backbone_channels != self.neck.in_channels:
+            raise ValueError(f'SlotCon: the backbone gives {backbone_channels} channels but the '
+                             f'projector expects in_channels={self.neck.in_channels}')
         dims = dict(projector_out=self.neck.out_channels, grouping_dim=self.head.dim,
                     predictor_in=self.predictor.in_channels,
                     predictor_out=self.predictor.out_channels)

@@ -1,4 +1,7 @@
 __all__ = []
+from .vit_cp import VisionTransformerCP  # noqa: E402
+
+__all__ += ['VisionTransformerCP']
 from .object_aware_vit import ObjectAwareFilterLayer, ObjectAwareViT  # noqa: E402
 
 __all__ += ['ObjectAwareFilterLayer', 'ObjectAwareViT']

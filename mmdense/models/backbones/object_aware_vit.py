@@ -5,12 +5,13 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
-from mmpretrain.models import VisionTransformer
 from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLayer
 from mmpretrain.models.utils import resize_pos_embed
 from torch import Tensor, nn
 
 from mmdense.registry import MODELS
+
+from .vit_cp import VisionTransformerCP
 
 
 def _square_resolution(num_patches: int) -> Tuple[int, int]:
@@ -120,7 +121,7 @@ class ObjectAwareFilterLayer(TransformerEncoderLayer):
 
 
 @MODELS.register_module()
-class ObjectAwareViT(VisionTransformer):
+class ObjectAwareViT(VisionTransformerCP):
     """mmpretrain ``VisionTransformer`` whose last block is an :class:`ObjectAwareFilterLayer`.
 
     Outputs (``cls_token``, ``featmap`` or ``raw``) have 2·D channels: the usual last-layer
@@ -132,6 +133,8 @@ class ObjectAwareViT(VisionTransformer):
     Args:
         num_prototypes / prototype_kernel / freeze_prototypes: see
             :class:`ObjectAwareFilterLayer`.
+        with_cp: activation checkpointing of every layer, the object-aware one included (see
+            :class:`VisionTransformerCP`).
         Other args: those of mmpretrain's ``VisionTransformer``.
     """
 
@@ -187,7 +190,7 @@ class ObjectAwareViT(VisionTransformer):
                                  num_extra_tokens=self.num_extra_tokens)
         x = self.pre_norm(self.drop_after_pos(x))
         for layer in self.layers[:-1]:
-            x = layer(x)
+            x = self.run_layer(layer, x)
         return x, patch_resolution
 
     def forward_dense(self, x: Tensor, with_cls_attention: bool = False) -> dict:
@@ -195,7 +198,7 @@ class ObjectAwareViT(VisionTransformer):
         of the last block (no gradient)."""
         tokens, patch_resolution = self.last_block_input(x)
         final_norm = self.ln1 if self.final_norm else None
-        out = self.object_filter(tokens, patch_resolution, final_norm)
+        out = self.run_layer(self.object_filter, tokens, patch_resolution, final_norm)
         dense = dict(cls=out[:, 0], patches=self._format_featmap(out, patch_resolution))
         if with_cls_attention:
             dense['cls_attention'] = self.object_filter.cls_attention(tokens, patch_resolution)
@@ -208,5 +211,5 @@ class ObjectAwareViT(VisionTransformer):
     def forward(self, x: Tensor) -> Tuple[Tensor]:
         tokens, patch_resolution = self.last_block_input(x)
         final_norm = self.ln1 if self.final_norm else None
-        out = self.object_filter(tokens, patch_resolution, final_norm)
+        out = self.run_layer(self.object_filter, tokens, patch_resolution, final_norm)
         return (self._format_output(out, patch_resolution), )

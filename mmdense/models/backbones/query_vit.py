@@ -4,15 +4,16 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn as nn
 from mmcv.cnn.bricks.transformer import FFN
-from mmpretrain.models import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 from torch import Tensor
 
 from mmdense.registry import MODELS
 
+from .vit_cp import VisionTransformerCP
+
 
 @MODELS.register_module()
-class QueryVisionTransformer(VisionTransformer):
+class QueryVisionTransformer(VisionTransformerCP):
     """mmpretrain ``VisionTransformer`` that can append query tokens to the image tokens.
 
     :meth:`forward` is the plain ViT. :meth:`forward_with_queries` also patch-embeds query crops
@@ -30,7 +31,9 @@ class QueryVisionTransformer(VisionTransformer):
         query_pos_embed: add to each query token the positional embedding of its place within
             the query crop (the ViT's embedding resized to the query's patch grid, as when the
             crop is encoded on its own); off by default, so queries carry no position.
-        **kwargs: arguments of mmpretrain's ``VisionTransformer``.
+        **kwargs: arguments of mmpretrain's ``VisionTransformer``, and ``with_cp`` (activation
+            checkpointing of each layer, for both token streams; see
+            :class:`VisionTransformerCP`).
     """
 
     def __init__(self,
@@ -74,23 +77,14 @@ class QueryVisionTransformer(VisionTransformer):
 
         outs = []
         for i, layer in enumerate(self.layers):
-            image, query = self.layer_with_queries(layer, image, query, query_mask)
+            image, query = self.run_layer(self.layer_with_queries, layer, image, query,
+                                          query_mask)
             if i == len(self.layers) - 1 and self.final_norm:
                 image, query = self.ln1(image), self.ln1(query)
             if i in self.out_indices:
                 outs.append(self._format_output(image, patch_resolution))
         query_feats = query.reshape(batch_size, num_queries, -1, self.embed_dims).mean(dim=2)
         return tuple(outs), query_feats
-
-    def embed_image(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
-        """The plain forward up to the first layer: (B, 1 + N, C) tokens and the patch grid."""
-        x, patch_resolution = self.patch_embed(x)
-        if self.cls_token is not None:
-            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, patch_resolution,
-                                 mode=self.interpolate_mode,
-                                 num_extra_tokens=self.num_extra_tokens)
-        return self.pre_norm(self.drop_after_pos(x)), patch_resolution
 
     def embed_queries(self, crops: Tensor) -> Tensor:
         """(n, 3, h, w) query crops → (n, P, C) tokens: patch embedding, optionally plus the

@@ -5,6 +5,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from mmdense.utils.dist import all_reduce_sum, get_world_size
+
 
 def smooth_hinge(x: Tensor, margin: float) -> Tensor:
     """Smooth squared hinge with margin τ, 0 once ``x ≥ τ`` and linear below 0:
@@ -43,6 +45,10 @@ def cotap_loss(pred: Tensor,
         w_i = max(t_i − θ, 0) · s_i
         L = Σ_i w_i · loss_i / Σ_i w_i                           (sums over all lists)
 
+    In a distributed run (every rank must call it) the denominator is the mean over ranks of
+    ``Σ_i w_i``, so the mean of the per-rank losses, as DDP takes of the gradients, is the loss
+    of the whole batch.
+
     ``loss_i`` is 0 once every item with a lower target is ranked at least ``τ`` below item i.
 
     Args:
@@ -56,7 +62,7 @@ def cotap_loss(pred: Tensor,
         eps: keeps ``r_i`` finite.
 
     Returns:
-        Scalar loss; 0 (with a graph) when no item has positive weight.
+        Scalar loss; 0 (with a graph) when no item of any rank has positive weight.
     """
     if pred.shape != target.shape:
         raise ValueError(f'cotap_loss: pred {tuple(pred.shape)} and target '
@@ -73,7 +79,7 @@ def cotap_loss(pred: Tensor,
     weights = (target - threshold).clamp(min=0)
     if item_scale is not None:
         weights = weights * item_scale.to(weights)
-    total_weight = weights.sum()
-    if total_weight <= 0:
+    mean_weight = all_reduce_sum(weights.sum()) / get_world_size()
+    if mean_weight <= 0:
         return pred.sum() * 0
-    return (weights * losses).sum() / total_weight
+    return (weights * losses).sum() / mean_weight

@@ -11,3 +11,6 @@ __all__ = [
 from .kmeans import gathered_spherical_kmeans, spherical_kmeans  # noqa: E402
 
 __all__ += ['gathered_spherical_kmeans', 'spherical_kmeans']
+from .backbone_channels import last_output_channels  # noqa: E402
+
+__all__ += ['last_output_channels']

@@ -1,4 +1,4 @@
-# The toy Mask R-CNN (mask-rcnn_vit-s16_fpn_toy.py: 128 px, small heads, 40 iterations, AdamW)
+# The toy Mask R-CNN (mask-rcnn_vit-s16_fpn_toy.py: 128 px, small heads, 100 iterations, AdamW)
 # with a ResNet-18 (plain stem, BN in train mode, no frozen stage), for ResNet checkpoints
 # (SlotCon, DSC toy runs). Backbone init: tools/benchmarks/toy_transfer.py or --pretrained.
 _base_ = './mask-rcnn_vit-s16_fpn_toy.py'

@@ -1,4 +1,4 @@
-# The toy UperNet (upernet_vit-s16_toy.py: 128 px, 128-channel decoder, 40 iterations, AdamW)
+# The toy UperNet (upernet_vit-s16_toy.py: 128 px, 128-channel decoder, 100 iterations, AdamW)
 # with a ResNet-18 (plain stem), for ResNet checkpoints (SlotCon, DSC toy runs); no layer decay
 # (mmseg's ResNet reports no layer depths). Backbone init: tools/benchmarks/toy_transfer.py or
 # --pretrained.

@@ -1,6 +1,6 @@
 # UperNet on the toy scenes (9 classes: background + 8 shapes) with a ViT-S/16 pyramid backbone:
 # the ADE20K ViT-S/16 recipe (upernet_vit-s16_160k_ade20k-512x512.py: layer decay 0.9, AdamW)
-# shrunk for a 2-core CPU: 128 px images, 128-channel decoder, batch 4, 40 iterations, one
+# shrunk for a 2-core CPU: 128 px images, 128-channel decoder, batch 4, 100 iterations, one
 # evaluation at the end (mIoU with mmseg's IoUMetric).
 # The backbone init is set by tools/benchmarks/train_downstream.py --pretrained (or
 # tools/benchmarks/toy_transfer.py); check it with tools/analysis_tools/check_transfer.py.
@@ -17,7 +17,7 @@ metainfo = dict(
     palette=[(0, 0, 0), (230, 32, 32), (32, 98, 230), (65, 230, 32), (230, 217, 32),
              (131, 32, 230), (32, 230, 197), (230, 124, 32), (230, 32, 151)])
 img_scale = (128, 128)
-max_iters = 40
+max_iters = 100
 norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
@@ -89,8 +89,8 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(layer_decay_rate=0.9))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=8),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=8, end=max_iters),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=16),
+    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=16, end=max_iters),
 ]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),

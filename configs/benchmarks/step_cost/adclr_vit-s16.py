@@ -1,0 +1,16 @@
+# Step cost, ViT-S/16 group: ADCLR (target: at most 1.15 x DINO's time per image). The COCO
+# recipe of ../../adclr/vit-s16_coco.py with the group's views and batch (2 x 96 px global +
+# 4 x 48 px local crops, 8 images per step, toy scenes). Its 10 query crops of 16 px per image
+# are kept as in the recipe: they are what ADCLR adds to DINO's step, part of its cost.
+_base_ = ['../../adclr/vit-s16_coco.py']
+
+# train_pipeline = [LoadRGBImage, MultiCropWithQueries, PackMultiViewInputs]
+train_pipeline = _base_.train_pipeline
+train_pipeline[1].global_crops.update(num=2, size=96)
+train_pipeline[1].local_crops.update(num=4, size=48)
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=2,
+    persistent_workers=False,
+    dataset=dict(data_root='data/toy_scenes/', data_prefix='', ann_file='meta/train.txt',
+                 pipeline=train_pipeline))

@@ -1,0 +1,481 @@
+"""The reliability guarantees, algorithm by algorithm (DINO, ADCLR, CoTAP, SlotCon, DSC).
+
+The hooks, the dataset wrappers and the loader are generic; these tests prove that each
+algorithm's own configs, pipelines and loss terms reach them:
+
+* configs: a mistyped argument or mismatched widths fail when the runner builds the model;
+* non-finite losses: every loss term each algorithm returns is named by ``NonFiniteLossHook``;
+* multi-crop: images smaller than the crops or with extreme aspect ratios give full-size views
+  whose recorded boxes are exactly the cropped regions, through each algorithm's transform;
+* data: a folder of odd (grey, RGBA, CMYK, 16-bit, palette, EXIF-rotated, tiny, 1:50) and
+  unreadable images trains each algorithm under ``SkipCorruptImages``, logging every skip and
+  the count; without the wrapper the unreadable file is named in the error.
+"""
+import copy
+import glob
+import json
+import math
+import os.path as osp
+from types import SimpleNamespace
+
+import cv2
+import mmcv
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import default_collate
+from mmengine.hooks import Hook
+from mmengine.optim import OptimWrapper
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+from PIL import Image
+
+import mmdense  # noqa: F401
+from mmdense.datasets.transforms import ImageLoadError
+from mmdense.engine.hooks import NonFiniteLossHook
+from mmdense.registry import DATASETS, MODELS, TRANSFORMS
+from mmdense.utils import register_all_modules
+from test_train_resume import (ROOT, ring_neighbours_file, tiny_adclr_config, tiny_cotap_config,
+                               tiny_dino_config, tiny_dsc_config, tiny_slotcon_config)
+
+TINY_CONFIGS = dict(dino=tiny_dino_config, adclr=tiny_adclr_config, cotap=tiny_cotap_config,
+                    slotcon=tiny_slotcon_config, dsc=tiny_dsc_config)
+TOY_CONFIGS = dict(dino='configs/dino/vit-s16_toy.py', adclr='configs/adclr/vit-s16_toy.py',
+                   cotap='configs/cotap/vit-s_toy.py', slotcon='configs/slotcon/r18_toy.py',
+                   dsc='configs/dsc/r18_toy.py')
+ALGORITHMS = list(TINY_CONFIGS)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """The models here are tiny: several threads only contend on a small shared CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    register_all_modules(init_default_scope=False)
+    yield
+    torch.set_num_threads(previous)
+
+
+def image_dataset_cfg(cfg):
+    """The image dataset of a training config (CoTAP's sits inside its NeighbourPairDataset)."""
+    dataset = cfg.train_dataloader.dataset
+    return dataset.dataset if dataset.type == 'NeighbourPairDataset' else dataset
+
+
+def runner_config(algorithm, data_root, work_dir, max_iters=2):
+    cfg = TINY_CONFIGS[algorithm](data_root, max_iters)
+    cfg.work_dir = str(work_dir)
+    # its own logger even when another runner of this process started in the same second
+    cfg.experiment_name = f'{algorithm}_{osp.basename(str(work_dir))}_{id(cfg)}'
+    cfg.default_hooks.checkpoint = None
+    return cfg
+
+
+# ------------------------------------------------------------------------------------- configs
+# (algorithm, where the mistyped key goes, class named in the error)
+MISTYPED = [
+    ('dino', 'model', 'DINO'), ('dino', 'backbone', 'VisionTransformer'),
+    ('dino', 'head', 'DINOHead'), ('dino', 'loss', 'DINOLoss'),
+    ('adclr', 'model', 'ADCLR'), ('adclr', 'backbone', 'VisionTransformer'),
+    ('adclr', 'head', 'DINOHead'),
+    ('cotap', 'model', 'CoTAP'), ('cotap', 'backbone', 'VisionTransformer'),
+    ('cotap', 'patch_head', 'DINOHead'), ('cotap', 'cls_head', 'DINOHead'),
+    ('slotcon', 'model', 'SlotCon'), ('slotcon', 'backbone', 'ResNet'),
+    ('slotcon', 'neck', 'ConvMLPProjector'), ('slotcon', 'head', 'SemanticGrouping'),
+    ('slotcon', 'predictor', 'SlotPredictor'),
+    ('dsc', 'model', 'DSC'), ('dsc', 'backbone', 'ResNet'), ('dsc', 'neck', 'DenseCLNeck'),
+]
+
+
+def build_model(cfg):
+    """What ``Runner.__init__`` does with ``cfg.model`` (before any data is loaded)."""
+    with DefaultScope.overwrite_default_scope('mmdense'):
+        return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('algorithm,where,named', MISTYPED,
+                         ids=[f'{a}-{w}' for a, w, _ in MISTYPED])
+def test_mistyped_argument_fails_at_build_time(algorithm, where, named, toy_root, tmp_path):
+    cfg = runner_config(algorithm, toy_root, tmp_path)
+    (cfg.model if where == 'model' else cfg.model[where]).teacher_momentun = 0.9
+    with pytest.raises(TypeError,
+                       match=rf"{named}\.__init__\(\) got (an )?unexpected keyword "
+                       r"argument.*'teacher_momentun'"):
+        build_model(cfg)
+
+
+# (algorithm, config edit, the error naming both values)
+MISMATCHED = {
+    'dino-head-width': ('dino', lambda m: m.head.update(in_channels=64),
+                        r'DINO: head in_channels=64 does not match the backbone embed_dims=48'),
+    'dino-prototypes': ('dino', lambda m: m.loss.update(out_channels=64),
+                        r'DINO: loss out_channels=64 does not match the head out_channels=128'),
+    'adclr-head-width': ('adclr', lambda m: m.head.update(in_channels=64),
+                         r'ADCLR: head in_channels=64 does not match the backbone embed_dims=48'),
+    'adclr-query-prototypes': (
+        'adclr', lambda m: m.update(query_loss=dict(type='DINOLoss', out_channels=64)),
+        r'ADCLR: query_loss out_channels=64 does not match the head out_channels=128'),
+    'cotap-patch-head-width': (
+        'cotap', lambda m: m.patch_head.update(in_channels=48),
+        r'CoTAP: patch_head.in_channels=48 but the backbone outputs 96 channels'),
+    'cotap-cls-head-width': (
+        'cotap', lambda m: m.cls_head.update(in_channels=48),
+        r'CoTAP: cls_head.in_channels=48 but the backbone outputs 96 channels'),
+    'cotap-loss-term': ('cotap', lambda m: m.update(loss_weights=dict(cross_patches=1.0)),
+                        r"CoTAP: unknown loss_weights \['cross_patches'\]"),
+    'slotcon-projector-input': (
+        'slotcon', lambda m: m.neck.update(in_channels=256),
+        r'SlotCon: the backbone gives 512 channels but the projector expects in_channels=256'),
+    'slotcon-slot-dim': ('slotcon', lambda m: m.predictor.update(in_channels=128),
+                         r"SlotCon needs one slot dimension throughout, got .*'predictor_in': 128"),
+    'slotcon-stage-3-output': (
+        'slotcon', lambda m: m.backbone.update(out_indices=(2, )),
+        r'SlotCon: the backbone gives 256 channels but the projector expects in_channels=512'),
+    'dsc-neck-input': ('dsc', lambda m: m.neck.update(in_channels=128),
+                       r'DSC: the backbone gives 64 channels but the neck expects in_channels=128'),
+    'dsc-stage-3-output': (
+        'dsc', lambda m: m.backbone.update(out_indices=(2, )),
+        r'DSC: the backbone gives 32 channels but the neck expects in_channels=64'),
+}
+
+
+@pytest.mark.parametrize('case', list(MISMATCHED))
+def test_mismatched_widths_fail_at_build_time(case, toy_root, tmp_path):
+    algorithm, edit, message = MISMATCHED[case]
+    cfg = runner_config(algorithm, toy_root, tmp_path)
+    edit(cfg.model)
+    with pytest.raises((ValueError, KeyError), match=message):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize('algorithm', ALGORITHMS)
+def test_config_errors_stop_the_runner_before_training(algorithm, toy_root, tmp_path):
+    """``Runner.from_cfg`` (what tools/train.py calls first) raises; no iteration runs."""
+    cfg = runner_config(algorithm, toy_root, tmp_path)
+    cfg.model.teacher_momentun = 0.9
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'teacher_momentun'"):
+        Runner.from_cfg(cfg)
+    case = next(case for case, (name, _, _) in MISMATCHED.items() if name == algorithm)
+    _, edit, message = MISMATCHED[case]
+    cfg = runner_config(algorithm, toy_root, tmp_path)
+    edit(cfg.model)
+    with pytest.raises((ValueError, KeyError), match=message):
+        Runner.from_cfg(cfg)
+
+
+@pytest.mark.parametrize('algorithm,channels', [('slotcon', 256), ('dsc', 32)])
+def test_a_matching_earlier_stage_output_is_accepted(algorithm, channels, toy_root):
+    """mmpretrain's ResNet.feat_dim is the last stage's width whatever out_indices says; the
+    check uses the stage the backbone really returns."""
+    cfg = TINY_CONFIGS[algorithm](toy_root, 1)
+    cfg.model.backbone.out_indices = (2, )
+    cfg.model.neck.in_channels = channels
+    model = build_model(cfg)
+    assert model.backbone(torch.zeros(1, 3, 64, 64))[-1].shape[1] == channels
+
+
+# ------------------------------------------------------------------------------ NaN / Inf terms
+PRETRAINING_CONFIGS = sorted(
+    osp.relpath(p, ROOT) for algorithm in ALGORITHMS
+    for p in glob.glob(osp.join(ROOT, 'configs', algorithm, '*.py')))
+
+
+@pytest.mark.parametrize('config', PRETRAINING_CONFIGS)
+def test_every_pretraining_config_runs_the_reliability_hooks(config):
+    """The guard, the RNG-state and skip-count hooks and atomic checkpoints are default hooks;
+    no shipped config drops or replaces them."""
+    hooks = Config.fromfile(osp.join(ROOT, config)).default_hooks
+    assert hooks.nan_guard.type == 'NonFiniteLossHook'
+    assert hooks.rng_state.type == 'RNGStateHook'
+    assert hooks.skipped_images.type == 'SkippedImagesHook'
+    assert hooks.checkpoint.type == 'AtomicCheckpointHook'
+
+
+def poison(monkeypatch, owner, name, condition=lambda *args: True):
+    """Make ``owner.name`` return NaN (keeping the autograd graph) when ``condition(*args)``."""
+    original = getattr(owner, name)
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        return out * float('nan') if condition(*args) else out
+
+    monkeypatch.setattr(owner, name, poisoned)
+
+
+def poison_dsc_pixel_or_semantic(monkeypatch, model, term, active):
+    """``multi_positive_info_nce`` computes both: the pixel contrast with the masks of
+    ``pixel_positives``, the semantic one with same-class masks."""
+    from mmdense.models.algorithms import dsc
+    pixel_masks = []
+    original_positives = model.pixel_positives
+
+    def recording(*args, **kwargs):
+        mask = original_positives(*args, **kwargs)
+        pixel_masks.append(mask)
+        return mask
+
+    monkeypatch.setattr(model, 'pixel_positives', recording)
+    is_pixel = lambda q, k, positives, *rest: any(positives is m for m in pixel_masks)  # noqa
+    wanted = is_pixel if term == 'loss_pixel' else lambda *a: not is_pixel(*a)
+    poison(monkeypatch, dsc, 'multi_positive_info_nce', lambda *a: active() and wanted(*a))
+
+
+def poison_term(monkeypatch, model, term, active=lambda: True):
+    """Make the computation of one loss term of ``model`` non-finite, where it is computed,
+    whenever ``active()``."""
+    from mmdense.models.algorithms import dsc, slotcon
+    name = type(model).__name__
+    when = lambda *args: active()  # noqa: E731
+    if name in ('DINO', 'ADCLR'):
+        module = model.query_loss_module if term == 'loss_query' else model.loss_module
+        poison(monkeypatch, module, 'forward', when)
+    elif name == 'CoTAP':
+        poison(monkeypatch, model, f'{term[len("loss_"):]}_loss', when)
+    elif name == 'SlotCon':
+        poison(monkeypatch, slotcon, dict(loss_group='group_loss',
+                                          loss_slot='slot_contrast_loss')[term], when)
+    elif term in ('loss_pixel', 'loss_semantic'):
+        poison_dsc_pixel_or_semantic(monkeypatch, model, term, active)
+    else:
+        poison(monkeypatch, dsc, dict(loss_instance='info_nce_with_queue',
+                                      loss_prototype='prototype_assignment_loss')[term], when)
+
+
+TERMS = {
+    'dino': ['loss'],
+    'adclr': ['loss_dino', 'loss_query'],
+    'cotap': ['loss_patch', 'loss_cls', 'loss_cross_patch', 'loss_cross_cls'],
+    'slotcon': ['loss_group', 'loss_slot'],
+    'dsc': ['loss_instance', 'loss_pixel', 'loss_semantic'],
+    'dsc-pm': ['loss_instance', 'loss_pixel', 'loss_semantic', 'loss_prototype'],
+}
+
+
+def tiny_config(variant, toy_root):
+    algorithm = variant.split('-')[0]
+    cfg = TINY_CONFIGS[algorithm](toy_root, 1)
+    if variant == 'dsc-pm':
+        cfg.model.semantic_variant = 'pm'
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def batches(toy_root):
+    """One real training batch (4 images, CoTAP: 4 pairs) per algorithm, through its
+    config's dataset and pipeline."""
+    found = {}
+    with DefaultScope.overwrite_default_scope('mmdense'):
+        for algorithm in ALGORITHMS:
+            cfg = TINY_CONFIGS[algorithm](toy_root, 1)
+            np.random.seed(0)
+            dataset = DATASETS.build(cfg.train_dataloader.dataset)
+            found[algorithm] = default_collate([dataset[i] for i in range(4)])
+    return found
+
+
+def train_step(variant, toy_root, batch):
+    """A real ``train_step`` (preprocessing, loss, parse_losses, backward, SGD step); returns
+    the log variables the runner hands to the hooks."""
+    with DefaultScope.overwrite_default_scope('mmdense'):
+        torch.manual_seed(0)
+        model = MODELS.build(tiny_config(variant, toy_root).model)
+        model.init_weights()
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3))
+    return model, lambda: model.train_step(copy.deepcopy(batch), optim_wrapper), optim_wrapper
+
+
+def guard(outputs, optim_wrapper, iteration):
+    """``NonFiniteLossHook.after_train_iter`` as the runner calls it at ``iteration``."""
+    runner = SimpleNamespace(iter=iteration - 1, epoch=0, optim_wrapper=optim_wrapper)
+    hook = NonFiniteLossHook()
+    hook.before_train_iter(runner, iteration - 1)
+    hook.after_train_iter(runner, iteration - 1, outputs=outputs)
+
+
+@pytest.mark.parametrize('variant', list(TERMS))
+def test_every_term_is_returned_and_finite(variant, toy_root, batches, message_hub_max_iters):
+    _, step, optim_wrapper = train_step(variant, toy_root, batches[variant.split('-')[0]])
+    outputs = step()
+    assert {k for k in outputs if k.startswith('loss')} == set(TERMS[variant]) | {'loss'}
+    guard(outputs, optim_wrapper, iteration=5)  # does not raise
+
+
+@pytest.mark.parametrize('variant,term', [(v, t) for v, terms in TERMS.items() for t in terms],
+                         ids=[f'{v}-{t}' for v, terms in TERMS.items() for t in terms])
+def test_a_non_finite_term_is_named_with_the_iteration(variant, term, toy_root, batches,
+                                                       monkeypatch, message_hub_max_iters):
+    model, step, optim_wrapper = train_step(variant, toy_root, batches[variant.split('-')[0]])
+    poison_term(monkeypatch, model, term)
+    outputs = step()
+    with pytest.raises(FloatingPointError, match=rf'iteration 5 .*\b{term}=nan') as error:
+        guard(outputs, optim_wrapper, iteration=5)
+    others = set(TERMS[variant]) - {term}
+    assert not [t for t in others if f'{t}=' in str(error.value)], str(error.value)
+
+
+class IterationFlag(Hook):
+    """Records the (1-based) iteration being run."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self.state['iter'] = runner.iter + 1
+
+
+AMP_CASES = [('dino', 'loss'), ('adclr', 'loss_query'), ('cotap', 'loss_cross_cls'),
+             ('slotcon', 'loss_slot'), ('dsc', 'loss_semantic')]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='AmpOptimWrapper needs a GPU')
+@pytest.mark.parametrize('algorithm,term', AMP_CASES, ids=[a for a, _ in AMP_CASES])
+def test_under_amp_a_non_finite_step_is_skipped_and_counted(algorithm, term, toy_root,
+                                                            tmp_path, monkeypatch):
+    """As ``tools/train.py --amp`` sets it up: the loss scaler skips the step whose term is
+    NaN, the guard counts it instead of stopping, and training goes on."""
+    cfg = runner_config(algorithm, toy_root, tmp_path / 'work', max_iters=3)
+    cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
+    runner = Runner.from_cfg(cfg)
+    state = {}
+    runner.register_hook(IterationFlag(state))
+    poison_term(monkeypatch, runner.model, term, active=lambda: state.get('iter') == 2)
+    runner.train()
+
+    assert runner.iter == 3
+    log, = glob.glob(str(tmp_path / 'work/*/*.log'))
+    with open(log) as f:
+        skips = [line for line in f if 'skipped by the loss scaler' in line]
+    assert any('AMP: iteration 2 skipped' in line and f"'{term}': nan" in line
+               for line in skips), skips
+    assert runner.message_hub.get_scalar('train/amp_skipped_steps').current() == len(skips)
+    assert all(torch.isfinite(p).all() for p in runner.model.parameters())
+
+
+# --------------------------------------------------------------------------------- multi-crop
+def crop_transform(algorithm):
+    """The multi-crop transform of an algorithm's toy config, without photometric jitter (so
+    every view must equal its recorded crop box, resized and flipped)."""
+    cfg = Config.fromfile(osp.join(ROOT, TOY_CONFIGS[algorithm]))
+    crop = copy.deepcopy(image_dataset_cfg(cfg).pipeline[1])
+    crop.update(global_pipelines=[[]], local_pipeline=[])
+    if 'query_pipeline' in crop:
+        crop.query_pipeline = []
+    with DefaultScope.overwrite_default_scope('mmdense'):
+        return TRANSFORMS.build(crop)
+
+
+SHAPES = {'smaller-than-crop': (20, 30), 'wide-1-to-50': (8, 400), 'tall-50-to-1': (400, 8),
+          'one-pixel': (1, 1)}
+
+
+@pytest.mark.parametrize('shape', list(SHAPES))
+@pytest.mark.parametrize('algorithm', ALGORITHMS)
+def test_small_and_extreme_images_give_views_of_their_exact_crop_boxes(algorithm, shape):
+    transform = crop_transform(algorithm)
+    height, width = SHAPES[shape]
+    img = np.random.RandomState(0).randint(0, 256, (height, width, 3), dtype=np.uint8)
+    np.random.seed(1)
+    out = transform(dict(img=img.copy()))
+    views, boxes, flips = out['img'], out['crop_boxes'], out['flips']
+
+    sizes = ([transform.global_crops['size']] * transform.global_crops['num']
+             + [transform.local_crops['size']] * transform.local_crops['num'])
+    if transform.clean_global_copies:
+        sizes += sizes[:transform.global_crops['num']]
+    if 'num_queries' in out:
+        sizes += [transform.query_crops['size']] * out['num_queries']
+    assert len(views) == len(boxes) == len(flips) == len(sizes)
+    assert (boxes == np.round(boxes)).all()  # whole pixels: the box is what was cropped
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= width).all()
+    assert (boxes[:, 3] <= height).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+    for view, box, flip, size in zip(views, boxes.astype(int), flips, sizes):
+        x1, y1, x2, y2 = box
+        expected = mmcv.imresize(img[y1:y2, x1:x2], (size, size), interpolation='bicubic')
+        if flip:
+            expected = mmcv.imflip(expected, direction='horizontal')
+        assert view.shape == (size, size, 3) and np.array_equal(view, expected)
+    if transform.clean_global_copies:  # CoTAP's teacher copies: same crops, same flips
+        num = transform.global_crops['num']
+        first, copies = slice(0, num), slice(len(sizes) - num, len(sizes))
+        assert np.array_equal(boxes[first], boxes[copies])
+        assert np.array_equal(flips[first], flips[copies])
+
+
+# ------------------------------------------------------------------------- odd and bad images
+CORRUPT = ('c_truncated.png', 'g_empty.jpg')
+
+
+@pytest.fixture(scope='module')
+def odd_images(tmp_path_factory):
+    """12 images in list mode: 10 odd but readable ones and 2 unreadable ones, never next to
+    each other in the list."""
+    root = tmp_path_factory.mktemp('odd_images')
+    rng = np.random.RandomState(0)
+
+    def rand(*shape):
+        return rng.randint(0, 256, shape, dtype=np.uint8)
+
+    Image.fromarray(rand(96, 96, 3)).save(root / 'a_normal.jpg')
+    Image.fromarray(rand(20, 30)).save(root / 'b_grey_smaller_than_crops.png')
+    Image.fromarray(rand(64, 64, 3)).save(root / 'c_full.png')
+    (root / 'c_truncated.png').write_bytes((root / 'c_full.png').read_bytes()[:200])
+    (root / 'c_full.png').unlink()
+    Image.fromarray(rand(8, 400, 4)).save(root / 'd_rgba_wide_1_to_50.png')
+    Image.fromarray(rand(400, 8, 3)).convert('CMYK').save(root / 'e_cmyk_tall_50_to_1.jpg')
+    Image.fromarray(rng.randint(0, 65536, (33, 17)).astype(np.uint16)).save(
+        root / 'f_grey_16bit.png')
+    (root / 'g_empty.jpg').write_bytes(b'')
+    Image.fromarray(rand(40, 40)).convert('P').save(root / 'h_palette.png')
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees
+    Image.fromarray(rand(20, 40, 3)).save(root / 'i_exif_rotated.jpg', exif=exif)
+    Image.fromarray(rand(1, 1, 3)).save(root / 'j_one_pixel.png')
+    cv2.imwrite(str(root / 'k_rgb_16bit.png'),
+                rng.randint(0, 65536, (24, 32, 3)).astype(np.uint16))
+    Image.fromarray(rand(48, 64, 3)).save(root / 'l_normal.png')
+    names = sorted(p.name for p in root.iterdir())
+    (root / 'meta').mkdir()
+    (root / 'meta/train.txt').write_text('\n'.join(names) + '\n')
+    assert len(names) == 12
+    ring_neighbours_file(str(root))  # CoTAP pairs image i with i+1, i+2
+    return str(root)
+
+
+def skip_logs(work_dir):
+    log, = glob.glob(osp.join(work_dir, '*', '*.log'))
+    with open(log) as f:
+        lines = [line for line in f if 'skip_corrupt:' in line]
+    return [line for line in lines if 'skipped sample' in line], \
+        [line for line in lines if 'unreadable image(s) skipped' in line]
+
+
+@pytest.mark.parametrize('algorithm', ALGORITHMS)
+def test_odd_images_train_and_unreadable_ones_are_named_or_skipped_and_counted(
+        algorithm, odd_images, tmp_path):
+    cfg = runner_config(algorithm, odd_images, tmp_path / 'work', max_iters=3)
+    cfg.train_dataloader.batch_size = 4  # 3 iterations = the 12 samples once
+    with DefaultScope.overwrite_default_scope('mmdense'):
+        plain = DATASETS.build(copy.deepcopy(cfg.train_dataloader.dataset))
+    for name in CORRUPT:
+        index = [osp.basename(plain.dataset.get_data_info(i)['img_path'] if algorithm == 'cotap'
+                              else plain.get_data_info(i)['img_path'])
+                 for i in range(len(plain))].index(name)
+        with pytest.raises(ImageLoadError, match=rf"cannot load image '.*/{name}'"):
+            plain[index]
+
+    cfg.train_dataloader.dataset = dict(type='SkipCorruptImages',
+                                        dataset=cfg.train_dataloader.dataset)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+    with open(glob.glob(str(tmp_path / 'work/*/vis_data/scalars.json'))[0]) as f:
+        losses = [entry['loss'] for entry in map(json.loads, f) if 'loss' in entry]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+    skipped, totals = skip_logs(str(tmp_path / 'work'))
+    named = {name for line in skipped for name in CORRUPT if f'/{name}' in line}
+    assert named == set(CORRUPT)
+    count = runner.message_hub.get_info('train/skipped_images')
+    assert count == len(skipped)
+    assert count == 2 if algorithm != 'cotap' else count >= 2  # CoTAP: a bad neighbour too
+    assert len(totals) == 1 and f'{count} unreadable image(s) skipped' in totals[0]
