@@ -26,3 +26,12 @@ def message_hub_max_iters():
     hub = MessageHub.get_instance(f'mmdense-test-{uuid.uuid4().hex}')
     hub.update_info('max_iters', 100)
     return hub
+
+
+@pytest.fixture(autouse=True)
+def mmdense_default_scope():
+    """Run every test in the mmdense scope: a Runner built by an earlier test (a downstream mmdet
+    or mmseg one, say) leaves its own scope as the process-wide default."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdense'):
+        yield
