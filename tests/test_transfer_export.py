@@ -192,12 +192,15 @@ def test_vit_to_mmdet_pyramid_backbone(dino, image, target):
     """The registered ViTPyramid (mmdet and mmseg) loads an export of any ViT layout."""
     import mmdense.transfer  # noqa: F401  (registers ViTPyramid)
     from mmdet.registry import MODELS as MMDET_MODELS
-    from mmseg.registry import MODELS as MMSEG_MODELS
+    from mmengine.registry import DefaultScope
     from mmpretrain.models import VisionTransformer
+    from mmseg.registry import MODELS as MMSEG_MODELS
     path = export(dino, target)
-    registry = MMSEG_MODELS if target == 'mmseg' else MMDET_MODELS
-    pyramid = loaded(registry.build(dict(type='ViTPyramid', arch=VIT_ARCH, img_size=IMG,
-                                         out_indices=(0, 1, 2, 3), init_cfg=pretrained(path))))
+    scope, registry = ('mmseg', MMSEG_MODELS) if target == 'mmseg' else ('mmdet', MMDET_MODELS)
+    with DefaultScope.overwrite_default_scope(scope):
+        pyramid = loaded(registry.build(dict(type='ViTPyramid', arch=VIT_ARCH, img_size=IMG,
+                                             out_indices=(0, 1, 2, 3),
+                                             init_cfg=pretrained(path))))
     with torch.no_grad():
         blocks = VisionTransformer.forward(pyramid, image)  # the ViT part, before the adapter
         levels = pyramid(image)
