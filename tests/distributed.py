@@ -1,4 +1,5 @@
 """Run a computation on 2 CPU processes (gloo), each on its share of a batch."""
+import datetime
 import os.path as osp
 
 import torch
@@ -7,8 +8,9 @@ import torch.multiprocessing as mp
 
 
 def _worker(rank, world_size, init_file, out_dir, compute, batch_size):
+    # ranks that disagree on their collectives fail after the timeout instead of hanging
     dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
-                            world_size=world_size)
+                            world_size=world_size, timeout=datetime.timedelta(seconds=120))
     try:
         torch.set_num_threads(1)
         per_rank = batch_size // world_size
