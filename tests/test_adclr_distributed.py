@@ -7,7 +7,7 @@ BatchNorm. The query term's mean runs over B·Q query tokens per rank, equal on 
 """
 import pytest
 import torch
-from distributed import run_on_ranks
+from distributed import assert_averaged_gradients_match, run_with_reference
 from mmengine.logging import MessageHub
 from test_adclr import batch, build, samples, tiny_model_cfg
 
@@ -36,14 +36,7 @@ def compute(rows):
 
 @pytest.fixture(scope='module')
 def results(tmp_path_factory):
-    ranks = run_on_ranks(compute, BATCH, tmp_path_factory.mktemp('adclr_dist'), WORLD_SIZE)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = compute(slice(None))
-    finally:
-        torch.set_num_threads(previous)
-    return ranks, single
+    return run_with_reference(compute, BATCH, tmp_path_factory.mktemp('adclr_dist'), WORLD_SIZE)
 
 
 def test_losses_and_centres_match_single_process(results):
@@ -59,8 +52,4 @@ def test_losses_and_centres_match_single_process(results):
 
 def test_averaged_gradients_match_single_process(results):
     ranks, single = results
-    assert single['grads'] and set(ranks[0]['grads']) == set(single['grads'])
-    for name, grad in single['grads'].items():
-        averaged = sum(r['grads'][name] for r in ranks) / WORLD_SIZE  # what DDP applies
-        error = (averaged - grad).abs().max() / grad.abs().max().clamp(min=1e-8)
-        assert error < 1e-5, (name, error)
+    assert_averaged_gradients_match([r['grads'] for r in ranks], single['grads'])

@@ -9,17 +9,9 @@ _base_ = [
     '../_base_/schedules/slotcon_lars.py',
     '../_base_/default_runtime.py',
 ]
-train_pipeline = [
-    dict(type='LoadRGBImage'),
-    dict(
-        type='MultiCropWithGeometry',
-        global_crops=dict(num=2, size=128, scale=(0.08, 1.0)),
-        local_crops=dict(num=0),
-        require_overlap=True,
-        max_tries=10,
-        global_pipelines=[{{_base_.photometric_view1}}, {{_base_.photometric_view2}}]),
-    dict(type='PackMultiViewInputs', algorithm_keys=['crop_boxes', 'flips']),
-]
+# train_pipeline = [LoadRGBImage, MultiCropWithGeometry, PackMultiViewInputs]
+train_pipeline = _base_.train_pipeline
+train_pipeline[1].global_crops.update(size=128)
 train_dataloader = dict(batch_size=8, num_workers=2, dataset=dict(pipeline=train_pipeline))
 
 model = dict(

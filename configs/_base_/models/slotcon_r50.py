@@ -1,19 +1,7 @@
-# SlotCon with a ResNet-50, and the two-view pipeline it needs: two overlapping 224 px crops
-# (scale 0.08-1, up to 10 draws) with BYOL photometric augmentation, plus each view's crop box
-# and flip for the inverse augmentation.
-_base_ = ['../pipelines/byol_photometric.py']
-
-train_pipeline = [
-    dict(type='LoadRGBImage'),
-    dict(
-        type='MultiCropWithGeometry',
-        global_crops=dict(num=2, size=224, scale=(0.08, 1.0)),
-        local_crops=dict(num=0),
-        require_overlap=True,
-        max_tries=10,
-        global_pipelines=[{{_base_.photometric_view1}}, {{_base_.photometric_view2}}]),
-    dict(type='PackMultiViewInputs', algorithm_keys=['crop_boxes', 'flips']),
-]
+# SlotCon with a ResNet-50, and the two-view pipeline it needs (../pipelines/two_view_geometry.py):
+# two overlapping 224 px crops with BYOL photometric augmentation, plus each view's crop box and
+# flip for the inverse augmentation.
+_base_ = ['../pipelines/two_view_geometry.py']
 
 model = dict(
     type='SlotCon',

@@ -6,20 +6,12 @@
 # queues, temperature 0.2, loss weight 0.5; SGD lr 0.03 x 8/256, momentum 0.9, wd 1e-4.
 _base_ = [
     '../../_base_/datasets/toy_scenes_unlabeled.py',
-    '../../_base_/pipelines/byol_photometric.py',
+    '../../_base_/pipelines/two_view_geometry.py',
     '../../_base_/default_runtime.py',
 ]
-train_pipeline = [
-    dict(type='LoadRGBImage'),
-    dict(
-        type='MultiCropWithGeometry',
-        global_crops=dict(num=2, size=128, scale=(0.08, 1.0)),
-        local_crops=dict(num=0),
-        require_overlap=True,
-        max_tries=10,
-        global_pipelines=[{{_base_.photometric_view1}}, {{_base_.photometric_view2}}]),
-    dict(type='PackMultiViewInputs', algorithm_keys=['crop_boxes', 'flips']),
-]
+# train_pipeline = [LoadRGBImage, MultiCropWithGeometry, PackMultiViewInputs]
+train_pipeline = _base_.train_pipeline
+train_pipeline[1].global_crops.update(size=128)
 train_dataloader = dict(batch_size=8, num_workers=2, persistent_workers=False,
                         dataset=dict(pipeline=train_pipeline))
 

@@ -199,7 +199,8 @@ class CoTAP(BaseSelfSupervisor):
                 if v != g or self.clean_teacher_views:
                     overlaps[g, v] = overlap_in_views(teacher_boxes[:, g], teacher_flips[:, g],
                                                       boxes[:, v], flips[:, v])
-        num_valid = all_reduce_sum(torch.stack([o[2].sum() for o in overlaps.values()]))
+        # one host sync for all pairs: which of them overlap in some image of some rank
+        num_valid = all_reduce_sum(torch.stack([o[2].sum() for o in overlaps.values()])).tolist()
         totals, weight_sums = [], []
         for g, teacher_view in enumerate(teacher):
             codes = self.sinkhorn_codes(teacher_view['patch'])
