@@ -241,3 +241,49 @@ def test_per_source_loss_terms(message_hub_max_iters):
     samples[0].set_metainfo(dict(loss_terms=('patch', 'cross_patch')))
     with pytest.raises(ValueError, match='SourceGroupedBatchSampler'):
         model.loss(inputs, samples)
+
+
+@pytest.mark.parametrize('n', [2, 3, 5, 17])
+def test_random_derangements_have_no_fixed_point(n):
+    from mmdense.models.algorithms.cotap import random_derangement
+    torch.manual_seed(n)
+    for _ in range(200):
+        sigma = random_derangement(n, torch.device('cpu'))
+        assert sorted(sigma.tolist()) == list(range(n))
+        assert (sigma != torch.arange(n)).all()
+
+
+def test_random_derangements_are_uniform_and_read_nothing_back():
+    from mmdense.models.algorithms.cotap import random_derangement
+    from mmdense.utils import count_host_readbacks
+    torch.manual_seed(0)
+    with count_host_readbacks() as readbacks:
+        draws = [random_derangement(4, torch.device('cpu')) for _ in range(4500)]
+    assert sum(readbacks.values()) == 0, readbacks
+    counts = {}
+    for sigma in draws:
+        counts[tuple(sigma.tolist())] = counts.get(tuple(sigma.tolist()), 0) + 1
+    assert len(counts) == 9  # the 9 derangements of 4 elements, each about 500 times
+    assert all(400 < c < 600 for c in counts.values()), counts
+
+
+def test_random_derangement_falls_back_to_a_cycle():
+    from mmdense.models.algorithms.cotap import random_derangement
+    fallbacks = 0
+    for seed in range(100):
+        torch.manual_seed(seed)
+        candidate = torch.rand(1, 6).argsort(dim=1)[0]  # the draw of a single attempt
+        torch.manual_seed(seed)
+        sigma = random_derangement(6, torch.device('cpu'), attempts=1)
+        assert (sigma != torch.arange(6)).all()
+        if (candidate == torch.arange(6)).any():  # a fixed point: the fallback cycle is used
+            fallbacks += 1
+            position, length = 0, 0
+            while True:
+                position, length = int(sigma[position]), length + 1
+                if position == 0:
+                    break
+            assert length == 6
+        else:
+            assert torch.equal(sigma, candidate)
+    assert fallbacks > 30  # about 1 − 1/e of the draws

@@ -74,3 +74,68 @@ def test_no_gradient():
 def test_fewer_points_than_clusters_is_an_error():
     with pytest.raises(ValueError, match='num_clusters=5 for 3 points'):
         spherical_kmeans(torch.randn(3, 4), 5)
+
+
+def sequential_reseed(assignments, similarity, num_clusters):
+    """The reseeding rule one empty cluster at a time: each takes the point least similar to its
+    centroid (lowest index on ties) among clusters that keep another member."""
+    assignments, similarity = assignments.clone(), similarity.clone()
+    counts = torch.bincount(assignments, minlength=num_clusters)
+    for cluster in (counts == 0).nonzero().flatten().tolist():
+        candidate = torch.where(counts[assignments] > 1, similarity,
+                                torch.full_like(similarity, float('inf')))
+        point = int(candidate.argmin())
+        counts[assignments[point]] -= 1
+        counts[cluster] += 1
+        assignments[point] = cluster
+        similarity[point] = float('inf')
+    return assignments
+
+
+@pytest.mark.parametrize('seed', range(20))
+def test_vectorised_reseeding_matches_the_one_at_a_time_rule(seed):
+    g = torch.Generator().manual_seed(seed)
+    num_points = int(torch.randint(8, 40, (1, ), generator=g))
+    num_clusters = int(torch.randint(2, num_points + 1, (1, ), generator=g))
+    # few occupied clusters, so that several are empty; coarse similarities, so that ties occur
+    occupied = torch.randint(1, num_clusters + 1, (1, ), generator=g)
+    assignments = torch.randint(0, int(occupied), (num_points, ), generator=g)
+    similarity = torch.randint(0, 5, (num_points, ), generator=g).float() / 5
+    expected = sequential_reseed(assignments, similarity, num_clusters)
+    reseeded = kmeans_module._reseed_empty_clusters(assignments, similarity, num_clusters)
+    assert torch.equal(reseeded, expected)
+    assert (torch.bincount(reseeded, minlength=num_clusters) > 0).all()
+
+
+def test_seed_draws_follow_the_weights():
+    weights = torch.tensor([0.0, 1.0, 3.0, 0.0, 4.0])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([kmeans_module._sample_index(weights, g) for _ in range(8000)])
+    frequencies = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert frequencies[0] == 0 and frequencies[3] == 0
+    assert torch.allclose(frequencies, weights / weights.sum(), atol=0.02)
+
+
+def test_clustering_never_reads_a_tensor_back_to_python(monkeypatch):
+    """Every host read-back (``.item()``, ``.tolist()``, ``bool``/``int`` of a tensor,
+    ``nonzero``) would be a device synchronisation inside a DSC training step."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError('host read-back inside spherical_kmeans')
+
+    points = torch.eye(3).repeat_interleave(5, dim=0)  # duplicates: exercises every branch
+    for name in ('item', 'tolist', '__bool__', '__int__', '__float__', '__index__', 'nonzero'):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    spherical_kmeans(points, 6, num_iters=3, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (sync debug mode)')
+def test_no_device_synchronisation_on_cuda():
+    points = torch.randn(4096, 64, device='cuda')
+    generator = torch.Generator(device='cuda').manual_seed(0)
+    spherical_kmeans(points, 32, num_iters=2, generator=generator)  # warm-up (lazy init)
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        spherical_kmeans(points, 32, num_iters=10, generator=generator)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')

@@ -184,3 +184,40 @@ def test_mmseg_dataset_loads(toy_root):
         values = set(labels.unique().tolist())
         assert values <= set(range(len(CLASSES) + 1)) | {IGNORE_INDEX}
         assert len(values - {0, IGNORE_INDEX}) >= 1
+
+
+def _instance_hues(root, split='train'):
+    """OpenCV hue (0..180) of the median-saturated pixel colour of every instance, by class."""
+    import cv2
+    import pycocotools.mask as mask_util
+    coco = COCO(osp.join(root, 'annotations', f'instances_{split}.json'))
+    hues = {}
+    for image_info in coco.dataset['images']:
+        image = cv2.imread(osp.join(root, 'images', split, image_info['file_name']))
+        hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+        for ann in coco.imgToAnns[image_info['id']]:
+            mask = mask_util.decode(ann['segmentation']).astype(bool)
+            angles = hsv[..., 0][mask].astype(np.float64) * np.pi / 90  # hue as an angle
+            mean = np.arctan2(np.sin(angles).mean(), np.cos(angles).mean()) * 90 / np.pi % 180
+            hues.setdefault(ann['category_id'], []).append(mean)
+    return hues
+
+
+def _circular_distance(a, b):
+    return np.minimum(np.abs(a - b), 180 - np.abs(a - b))
+
+
+def test_colour_free_variant_decouples_hue_from_class(toy_root, tmp_path):
+    class_hues = _instance_hues(toy_root)
+    for category_id, hues in class_hues.items():
+        # every instance of a class has nearly the same hue in the standard set
+        assert max(_circular_distance(h, hues[0]) for h in hues) < 12, category_id
+    root = str(tmp_path / 'free')
+    summary = generate_toy_scenes(root, num_train=NUM_TRAIN, num_val=1, img_size=SIZE, seed=3,
+                                  class_hues=False)
+    assert summary['class_hues'] is False
+    assert toy_scenes_exist(root, class_hues=False) and not toy_scenes_exist(root, class_hues=True)
+    assert toy_scenes_exist(toy_root, class_hues=True)
+    spreads = [max(_circular_distance(h, hues[0]) for h in hues)
+               for hues in _instance_hues(root).values() if len(hues) >= 3]
+    assert spreads and min(spreads) > 20  # instances of one class get unrelated hues

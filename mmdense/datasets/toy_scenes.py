@@ -153,8 +153,12 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     return first + weight[..., None] * (second - first)
 
 
-def _render_scene(size: int, rng: np.random.Generator):
-    """Draw one scene; returns (RGB uint8 image, instance id map, category id per instance)."""
+def _render_scene(size: int, rng: np.random.Generator, class_hues: bool = True):
+    """Draw one scene; returns (RGB uint8 image, instance id map, category id per instance).
+
+    With ``class_hues=False`` every object gets a random hue, so only shape and texture tell the
+    categories apart.
+    """
     canvas = _background(size, rng)
     instance_map = np.zeros((size, size), np.uint8)  # 0 background, k = k-th placed instance
     category_ids, full_areas, visible_areas = [], [], []
@@ -185,7 +189,7 @@ def _render_scene(size: int, rng: np.random.Generator):
         v = (ys - cy) * np.cos(angle) - (xs - cx) * np.sin(angle)
         period = size / 224 * rng.uniform(5, 10)
         weight = _texture(texture, u, v, radius, period, rng)[..., None]
-        hue = hue + rng.uniform(-4, 4)
+        hue = hue + rng.uniform(-4, 4) if class_hues else rng.uniform(0, 180)
         bright = _hsv_to_rgb(hue, rng.uniform(170, 255), rng.uniform(190, 255))
         dark = _hsv_to_rgb(hue, rng.uniform(140, 220), rng.uniform(70, 120))
         inside = mask[y:y + h, x:x + w].astype(bool)
@@ -231,7 +235,8 @@ def _write_json(path: str, obj) -> None:
         json.dump(obj, f, separators=(',', ':'))
 
 
-def _generate_split(root: str, split: str, num_images: int, img_size: int, seed: int) -> int:
+def _generate_split(root: str, split: str, num_images: int, img_size: int, seed: int,
+                    class_hues: bool) -> int:
     split_code = SPLITS.index(split)
     image_dir = osp.join(root, 'images', split)
     semantic_dir = osp.join(root, 'semantic', split)
@@ -241,7 +246,7 @@ def _generate_split(root: str, split: str, num_images: int, img_size: int, seed:
     images, annotations, listed = [], [], []
     for index in range(num_images):
         rng = np.random.default_rng([seed, split_code, index])
-        image, instance_map, category_ids = _render_scene(img_size, rng)
+        image, instance_map, category_ids = _render_scene(img_size, rng, class_hues)
         stem = f'{index:06d}'
         cv2.imwrite(osp.join(image_dir, stem + '.jpg'), image[..., ::-1],
                     [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
@@ -264,9 +269,12 @@ def _generate_split(root: str, split: str, num_images: int, img_size: int, seed:
 
 
 def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
-                        img_size: int = 224, seed: int = 0) -> Dict:
+                        img_size: int = 224, seed: int = 0, class_hues: bool = True) -> Dict:
     """Write the toy-scene dataset under ``out_dir`` and return a summary dict.
 
+    ``class_hues=False`` writes the colour-free variant: objects get random hues, so a category is
+    recognisable only by its shape and texture (used to test that features encode more than
+    colour).
     Existing ``images/<split>`` and ``semantic/<split>`` folders under ``out_dir`` are replaced.
     The summary (also saved as ``meta/summary.json``) holds the settings, the classes and the
     image and instance counts per split.
@@ -287,24 +295,26 @@ def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
         dict(classes=CLASSES, palette=PALETTE, seg_classes=SEG_CLASSES, seg_palette=SEG_PALETTE,
              ignore_index=IGNORE_INDEX))
     counts = dict(train=num_train, val=num_val)
-    summary = dict(root=osp.abspath(out_dir), img_size=img_size, seed=seed, classes=CLASSES,
-                   splits={})
+    summary = dict(root=osp.abspath(out_dir), img_size=img_size, seed=seed,
+                   class_hues=class_hues, classes=CLASSES, splits={})
     for split in SPLITS:
-        instances = _generate_split(out_dir, split, counts[split], img_size, seed)
+        instances = _generate_split(out_dir, split, counts[split], img_size, seed, class_hues)
         summary['splits'][split] = dict(images=counts[split], instances=instances)
     _write_json(summary_path, {key: val for key, val in summary.items() if key != 'root'})
     return summary
 
 
 def toy_scenes_exist(root: str, num_train: Optional[int] = None, num_val: Optional[int] = None,
-                     img_size: Optional[int] = None, seed: Optional[int] = None) -> bool:
+                     img_size: Optional[int] = None, seed: Optional[int] = None,
+                     class_hues: Optional[bool] = None) -> bool:
     """Whether ``root`` holds a complete toy-scene set (matching the given settings, if any)."""
     summary_path = osp.join(root, 'meta', 'summary.json')
     if not osp.isfile(summary_path):
         return False
     with open(summary_path) as f:
         summary = json.load(f)
-    wanted = dict(img_size=img_size, seed=seed)
+    summary.setdefault('class_hues', True)  # written before the colour-free variant existed
+    wanted = dict(img_size=img_size, seed=seed, class_hues=class_hues)
     if any(value is not None and summary.get(key) != value for key, value in wanted.items()):
         return False
     for split, count in (('train', num_train), ('val', num_val)):

@@ -1,8 +1,8 @@
 """Training-step cost of a pretraining config: s/iter, images/s, peak memory, FLOPs.
 
     python tools/analysis_tools/benchmark.py CONFIG [--iters 10] [--warmup 2] [--batch-size B]
-        [--amp] [--compile] [--channels-last] [--threads N] [--out result.json]
-        [--cfg-options k=v ...]
+        [--amp] [--compile] [--channels-last] [--threads N] [--count-readbacks]
+        [--out result.json] [--cfg-options k=v ...]
 
 Batches come from the config's own training pipeline, all fetched before timing (the loader's
 workers are shut down first, so neither data loading nor idle workers are measured). Each timed
@@ -10,10 +10,14 @@ iteration is a full ``train_step``: forward, losses, backward, optimizer step an
 update; the reported time is the median over ``--iters``. FLOPs are counted once with torch's
 ``FlopCounterMode`` over one such step (forward + backward) and reported per image. Images are
 counted per data sample, two for a CoTAP pair (a sample holding an image and its neighbour).
+``--count-readbacks`` runs one more step counting the tensor-to-Python read-backs (``.item()``,
+``.tolist()``, ``bool(t)``, ...; each a device synchronisation on CUDA) by call site.
 """
 import argparse
 import json
+import os.path as osp
 import resource
+import site
 import statistics
 import sys
 import time
@@ -25,6 +29,8 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from torch.utils.flop_counter import FlopCounterMode
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args():
@@ -42,6 +48,8 @@ def parse_args():
                         help='channels_last memory format for model and inputs')
     parser.add_argument('--threads', type=int, help='torch.set_num_threads (default: torch\'s '
                         'own, the number of physical cores or OMP_NUM_THREADS)')
+    parser.add_argument('--count-readbacks', action='store_true',
+                        help='count host read-backs of one more step, by call site')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', help='write the result as JSON here')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -52,6 +60,14 @@ def peak_memory_mb(device: str) -> float:
     if device.startswith('cuda'):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def short_path(call_site: str) -> str:
+    """A ``file:line`` call site relative to the repository or to site-packages."""
+    for root in (REPO_ROOT, *site.getsitepackages()):
+        if call_site.startswith(root + osp.sep):
+            return osp.relpath(call_site, root)
+    return call_site
 
 
 def images_in(batch: dict) -> int:
@@ -70,7 +86,7 @@ def main():
         torch.set_num_threads(args.threads)
     import mmdense  # noqa: F401  registers modules and applies compat fixes
     from mmdense.registry import MODELS
-    from mmdense.utils import register_all_modules
+    from mmdense.utils import count_host_readbacks, register_all_modules
 
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(args.config)
@@ -89,7 +105,7 @@ def main():
                                      device_type='cpu')
         cfg.optim_wrapper.pop('loss_scale', None)
 
-    total_iters = args.warmup + args.iters + 1
+    total_iters = args.warmup + args.iters + 1 + args.count_readbacks
     MessageHub.get_current_instance().update_info('max_iters', 10 * total_iters)
     model = MODELS.build(cfg.model).to(args.device)
     model.init_weights()
@@ -118,7 +134,7 @@ def main():
         return log_vars
 
     times, warmup_times = [], []
-    for i, batch in enumerate(batches[:-1]):
+    for i, batch in enumerate(batches[:args.warmup + args.iters]):
         start = time.perf_counter()
         step(batch)
         elapsed = time.perf_counter() - start
@@ -129,8 +145,12 @@ def main():
             times.append(elapsed)
             print(f'iter {i - args.warmup + 1}/{args.iters}: {elapsed:.3f} s', flush=True)
     with FlopCounterMode(display=False) as counter:
-        step(batches[-1])
+        step(batches[args.warmup + args.iters])
     flops_per_image = counter.get_total_flops() / num_images
+    readbacks = None
+    if args.count_readbacks:
+        with count_host_readbacks() as readbacks:
+            step(batches[-1])
 
     median = statistics.median(times)
     result = dict(
@@ -143,6 +163,10 @@ def main():
         peak_memory_kind='max_allocated' if args.device.startswith('cuda') else 'process_rss',
         gflops_per_image=flops_per_image / 1e9,
         achieved_gflops_per_s=flops_per_image * num_images / median / 1e9)
+    if readbacks is not None:
+        result.update(host_readbacks_per_step=sum(readbacks.values()),
+                      host_readback_sites={f'{method} at {short_path(site)}': count
+                                           for (method, site), count in readbacks.most_common()})
     print(json.dumps(result, indent=2))
     if args.out:
         with open(args.out, 'w') as f:

@@ -17,6 +17,9 @@ def parse_args():
     parser.add_argument('--num-val', type=int, default=100)
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--random-hues', action='store_true',
+                        help='colour-free variant: every object gets a random hue, so only shape '
+                        'and texture tell the categories apart')
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if a complete set with these settings exists')
     return parser.parse_args()
@@ -25,7 +28,7 @@ def parse_args():
 def main():
     args = parse_args()
     settings = dict(num_train=args.num_train, num_val=args.num_val, img_size=args.img_size,
-                    seed=args.seed)
+                    seed=args.seed, class_hues=not args.random_hues)
     if not args.force and toy_scenes_exist(args.out, **settings):
         print(f'{args.out} already holds a complete toy-scene set with {settings}; '
               'skipping (use --force to regenerate)')

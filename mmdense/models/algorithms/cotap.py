@@ -18,12 +18,16 @@ from mmdense.utils.dist import (all_reduce_sum, broadcast_from_rank0, concat_all
 LOSS_TERMS = ('patch', 'cls', 'cross_patch', 'cross_cls')
 
 
-def random_derangement(n: int, device: torch.device) -> Tensor:
-    """A uniformly random permutation of ``range(n)`` without fixed points (n >= 2)."""
-    while True:
-        perm = torch.randperm(n, device=device)
-        if not (perm == torch.arange(n, device=device)).any():
-            return perm
+def random_derangement(n: int, device: torch.device, attempts: int = 32) -> Tensor:
+    """A random permutation of ``range(n)`` without fixed points (n >= 2), drawn on ``device``
+    without a host synchronisation: the first fixed-point-free one of ``attempts`` uniform
+    permutations (so uniform over derangements), or, if none is (probability (1 − 1/e)^32 ≈
+    4e-7), the cycle ``p_0 → p_1 → … → p_{n−1} → p_0`` of the first one."""
+    candidates = torch.rand(attempts, n, device=device).argsort(dim=1)
+    valid = (candidates != torch.arange(n, device=device)).all(dim=1)
+    first = candidates.index_select(0, valid.int().argmax().view(1))[0]
+    cycle = torch.empty_like(candidates[0]).scatter_(0, candidates[0], candidates[0].roll(-1))
+    return torch.where(valid.any(), first, cycle)
 
 
 @MODELS.register_module()

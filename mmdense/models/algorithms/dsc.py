@@ -206,7 +206,7 @@ class DSC(BaseSelfSupervisor):
                 raise ValueError(f'num_classes={self.num_classes} exceeds the {num_pixels} '
                                  'pixels that the batch k-means clusters')
             # same seed on every rank (the step count), so every rank gets the same clusters
-            generator = torch.Generator(device=flat.device).manual_seed(int(self.teacher.steps))
+            generator = torch.Generator(device=flat.device).manual_seed(self.teacher.num_updates)
             _, labels, all_labels = gathered_spherical_kmeans(flat, self.num_classes,
                                                               self.kmeans_iters, generator)
         else:

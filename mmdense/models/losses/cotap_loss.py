@@ -80,6 +80,5 @@ def cotap_loss(pred: Tensor,
     if item_scale is not None:
         weights = weights * item_scale.to(weights)
     mean_weight = all_reduce_sum(weights.sum()) / get_world_size()
-    if mean_weight <= 0:
-        return pred.sum() * 0
-    return (weights * losses).sum() / mean_weight
+    # all weights 0 (no target above θ anywhere): the loss is 0, without reading the sum back
+    return (weights * losses).sum() / mean_weight.clamp(min=torch.finfo(weights.dtype).tiny)

@@ -11,11 +11,14 @@ from mmdense.utils.dist import concat_all_gather, get_rank
 CHUNK_ROWS = 8192
 
 
-def _sample_index(weights: Tensor, generator: Optional[torch.Generator]) -> int:
-    """One index drawn with probability ∝ ``weights`` (not all zero), on the generator's device
-    so that the draw depends only on the generator's state."""
+def _sample_index(weights: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """One index drawn with probability ∝ ``weights`` (not all zero), as a 0-d tensor on the
+    weights' device: ``argmax_i w_i / E_i`` with ``E_i ~ Exp(1)`` (exponential-race sampling),
+    which needs no host synchronisation. The noise comes from ``generator`` on its own device, so
+    the draw depends only on the generator's state."""
     device = generator.device if generator is not None else weights.device
-    return int(torch.multinomial(weights.to(device), 1, generator=generator))
+    noise = torch.empty(weights.shape, device=device).exponential_(generator=generator)
+    return (weights / noise.to(weights.device)).argmax()
 
 
 def _nearest_centroid(points: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
@@ -31,36 +34,54 @@ def _nearest_centroid(points: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor
 
 def _kmeans_plus_plus(points: Tensor, num_clusters: int,
                       generator: Optional[torch.Generator]) -> Tensor:
-    """k-means++ seeding with the cosine distance ``1 − cos``: (K, D) distinct rows."""
-    chosen = [_sample_index(torch.ones(points.shape[0], device=points.device), generator)]
-    distance = (1 - points @ points[chosen[0]]).clamp(min=0)
-    for _ in range(1, num_clusters):
-        weights = distance.clone()
-        weights[chosen] = 0
-        if not weights.sum() > 0:  # every remaining row duplicates a seed: draw uniformly
-            weights = torch.ones_like(distance)
-            weights[chosen] = 0
-        chosen.append(_sample_index(weights, generator))
-        distance = torch.minimum(distance, (1 - points @ points[chosen[-1]]).clamp(min=0))
-    return points[chosen].clone()
+    """k-means++ seeding with the cosine distance ``1 − cos``: (K, D) distinct rows.
+
+    Seeds stay on the device (no host synchronisation per draw)."""
+    num_points = points.shape[0]
+    chosen = torch.empty(num_clusters, dtype=torch.long, device=points.device)
+    taken = torch.zeros(num_points, dtype=torch.bool, device=points.device)
+    distance = torch.ones(num_points, device=points.device)
+    for k in range(num_clusters):
+        weights = distance.masked_fill(taken, 0)
+        # every remaining row duplicates a seed (or k = 0): draw uniformly among the rest
+        weights = torch.where(weights.sum() > 0, weights, (~taken).float())
+        index = _sample_index(weights, generator).view(1)  # indexing by 0-d tensors syncs
+        chosen[k:k + 1] = index
+        taken.index_fill_(0, index, True)
+        seed = points.index_select(0, index)[0]
+        distance = torch.minimum(distance, (1 - points @ seed).clamp(min=0))
+    return points.index_select(0, chosen)
 
 
 def _reseed_empty_clusters(assignments: Tensor, similarity: Tensor,
                            num_clusters: int) -> Tensor:
-    """Give every empty cluster the point farthest from its own centroid, taken from a cluster
-    that keeps at least one member; returns the updated assignments."""
-    assignments = assignments.clone()
+    """Give every empty cluster a far point of another cluster; returns the updated assignments.
+
+    Equivalent to taking, for each empty cluster in index order, the point least similar to its
+    own centroid among clusters that still keep another member: a cluster of ``n`` members can
+    donate its ``n − 1`` farthest points, and donors are taken in ascending similarity (ties by
+    index). Fixed-shape tensor ops only, so no host synchronisation; N ≥ K guarantees enough
+    donors.
+    """
+    num_points = assignments.shape[0]
+    device = assignments.device
     counts = torch.bincount(assignments, minlength=num_clusters)
-    similarity = similarity.clone()
-    for cluster in (counts == 0).nonzero().flatten().tolist():
-        donor_ok = counts[assignments] > 1  # N ≥ K guarantees such a point exists
-        candidate = torch.where(donor_ok, similarity, torch.full_like(similarity, float('inf')))
-        point = int(candidate.argmin())
-        counts[assignments[point]] -= 1
-        counts[cluster] += 1
-        assignments[point] = cluster
-        similarity[point] = float('inf')  # its new centroid is itself
-    return assignments
+    # rank of each point within its cluster, farthest first
+    by_similarity = similarity.argsort(stable=True)
+    by_cluster = by_similarity[assignments[by_similarity].argsort(stable=True)]
+    cluster_start = counts.cumsum(0) - counts
+    rank = torch.empty_like(assignments)
+    rank[by_cluster] = torch.arange(num_points, device=device) - \
+        cluster_start[assignments[by_cluster]]
+    can_donate = rank < counts[assignments] - 1
+    donors = torch.where(can_donate, similarity,
+                         torch.full_like(similarity, float('inf'))).argsort(stable=True)
+    donors = donors[:num_clusters]
+    clusters = torch.arange(num_clusters, device=device)
+    empty_first = torch.where(counts == 0, clusters, clusters + num_clusters).argsort()
+    num_empty = (counts == 0).sum()
+    targets = torch.where(clusters < num_empty, empty_first, assignments[donors])
+    return assignments.scatter(0, donors, targets)
 
 
 @torch.no_grad()
