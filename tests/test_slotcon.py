@@ -244,7 +244,7 @@ def test_lars_excludes_exactly_the_one_dimensional_parameters():
     cfg = Config.fromfile(osp.join(ROOT, 'configs/slotcon/r18_toy.py'))
     model = tiny_slotcon()
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    assert type(wrapper.optimizer).__name__ == 'LARS'
+    assert type(wrapper.optimizer).__name__ == 'SyncFreeLARS'
     names = {id(p): n for n, p in model.named_parameters()}
     seen = set()
     for group in wrapper.optimizer.param_groups:

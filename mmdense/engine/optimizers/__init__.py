@@ -1,4 +1,5 @@
 from .autocast_wrapper import AutocastOptimWrapper
 from .frozen_aware_constructor import FrozenAwareOptimWrapperConstructor
+from .sync_free_lars import SyncFreeLARS
 
-__all__ = ['AutocastOptimWrapper', 'FrozenAwareOptimWrapperConstructor']
+__all__ = ['AutocastOptimWrapper', 'FrozenAwareOptimWrapperConstructor', 'SyncFreeLARS']

@@ -18,6 +18,7 @@ def _sample_index(weights: Tensor, generator: Optional[torch.Generator]) -> Tens
     the draw depends only on the generator's state."""
     device = generator.device if generator is not None else weights.device
     noise = torch.empty(weights.shape, device=device).exponential_(generator=generator)
+    noise = noise.clamp_(min=torch.finfo(noise.dtype).tiny)  # a zero weight must never win
     return (weights / noise.to(weights.device)).argmax()
 
 
