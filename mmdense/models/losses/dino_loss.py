@@ -24,11 +24,11 @@ def multicrop_cross_entropy(student_logits: Tensor,
     log_probs = F.log_softmax(student_logits.float() / student_temp, dim=-1)
     batch_size = student_logits.shape[1]
     pair_losses = -torch.einsum('tbk,sbk->ts', teacher_probs.float(), log_probs) / batch_size
-    valid = torch.ones_like(pair_losses, dtype=torch.bool)
+    valid = torch.ones_like(pair_losses)
     if skip_same_view:
-        num_teacher = teacher_probs.shape[0]
-        valid[:, :num_teacher].fill_diagonal_(False)
-    return pair_losses[valid].mean()
+        valid[:, :teacher_probs.shape[0]].fill_diagonal_(0)
+    # weighted mean, not pair_losses[valid]: boolean indexing would wait on the device
+    return (pair_losses * valid).sum() / valid.sum()
 
 
 @MODELS.register_module()
