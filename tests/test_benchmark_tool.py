@@ -12,7 +12,8 @@ def test_benchmark_reports_timing_memory_and_flops(toy_root, tmp_path):
     tiny_dino_config(toy_root, max_iters=10).dump(str(config))
     out = tmp_path / 'result.json'
     cmd = [sys.executable, osp.join(ROOT, 'tools/analysis_tools/benchmark.py'), str(config),
-           '--iters', '2', '--warmup', '1', '--batch-size', '2', '--out', str(out)]
+           '--iters', '2', '--warmup', '1', '--batch-size', '2', '--count-readbacks', '--out',
+           str(out)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -21,3 +22,7 @@ def test_benchmark_reports_timing_memory_and_flops(toy_root, tmp_path):
     assert report['images_per_s'] == 2 / report['median_s_per_iter']
     assert report['peak_memory_mb'] > 0
     assert report['gflops_per_image'] > 0
+    # one more step counted for host read-backs: none of them in mmdense's own code
+    sites = report['host_readback_sites']
+    assert report['host_readbacks_per_step'] == sum(sites.values())
+    assert not [site for site in sites if ' at mmdense/' in site], sites

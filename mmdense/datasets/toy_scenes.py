@@ -273,8 +273,7 @@ def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
     """Write the toy-scene dataset under ``out_dir`` and return a summary dict.
 
     ``class_hues=False`` writes the colour-free variant: objects get random hues, so a category is
-    recognisable only by its shape and texture (used to test that features encode more than
-    colour).
+    recognisable only by its shape and texture (a test of what features encode beyond colour).
     Existing ``images/<split>`` and ``semantic/<split>`` folders under ``out_dir`` are replaced.
     The summary (also saved as ``meta/summary.json``) holds the settings, the classes and the
     image and instance counts per split.

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from mmdense.models.utils import spherical_kmeans
+
 from .metrics import confusion_matrix, segmentation_scores
 
 PROTOCOLS = ('linear', 'cluster', 'knn', 'dispersion')
@@ -42,42 +44,14 @@ def upsample_labels(pred: Tensor, size) -> Tensor:
 
 def kmeans(x: Tensor, num_clusters: int, num_iters: int = 50, num_init: int = 3,
            seed: int = 0) -> Tensor:
-    """Spherical k-means (cosine distance) on L2-normalised rows ``x (M, C)``.
-
-    k-means++ seeding, then alternating ``assign_i = argmax_k <x_i, μ_k>`` and
-    ``μ_k = normalise(Σ_{assign_i = k} x_i)``; an empty cluster is re-seeded at the point
-    farthest from its centre. The best of ``num_init`` seeded runs (highest Σ_i <x_i, μ_assign_i>)
-    is returned as the assignment ``(M,)``.
-    """
-    if num_clusters > len(x):
-        raise ValueError(f'k-means with {num_clusters} clusters needs at least as many points, '
-                         f'got {len(x)}')
+    """The best of ``num_init`` runs of :func:`~mmdense.models.utils.spherical_kmeans` on the rows
+    of ``x (M, C)`` (highest ``Σ_i <x_i, μ_assign_i>``), as the assignment ``(M,)``. All runs draw
+    their seeds from one generator seeded with ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     best_assign, best_score = None, -float('inf')
     for _ in range(num_init):
-        centres = x[torch.randint(len(x), (1, ), generator=generator)]
-        for _ in range(1, num_clusters):
-            dist = (1 - (x @ centres.T).max(1).values).clamp_min(0) ** 2
-            probs = dist / dist.sum() if dist.sum() > 0 else torch.full_like(dist, 1 / len(x))
-            centres = torch.cat([centres, x[torch.multinomial(probs, 1, generator=generator)]])
-        for _ in range(num_iters):
-            sims = x @ centres.T
-            assign = sims.argmax(1)
-            sums = torch.zeros_like(centres).index_add_(0, assign, x)
-            counts = torch.bincount(assign, minlength=num_clusters)
-            fit = sims.gather(1, assign[:, None]).squeeze(1)
-            for empty in torch.nonzero(counts == 0).flatten():
-                farthest = fit.argmin()
-                sums[assign[farthest]] -= x[farthest]
-                sums[empty] = x[farthest]
-                assign[farthest] = empty
-                fit[farthest] = float('inf')
-            new_centres = F.normalize(sums, dim=1)
-            if torch.allclose(new_centres, centres):
-                break
-            centres = new_centres
-        assign = (x @ centres.T).argmax(1)
-        score = float((x @ centres.T).max(1).values.sum())
+        centres, assign = spherical_kmeans(x, num_clusters, num_iters, generator)
+        score = float((F.normalize(x.float(), dim=1) @ centres.T).max(1).values.sum())
         if score > best_score:
             best_assign, best_score = assign, score
     return best_assign

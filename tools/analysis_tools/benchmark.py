@@ -165,8 +165,9 @@ def main():
         achieved_gflops_per_s=flops_per_image * num_images / median / 1e9)
     if readbacks is not None:
         result.update(host_readbacks_per_step=sum(readbacks.values()),
-                      host_readback_sites={f'{method} at {short_path(site)}': count
-                                           for (method, site), count in readbacks.most_common()})
+                      host_readback_sites={
+                          f'{method} at {short_path(call_site)}': count
+                          for (method, call_site), count in readbacks.most_common()})
     print(json.dumps(result, indent=2))
     if args.out:
         with open(args.out, 'w') as f:
