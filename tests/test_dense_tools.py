@@ -62,6 +62,20 @@ def test_test_dense_prints_a_table_and_writes_json(tiny_model, toy_root, tmp_pat
     assert result['num_train'] == 4 and result['num_val'] == 3 and result['img_size'] == 64
 
 
+def test_random_baseline_is_reproducible_per_seed(tiny_model, toy_root, tmp_path):
+    config, _ = tiny_model
+    scores = {}
+    for name, seed in (('a', 0), ('b', 0), ('c', 1)):
+        out = tmp_path / f'{name}.json'
+        run_tool(TEST_DENSE, config, 'random', '--protocol', 'dispersion', '--data-root',
+                 toy_root, '--num-val', 3, '--img-size', 64, '--seed', seed, '--out', out)
+        result = json.loads(out.read_text())
+        assert result['seed'] == seed
+        scores[name] = result['results'][0]['metrics']
+    assert scores['a'] == scores['b']
+    assert scores['a'] != scores['c']  # another draw of the random init
+
+
 def test_test_dense_reports_bad_input(tiny_model, toy_root, tmp_path, capsys):
     config, checkpoint = tiny_model
     with pytest.raises(FileNotFoundError, match='checkpoint not found: .*missing.pth'):

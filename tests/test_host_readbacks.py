@@ -20,6 +20,7 @@ def test_counts_each_readback_by_method_and_call_site():
 
 def test_methods_are_restored_and_optimizer_step_counters_are_not_counted():
     original = torch.Tensor.item
+    class_attributes = dict(vars(torch.Tensor))
     weight = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.AdamW([weight], lr=0.1, foreach=False)
     weight.grad = torch.ones(3)
@@ -27,3 +28,4 @@ def test_methods_are_restored_and_optimizer_step_counters_are_not_counted():
         optimizer.step()  # reads its host-side step counter with .item()
     assert sum(counts.values()) == 0, counts
     assert torch.Tensor.item is original
+    assert dict(vars(torch.Tensor)) == class_attributes  # restored exactly, nothing left behind

@@ -7,7 +7,7 @@
 2. nearest-neighbour pairs of the training images by the DINO teacher (build_nn_pairs.py);
 3. CoTAP post-training from the DINO teacher (configs/cotap/vit-s_toy.py): per-term losses;
 4. frozen dense evaluation (linear probe and kNN retrieval on the toy val split) of CoTAP, DINO
-   and a randomly initialised ViT-S/16;
+   and three draws of a randomly initialised ViT-S/16;
 5. transfer: the CoTAP backbone exported into mmdet Mask R-CNN and mmseg UperNet, trained
    briefly and evaluated against random init (tools/benchmarks/toy_transfer.py).
 """
@@ -54,10 +54,10 @@ def curve(records, key):
     return ' '.join(f'{r["step"]}:{r[key]:.3f}' for r in records)
 
 
-def dense_eval(config, checkpoint, out, data_root):
+def dense_eval(config, checkpoint, out, data_root, seed=0):
     run([sys.executable, 'tools/test_dense.py', config, checkpoint, '--protocol', 'linear', 'knn',
          '--dataset', 'toy', '--data-root', data_root, '--img-size', '96', '--num-train', '120',
-         '--num-val', '40', '--out', out])
+         '--num-val', '40', '--seed', str(seed), '--out', out])
     with open(osp.join(ROOT, out)) as f:
         return {r['protocol']: r['metrics'] for r in json.load(f)['results']}
 
@@ -94,11 +94,13 @@ def main():
     if not args.skip_dense_eval:
         step = time.time()
         eval_dir = osp.join(args.work_dir, 'dense_eval')
-        for name, config, ckpt in (('CoTAP', COTAP_CONFIG, cotap_ckpt),
-                                   ('DINO', DINO_CONFIG, dino_ckpt),
-                                   ('random init', DINO_CONFIG, 'random')):
+        # the random-init scores move with the draw: three draws show the spread
+        for name, config, ckpt, seed in (('CoTAP', COTAP_CONFIG, cotap_ckpt, 0),
+                                         ('DINO', DINO_CONFIG, dino_ckpt, 0),
+                                         *((f'random init {seed}', DINO_CONFIG, 'random', seed)
+                                           for seed in range(3))):
             out = osp.join(eval_dir, name.replace(' ', '_') + '.json')
-            dense[name] = dense_eval(config, ckpt, out, args.data_root)
+            dense[name] = dense_eval(config, ckpt, out, args.data_root, seed)
         times['dense evaluation'] = time.time() - step
 
     transfer = None
@@ -120,9 +122,9 @@ def main():
         print(f'[demo]   {term:<17} {curve(cotap_records, term)}')
     if dense:
         print('[demo] frozen dense evaluation, toy val (40 images, 96 px; fit on 120 train):')
-        print('[demo]   backbone     | linear mIoU | kNN mIoU')
+        print('[demo]   backbone      | linear mIoU | kNN mIoU')
         for name, metrics in dense.items():
-            print(f'[demo]   {name:<12} | {metrics["linear"]["mIoU"]:.4f}      | '
+            print(f'[demo]   {name:<13} | {metrics["linear"]["mIoU"]:.4f}      | '
                   f'{metrics["knn"]["mIoU"]:.4f}')
     if transfer:
         print('[demo] transfer of the CoTAP backbone vs random init (same schedule):')

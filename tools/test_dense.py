@@ -3,9 +3,11 @@
     python tools/test_dense.py CONFIG CKPT --protocol {linear,cluster,knn,dispersion} [...]
         [--dataset toy|coco_stuff27|voc12|ade20k|cityscapes|DATASET_CONFIG] [--data-root DIR]
         [--num-train 40] [--num-val 20] [--img-size S] [--num-clusters K ...]
-        [--matching auto|hungarian|majority] [--knn-k 10] [--linear-epochs 30] [--out JSON]
+        [--matching auto|hungarian|majority] [--knn-k 10] [--linear-epochs 30] [--seed 0]
+        [--out JSON]
 
-CKPT may be ``random`` for the randomly initialised model (a baseline). Prints one table row per
+CKPT may be ``random`` for the randomly initialised model (a baseline; ``--seed`` picks the
+draw, and its scores move with it, so compare against several). Prints one table row per
 protocol setting and writes all results to JSON (default
 ``work_dirs/dense_eval/<config name>_<checkpoint name>.json``).
 """
@@ -38,6 +40,8 @@ def parse_args():
     parser.add_argument('--knn-k', type=int, default=10)
     parser.add_argument('--linear-epochs', type=int, default=30)
     parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--seed', type=int, default=0,
+                        help="torch seed set before the model is built (the 'random' init)")
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', help='JSON result file')
     return parser.parse_args()
@@ -78,6 +82,7 @@ def main():
     data_cfg = load_dataset_config(args.dataset, args.data_root)
     if args.img_size:
         data_cfg['img_size'] = args.img_size
+    torch.manual_seed(args.seed)
     model = load_model(args.config, args.checkpoint, args.device)
     needs_train = any(p in ('linear', 'knn') for p in args.protocol)
     train = load_split(data_cfg, 'train', args.num_train) if needs_train else None
@@ -96,9 +101,10 @@ def main():
     out = args.out or osp.join('work_dirs', 'dense_eval', run_name + '.json')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
-        json.dump(dict(config=args.config, checkpoint=args.checkpoint, dataset=args.dataset,
-                       img_size=data_cfg['img_size'], num_train=0 if train is None else
-                       len(train['labels']), num_val=len(val['labels']), results=results),
+        json.dump(dict(config=args.config, checkpoint=args.checkpoint, seed=args.seed,
+                       dataset=args.dataset, img_size=data_cfg['img_size'],
+                       num_train=0 if train is None else len(train['labels']),
+                       num_val=len(val['labels']), results=results),
                   f, indent=2)
     print(f'results written to {out}')
 

@@ -37,6 +37,7 @@ def count_host_readbacks() -> Iterator[Counter]:
     """
     counts = Counter()
     originals = {name: getattr(torch.Tensor, name) for name in READBACK_METHODS}
+    own = {name for name in READBACK_METHODS if name in vars(torch.Tensor)}  # others inherited
 
     def counted(name, original):
 
@@ -54,4 +55,7 @@ def count_host_readbacks() -> Iterator[Counter]:
         yield counts
     finally:
         for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
+            if name in own:
+                setattr(torch.Tensor, name, original)
+            else:
+                delattr(torch.Tensor, name)
