@@ -6,7 +6,9 @@ import os.path as osp
 import runpy
 import sys
 
+import cv2
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO
@@ -187,9 +189,8 @@ def test_mmseg_dataset_loads(toy_root):
 
 
 def _instance_hues(root, split='train'):
-    """OpenCV hue (0..180) of the median-saturated pixel colour of every instance, by class."""
-    import cv2
-    import pycocotools.mask as mask_util
+    """Circular mean hue (OpenCV scale, 0..180) of the visible pixels of every instance, by
+    class."""
     coco = COCO(osp.join(root, 'annotations', f'instances_{split}.json'))
     hues = {}
     for image_info in coco.dataset['images']:
