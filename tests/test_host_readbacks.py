@@ -10,9 +10,8 @@ def test_counts_each_readback_by_method_and_call_site():
         values = x.tolist()
         if x.max() > 2:  # __bool__
             nonzero = x.nonzero()
-        y = x * 2  # stays on the device: not counted
+        x.add_(1).sub_(1)  # stays on the device: not counted
     assert total == 6.0 and values == [0.0, 1.0, 2.0, 3.0] and len(nonzero) == 3
-    assert torch.equal(y, x * 2)
     by_method = {method: n for (method, _), n in counts.items()}
     assert by_method == {'item': 1, 'tolist': 1, '__bool__': 1, 'nonzero': 1}
     assert all(site.startswith(__file__ + ':') for _, site in counts)
