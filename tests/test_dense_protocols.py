@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from mmdense.evaluation import (cluster_segmentation, coco_stuff_171_to_27, dense_features,
-                                dispersion_stats, knn_segmentation, linear_probe,
-                                match_clusters, patch_labels, segmentation_scores)
+                                dispersion_stats, grid_majority_scores, knn_segmentation,
+                                linear_probe, match_clusters, patch_labels, segmentation_scores)
 
 NUM_CLASSES, PATCH = 5, 4
 
@@ -89,6 +89,23 @@ def test_dispersion_of_orthogonal_classes_and_instances():
 def test_patch_labels_take_the_majority_and_ignore_mostly_unlabelled_cells():
     labels = torch.tensor([[[1, 1, 255, 255], [1, 2, 255, 2]]])  # (1, 2, 4)
     assert patch_labels(labels, (1, 2), num_classes=3).tolist() == [[[1, 255]]]
+
+
+def test_grid_majority_ceiling():
+    # labels constant on the cells of the grid: the ceiling is perfect
+    _, labels = synthetic(separable=True)
+    assert grid_majority_scores(labels, (8, 8), NUM_CLASSES) == dict(mIoU=1.0, pAcc=1.0)
+    # one 2x2 cell holding 3 pixels of class 0 and 1 of class 1, plus an all-ignored cell:
+    # the cell predicts 0 → IoU_0 = 3/4, IoU_1 = 0, pAcc = 3/4; ignored pixels do not count
+    labels = torch.tensor([[[0, 0, 255, 255], [0, 1, 255, 255]]])
+    scores = grid_majority_scores(labels, (1, 2), num_classes=2)
+    assert scores['mIoU'] == pytest.approx(3 / 8) and scores['pAcc'] == pytest.approx(3 / 4)
+    # on a grid coarser than the labels, kNN (one label per cell) cannot pass the ceiling's pAcc
+    feats, labels = synthetic(separable=True)
+    coarse = torch.nn.functional.avg_pool2d(feats, 2)
+    knn = knn_segmentation(coarse[:4], labels[:4], coarse[4:], labels[4:], NUM_CLASSES)
+    ceiling = grid_majority_scores(labels[4:], (4, 4), NUM_CLASSES)
+    assert knn['pAcc'] <= ceiling['pAcc'] < 1.0
 
 
 def test_dense_features_of_vit_and_resnet_models():

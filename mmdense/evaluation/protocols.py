@@ -37,6 +37,21 @@ def patch_labels(labels: Tensor, size, num_classes: int, ignore_index: int = 255
                        torch.full_like(majority, ignore_index))
 
 
+def grid_majority_scores(labels: Tensor, size, num_classes: int,
+                         ignore_index: int = 255) -> Dict[str, float]:
+    """Scores of predicting each cell of a ``size = (h, w)`` feature grid as its majority label.
+
+    The majority is the most pixel-accurate prediction constant on a cell, so this is the ceiling
+    that the feature stride alone sets: exactly for the pAcc of the kNN and cluster protocols
+    (one label per cell), and in practice for their mIoU; the linear probe's bilinear logits can
+    pass it only by blending at cell borders. Compare backbones by how much of the gap up to this
+    ceiling they close.
+    """
+    majority = patch_labels(labels, size, num_classes, ignore_index, min_valid=0.0)
+    return segmentation_scores(upsample_labels(majority, labels.shape[-2:]), labels, num_classes,
+                               ignore_index)
+
+
 def upsample_labels(pred: Tensor, size) -> Tensor:
     """Nearest upsampling of an integer map ``(N, h, w)`` to ``size = (H, W)``."""
     return F.interpolate(pred[:, None].float(), size=size, mode='nearest')[:, 0].long()

@@ -4,8 +4,8 @@ from typing import Dict, Optional
 from torch import nn
 
 from .features import extract_features
-from .protocols import (PROTOCOLS, cluster_segmentation, dispersion_stats, knn_segmentation,
-                        linear_probe)
+from .protocols import (PROTOCOLS, cluster_segmentation, dispersion_stats,
+                        grid_majority_scores, knn_segmentation, linear_probe)
 
 
 def check_protocol(protocol: str) -> str:
@@ -28,25 +28,31 @@ def run_protocol(model: nn.Module,
     """Metrics of ``protocol`` for ``model``'s frozen dense features.
 
     ``train``/``val`` are :func:`.data.load_split` dicts; ``linear`` and ``knn`` fit on ``train``
-    and score ``val``; ``cluster`` and ``dispersion`` use ``val`` only.
+    and score ``val``; ``cluster`` and ``dispersion`` use ``val`` only. The segmentation
+    protocols also report ``grid_mIoU``, the ceiling that the feature stride sets
+    (:func:`.protocols.grid_majority_scores`).
     """
     check_protocol(protocol)
     val_feats = extract_features(model, val['images'], batch_size)
     common = dict(num_classes=num_classes, ignore_index=ignore_index)
-    if protocol == 'cluster':
-        return cluster_segmentation(val_feats, val['labels'], num_clusters=num_clusters,
-                                    matching=matching, **common)
     if protocol == 'dispersion':
         return dispersion_stats(val_feats, val['labels'], instances=val.get('instances'),
                                 **common)
-    if train is None:
+    if protocol == 'cluster':
+        metrics = cluster_segmentation(val_feats, val['labels'], num_clusters=num_clusters,
+                                       matching=matching, **common)
+    elif train is None:
         raise ValueError(f'protocol {protocol!r} needs a training split')
-    train_feats = extract_features(model, train['images'], batch_size)
-    if protocol == 'knn':
-        return knn_segmentation(train_feats, train['labels'], val_feats, val['labels'], k=knn_k,
-                                **common)
-    return linear_probe(train_feats, train['labels'], val_feats, val['labels'],
-                        epochs=linear_epochs, **common)
+    else:
+        train_feats = extract_features(model, train['images'], batch_size)
+        if protocol == 'knn':
+            metrics = knn_segmentation(train_feats, train['labels'], val_feats, val['labels'],
+                                       k=knn_k, **common)
+        else:
+            metrics = linear_probe(train_feats, train['labels'], val_feats, val['labels'],
+                                   epochs=linear_epochs, **common)
+    ceiling = grid_majority_scores(val['labels'], val_feats.shape[-2:], **common)
+    return dict(metrics, grid_mIoU=ceiling['mIoU'])
 
 
 def load_model(config: str, checkpoint: str, device: str = 'cpu') -> nn.Module:
