@@ -13,5 +13,6 @@ __all__ = [
     'load_split', 'resolve_dataset_config', 'dense_backbone', 'dense_features', 'extract_features',
     'normalize_images', 'confusion_matrix', 'segmentation_scores', 'PROTOCOLS',
     'cluster_segmentation', 'dispersion_stats', 'grid_majority_scores', 'kmeans',
-    'knn_segmentation', 'linear_probe', 'match_clusters', 'patch_labels', 'check_protocol', 'load_model', 'run_protocol'
+    'knn_segmentation', 'linear_probe', 'match_clusters', 'patch_labels', 'check_protocol',
+    'load_model', 'run_protocol'
 ]
