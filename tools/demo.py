@@ -59,7 +59,11 @@ def read_scalars(work_dir, key='loss'):
 
 
 def curve(records, key):
-    return ' '.join(f'{r["step"]}:{r[key]:.3f}' for r in records)
+    """``step:value`` pairs, one per step (the LoggerHook repeats a hook's value at its step)."""
+    by_step = {}
+    for record in records:
+        by_step.setdefault(record['step'], record[key])
+    return ' '.join(f'{step}:{value:.3f}' for step, value in by_step.items())
 
 
 def print_dense_table(results):
