@@ -38,7 +38,7 @@ def parse_args():
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--skip-dense-eval', action='store_true')
     parser.add_argument('--skip-dense-curve', action='store_true',
-                        help='skip step 5 (about 20 minutes on 2 CPU cores)')
+                        help='skip step 5 (16 minutes on 2 CPU cores)')
     parser.add_argument('--skip-transfer', action='store_true')
     return parser.parse_args()
 
