@@ -19,8 +19,8 @@ param_scheduler = [
          begin=0, end=max_epochs, convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs)
-dense_eval_hook = dict(type='DenseEvalHook', dataset='toy', interval=95, num_train=120, num_val=40,
-                  img_size=96)
+dense_eval_hook = dict(type='DenseEvalHook', dataset='toy', interval=95, num_train=120,
+                       num_val=40, img_size=96)
 custom_hooks = [
     dict(type='FreezeLastLayerHook', module_prefixes=('head.last_layer', ), freeze_epochs=1),
     dict(dense_eval_hook, protocol='knn'),
