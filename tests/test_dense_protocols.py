@@ -93,15 +93,14 @@ def test_patch_labels_take_the_majority_and_ignore_mostly_unlabelled_cells():
 
 def test_grid_majority_ceiling():
     # labels constant on the cells of the grid: the ceiling is perfect
-    _, labels = synthetic(separable=True)
+    feats, labels = synthetic(separable=True)
     assert grid_majority_scores(labels, (8, 8), NUM_CLASSES) == dict(mIoU=1.0, pAcc=1.0)
     # one 2x2 cell holding 3 pixels of class 0 and 1 of class 1, plus an all-ignored cell:
     # the cell predicts 0 → IoU_0 = 3/4, IoU_1 = 0, pAcc = 3/4; ignored pixels do not count
-    labels = torch.tensor([[[0, 0, 255, 255], [0, 1, 255, 255]]])
-    scores = grid_majority_scores(labels, (1, 2), num_classes=2)
+    cell = torch.tensor([[[0, 0, 255, 255], [0, 1, 255, 255]]])
+    scores = grid_majority_scores(cell, (1, 2), num_classes=2)
     assert scores['mIoU'] == pytest.approx(3 / 8) and scores['pAcc'] == pytest.approx(3 / 4)
     # on a grid coarser than the labels, kNN (one label per cell) cannot pass the ceiling's pAcc
-    feats, labels = synthetic(separable=True)
     coarse = torch.nn.functional.avg_pool2d(feats, 2)
     knn = knn_segmentation(coarse[:4], labels[:4], coarse[4:], labels[4:], NUM_CLASSES)
     ceiling = grid_majority_scores(labels[4:], (4, 4), NUM_CLASSES)

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from mmengine.config import Config
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DINO_CONFIG = 'configs/dino/vit-s16_toy.py'
 DINO_CURVE_CONFIG = 'configs/dino/vit-ti16_toy-30e.py'
@@ -130,9 +132,11 @@ def main():
 
     if not args.skip_dense_curve:
         step = time.time()
+        hooks = Config.fromfile(osp.join(ROOT, DINO_CURVE_CONFIG)).custom_hooks
         run([sys.executable, 'tools/train.py', DINO_CURVE_CONFIG, '--work-dir', curve_dir,
              '--cfg-options', f'train_dataloader.dataset.data_root={args.data_root}'] +
-            [f'custom_hooks.{i}.data_root={args.data_root}' for i in (1, 2)])
+            [f'custom_hooks.{i}.data_root={args.data_root}'
+             for i, hook in enumerate(hooks) if hook['type'] == 'DenseEvalHook'])
         eval_dir = osp.join(args.work_dir, 'dense_eval_vit-ti')
         for name, ckpt, seed in (('DINO 30 ep', osp.join(curve_dir, 'epoch_30.pth'), 0),
                                  *((f'random init {seed}', 'random', seed)

@@ -1,8 +1,9 @@
-# DINO ViT-Ti/16 on the toy scenes for 30 epochs (540 iterations, about 16 minutes on the 2-core
+# DINO ViT-Ti/16 on the toy scenes for 30 epochs (540 iterations, 14-15 minutes on the idle 2-core
 # CPU), with linear and kNN dense evaluation every 95 iterations: the toy run that shows the
-# dense-evaluation learning curve (numbers in configs/dino/README.md). A ViT-Ti image costs a fifth
-# of a ViT-S one here (1.7 s per 32-image step against 2.1 s per 8-image ViT-S step), which pays
-# for batch 32: at batch 8 the ViT-S loss stayed near ln K for 12 epochs (README).
+# dense-evaluation learning curve (numbers in configs/dino/README.md). A ViT-Ti image costs a third
+# of a ViT-S one here (median 1.59 s per 32-image step against 1.22 s per 8-image step of
+# vit-s16_toy.py), which pays for batch 32: at batch 8 the ViT-S loss stayed near ln K for 12
+# epochs (README).
 _base_ = ['./vit-s16_toy.py']
 model = dict(backbone=dict(arch='deit-tiny', drop_path_rate=0.0), head=dict(in_channels=192))
 train_dataloader = dict(batch_size=32)
