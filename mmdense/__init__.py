@@ -14,16 +14,21 @@ def _check_version(name: str, installed: str, minimum: str, maximum: str) -> Non
     if not digit_version(minimum) <= digit_version(installed) < digit_version(maximum):
         raise ImportError(
             f'mmdense {__version__} needs {name}>={minimum},<{maximum}, but {name}=={installed} '
-            'is installed. Run `make install` (or see requirements/mminstall.txt).')
+            'is installed. Run `make install`, or see "Install into an existing environment" in '
+            'the README.')
 
 
 _check_version('mmengine', mmengine.__version__, MMENGINE_MIN, MMENGINE_MAX)
 _check_version('mmcv', mmcv.__version__, MMCV_MIN, MMCV_MAX)
+
+from .utils.optional_imports import guard_mmpretrain_multimodal  # noqa: E402
+
+guard_mmpretrain_multimodal()
 try:
     import mmpretrain
 except ImportError as e:
     raise ImportError(f'mmdense needs mmpretrain>={MMPRETRAIN_MIN},<{MMPRETRAIN_MAX}: {e}. '
-                      'Run `make install`.') from e
+                      'Run `make install`, or pip install -e ".[lite]" (README).') from e
 _check_version('mmpretrain', mmpretrain.__version__, MMPRETRAIN_MIN, MMPRETRAIN_MAX)
 
 from .utils import compat  # noqa: E402

@@ -39,6 +39,33 @@ def test_mmengine_message_hub_state_loads_safely(tmp_path):
     assert loaded['meta']['seed'] == 7
 
 
+def test_checkpoint_with_an_empty_history_buffer_loads_safely(tmp_path):
+    """A message-hub entry that was never updated pickles an empty numpy array, whose protocol-2
+    form calls ``bytes()``; weights_only loading refused it ('Unsupported global: GLOBAL
+    bytes')."""
+    from mmengine.logging import HistoryBuffer
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'meta': {'message_hub': {'log_scalars': {'train/loss': HistoryBuffer()}}},
+                'state_dict': {'w': torch.ones(2)}}, path)
+    loaded = torch.load(path)
+    buffer = loaded['meta']['message_hub']['log_scalars']['train/loss']
+    assert isinstance(buffer, HistoryBuffer) and len(buffer.data[0]) == 0
+
+
+@pytest.mark.parametrize('args', [(5, ), ('text', 'utf-8'), (10**12, )])
+def test_bytes_with_arguments_is_refused(tmp_path, args):
+
+    class CallsBytes:
+
+        def __reduce__(self):
+            return (bytes, args)
+
+    path = tmp_path / 'evil.pth'
+    torch.save({'meta': CallsBytes()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+
+
 def test_negative_hue_jitter_works_and_rotates_hue():
     import cv2
     import mmcv

@@ -32,9 +32,24 @@ def _history_buffer_statistic(owner, name: str):
         f'methods {HISTORY_BUFFER_STATISTICS} are allowed')
 
 
+def _empty_bytes(*args):
+    """Stands in for ``bytes`` while a checkpoint is unpickled with ``weights_only=True``.
+
+    ``torch.save`` pickles with protocol 2, which writes an *empty* ``bytes`` object as the call
+    ``bytes()`` (non-empty ones go through ``_codecs.encode``, which torch allows). mmengine's
+    ``HistoryBuffer`` of a message-hub entry that was never updated holds an empty numpy array,
+    whose data is that empty ``bytes``. Only the argument-less call is allowed.
+    """
+    if args:
+        raise pickle.UnpicklingError(f'checkpoint asks for bytes{args!r}; only bytes() (the '
+                                     'empty bytes object of protocol 2) is allowed')
+    return b''
+
+
 def checkpoint_safe_globals() -> list:
     """The globals mmengine 0.10.7 runner checkpoints hold beyond torch's defaults: numpy arrays
-    and scalars (``HistoryBuffer`` histories, message-hub values) and ``HistoryBuffer`` itself."""
+    and scalars (``HistoryBuffer`` histories, message-hub values), ``HistoryBuffer`` itself and
+    the empty ``bytes`` of an empty history."""
     from mmengine.logging import HistoryBuffer
     try:  # numpy >= 2.0 moved the pickling helpers to numpy._core
         from numpy._core.multiarray import _reconstruct, scalar
@@ -48,6 +63,7 @@ def checkpoint_safe_globals() -> list:
         (scalar, f'{scalar.__module__}.scalar'),
         HistoryBuffer,
         (_history_buffer_statistic, 'builtins.getattr'),
+        (_empty_bytes, 'builtins.bytes'),
     ]
 
 
