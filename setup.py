@@ -32,7 +32,11 @@ setup(
     packages=find_packages(exclude=('configs', 'tools', 'tests')),
     python_requires='>=3.8',
     install_requires=read_requirements('runtime.txt'),
+    # pip install -e ".[lite]"      into an environment with torch + torchvision, no mmcv
+    # pip install -e ".[transfer]"  adds mmdet + mmseg (needs mmcv with compiled ops)
     extras_require={
+        'lite': read_requirements('lite.txt'),
+        'transfer': read_requirements('transfer.txt'),
         'mim': read_requirements('mminstall.txt'),
         'tests': read_requirements('tests.txt'),
         'optional': read_requirements('optional.txt'),

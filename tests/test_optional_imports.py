@@ -39,3 +39,21 @@ def test_mmdense_models_build_beside_a_broken_transformers(broken_transformers, 
     assert "mmpretrain's multimodal models are unavailable" in result.stderr
     assert 'apply_chunking_to_forward' in result.stderr
     assert satisfy_requirement('pycocotools'), 'the fake only matters where mmpretrain tries it'
+
+
+def test_pretraining_and_export_import_without_mmdet_and_mmseg():
+    """``pip install -e ".[lite]"`` installs neither: importing mmdense, registering its modules
+    and the export API must not need them (a blocked import raises ImportError)."""
+    code = ('import sys\n'
+            'sys.modules["mmdet"] = None; sys.modules["mmseg"] = None\n'
+            'import mmdense\n'
+            'from mmdense.utils import register_all_modules\n'
+            'register_all_modules()\n'
+            'import mmdense.transfer\n'
+            'from mmdense.transfer.checkpoints import export_backbone\n'
+            'from mmdense.registry import MODELS\n'
+            'print("ok", MODELS.get("SlotCon").__name__)\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'ok SlotCon' in result.stdout

@@ -80,7 +80,7 @@ fi
 
 log "installing OpenMMLab packages and runtime/test requirements"
 "${PIP[@]}" install -q -r "$ROOT/requirements/mminstall.txt" -r "$ROOT/requirements/runtime.txt" \
-    -r "$ROOT/requirements/tests.txt"
+    -r "$ROOT/requirements/transfer.txt" -r "$ROOT/requirements/tests.txt"
 "${PIP[@]}" install -q -r "$ROOT/requirements/optional.txt" || log "optional extras failed to install (continuing)"
 log "installing mmdense (editable)"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"

@@ -7,21 +7,23 @@
   ``custom_imports=dict(imports=['mmdense.transfer'])``;
 * :mod:`.check`: verify that a downstream backbone really starts from an exported file.
 
-Importing this package imports mmdet and mmseg; ``mmdense`` itself does not import it.
+Importing this package registers those modules in mmdet and in mmseg, each where installed:
+export and import need neither (``pip install -e ".[lite]"``); ``mmdense`` itself does not
+import this package.
 """
-from mmdet.registry import MODELS as MMDET_MODELS
-from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMDET_CONSTRUCTORS
-from mmseg.registry import MODELS as MMSEG_MODELS
-from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMSEG_CONSTRUCTORS
+import importlib
 
 from .checkpoints import export_backbone, import_published, read_sidecar
 from .layer_decay import LayerDecayOptimWrapperConstructor
 from .vit_pyramid import ViTPyramid
 
-for _registry in (MMDET_MODELS, MMSEG_MODELS):
-    _registry.register_module(module=ViTPyramid)
-for _registry in (MMDET_CONSTRUCTORS, MMSEG_CONSTRUCTORS):
-    _registry.register_module(module=LayerDecayOptimWrapperConstructor)
+for _library in ('mmdet', 'mmseg'):
+    try:
+        _registries = importlib.import_module(f'{_library}.registry')
+    except ImportError:
+        continue
+    _registries.MODELS.register_module(module=ViTPyramid)
+    _registries.OPTIM_WRAPPER_CONSTRUCTORS.register_module(module=LayerDecayOptimWrapperConstructor)
 
 __all__ = ['export_backbone', 'import_published', 'read_sidecar', 'ViTPyramid',
            'LayerDecayOptimWrapperConstructor']
