@@ -12,7 +12,8 @@ def test_benchmark_reports_timing_memory_and_flops(toy_root, tmp_path):
     tiny_dino_config(toy_root, max_iters=10).dump(str(config))
     out = tmp_path / 'result.json'
     cmd = [sys.executable, osp.join(ROOT, 'tools/analysis_tools/benchmark.py'), str(config),
-           '--iters', '2', '--warmup', '1', '--batch-size', '2', '--count-readbacks', '--out',
+           '--iters', '2', '--warmup', '1', '--batch-size', '2', '--count-readbacks', '--count-ops',
+           '--out',
            str(out)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -26,3 +27,9 @@ def test_benchmark_reports_timing_memory_and_flops(toy_root, tmp_path):
     sites = report['host_readback_sites']
     assert report['host_readbacks_per_step'] == sum(sites.values())
     assert not [site for site in sites if ' at mmdense/' in site], sites
+    # one more step counted for aten operators: a real step runs matmuls, backward and the
+    # optimizer, and the top list is a subset of the total
+    ops = report['aten_ops_top']
+    assert report['aten_ops_per_step'] >= sum(ops.values()) > 0
+    assert any(op.startswith('aten.mm') or op.startswith('aten.addmm') for op in ops)
+    assert not set(ops) & {'aten.view.default', 'aten.detach.default'}

@@ -28,3 +28,17 @@ def test_methods_are_restored_and_optimizer_step_counters_are_not_counted():
     assert sum(counts.values()) == 0, counts
     assert torch.Tensor.item is original
     assert dict(vars(torch.Tensor)) == class_attributes  # restored exactly, nothing left behind
+
+
+def test_op_counter_counts_compute_ops_and_leaves_results_unchanged():
+    from mmdense.utils.op_counter import compute_ops, count_aten_ops
+    x = torch.randn(4, 3, requires_grad=True)
+    w = torch.randn(3, 2)
+    with count_aten_ops() as counts:
+        y = (x @ w).relu().sum()
+        y.backward()
+    ops = compute_ops(counts)
+    assert ops['aten.mm.default'] >= 2  # forward x @ w and backward dL/dx
+    assert ops['aten.relu.default'] == 1
+    assert torch.allclose(x.grad, ((x.detach() @ w) > 0).float() @ w.t())
+    assert sum(ops.values()) <= sum(counts.values())

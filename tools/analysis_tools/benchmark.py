@@ -1,7 +1,7 @@
 """Training-step cost of a pretraining config: s/iter, images/s, peak memory, FLOPs.
 
     python tools/analysis_tools/benchmark.py CONFIG [--iters 10] [--warmup 2] [--batch-size B]
-        [--amp] [--compile] [--channels-last] [--threads N] [--count-readbacks]
+        [--amp] [--compile] [--channels-last] [--threads N] [--count-readbacks] [--count-ops]
         [--out result.json] [--cfg-options k=v ...]
 
 Batches come from the config's own training pipeline, all fetched before timing (the loader's
@@ -12,6 +12,9 @@ update; the reported time is the median over ``--iters``. FLOPs are counted once
 counted per data sample, two for a CoTAP pair (a sample holding an image and its neighbour).
 ``--count-readbacks`` runs one more step counting the tensor-to-Python read-backs (``.item()``,
 ``.tolist()``, ``bool(t)``, ...; each a device synchronisation on CUDA) by call site.
+``--count-ops`` runs one more step counting the aten operators it dispatches (forward,
+backward, optimizer and EMA update; metadata-only views excluded): a CPU proxy for the kernel
+launches that bound a small GPU step.
 """
 import argparse
 import json
@@ -50,6 +53,9 @@ def parse_args():
                         'own, the number of physical cores or OMP_NUM_THREADS)')
     parser.add_argument('--count-readbacks', action='store_true',
                         help='count host read-backs of one more step, by call site')
+    parser.add_argument('--count-ops', action='store_true',
+                        help='count the aten operators of one more step (CPU proxy for GPU '
+                        'kernel launches)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', help='write the result as JSON here')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
@@ -87,6 +93,7 @@ def main():
     import mmdense  # noqa: F401  registers modules and applies compat fixes
     from mmdense.registry import MODELS
     from mmdense.utils import count_host_readbacks, register_all_modules
+    from mmdense.utils.op_counter import compute_ops, count_aten_ops
 
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(args.config)
@@ -105,7 +112,7 @@ def main():
                                      device_type='cpu')
         cfg.optim_wrapper.pop('loss_scale', None)
 
-    total_iters = args.warmup + args.iters + 1 + args.count_readbacks
+    total_iters = args.warmup + args.iters + 1 + args.count_readbacks + args.count_ops
     MessageHub.get_current_instance().update_info('max_iters', 10 * total_iters)
     model = MODELS.build(cfg.model).to(args.device)
     model.init_weights()
@@ -150,7 +157,12 @@ def main():
     readbacks = None
     if args.count_readbacks:
         with count_host_readbacks() as readbacks:
+            step(batches[-1 - args.count_ops])
+    ops = None
+    if args.count_ops:
+        with count_aten_ops() as all_ops:
             step(batches[-1])
+        ops = compute_ops(all_ops)
 
     median = statistics.median(times)
     result = dict(
@@ -168,6 +180,9 @@ def main():
                       host_readback_sites={
                           f'{method} at {short_path(call_site)}': count
                           for (method, call_site), count in readbacks.most_common()})
+    if ops is not None:
+        result.update(aten_ops_per_step=sum(ops.values()),
+                      aten_ops_top=dict(ops.most_common(15)))
     print(json.dumps(result, indent=2))
     if args.out:
         with open(args.out, 'w') as f:
