@@ -6,9 +6,9 @@ from mmengine.dataset import default_collate
 from mmpretrain.models import SelfSupDataPreprocessor
 
 from mmdense.datasets.transforms.formatting import PackMultiViewInputs
-from mmdense.datasets.transforms.multi_crop import MultiCropWithGeometry
+from mmdense.datasets.transforms.multi_crop import MultiCropWithGeometry, intersection_area
 from mmdense.models.utils.alignment import align_to_boxes
-from mmdense.models.utils.crop_geometry import boxes_overlap, overlap_in_views
+from mmdense.models.utils.crop_geometry import overlap_in_views
 from mmdense.registry import TRANSFORMS
 
 HEIGHT, WIDTH = 120, 160
@@ -85,19 +85,112 @@ def test_views_match_boxes_and_flips():
         np.testing.assert_array_equal(mirrored, expected[:, ::-1])
 
 
-def test_require_overlap():
-    # Small crops: about 30% of free draws miss the first crop, and 10 draws almost never do.
-    kwargs = dict(global_crops=dict(num=3, scale=(0.1, 0.3), size=8))
-    free = MultiCropWithGeometry(**kwargs)
-    required = MultiCropWithGeometry(require_overlap=True, **kwargs)
-
-    def overlapping(transform, seed):
+def _overlap_fractions(transform, seeds):
+    """Share of each further global crop's area that lies in the first crop, over ``seeds``."""
+    fractions = []
+    for seed in seeds:
         first, *others = _run(transform, seed)['crop_boxes']
-        return all(boxes_overlap(first, box) for box in others)
+        fractions += [intersection_area(first, box) / ((box[2] - box[0]) * (box[3] - box[1]))
+                      for box in others]
+    return np.array(fractions)
 
+
+def test_require_overlap_resamples_until_the_overlap_share_is_reached():
+    # Small crops: 18% of free draws miss the first crop and 38% share less than 20% of their
+    # area with it (seeds 0-299); with the 20% rule 99% reach it, the rest being the
+    # unconditioned draws after 10 failures.
+    kwargs = dict(global_crops=dict(num=3, scale=(0.1, 0.3), size=8))
     seeds = range(300)
-    assert sum(not overlapping(free, seed) for seed in seeds) > 50
-    assert all(overlapping(required, seed) for seed in seeds)
+    free = _overlap_fractions(MultiCropWithGeometry(**kwargs), seeds)
+    any_overlap = _overlap_fractions(MultiCropWithGeometry(require_overlap=True, **kwargs), seeds)
+    share = _overlap_fractions(
+        MultiCropWithGeometry(require_overlap=True, min_overlap=0.2, **kwargs), seeds)
+    assert (free == 0).mean() > 0.15 and (free < 0.19).mean() > 0.3
+    assert (any_overlap > 0).all() and (any_overlap < 0.19).mean() > 0.2
+    # 0.19: the threshold is on the drawn target area, which rounding to pixels moves slightly
+    assert (share >= 0.19).mean() > 0.97
+
+
+def _scripted_draws(transform, draws):
+    """Make ``transform._draw_box`` return ``draws`` (box, target area) in turn, or None."""
+    calls = []
+
+    def draw_box(height, width, scale):
+        calls.append(scale)
+        return draws[len(calls) - 1]
+
+    transform._draw_box = draw_box
+    return calls
+
+
+def _square(x1, y1, side):
+    return np.array([x1, y1, x1 + side, y1 + side], np.float32), float(side * side)
+
+
+def test_overlap_threshold_is_one_percent_of_the_second_crops_area():
+    transform = MultiCropWithGeometry(require_overlap=True, min_overlap=0.01)
+    first = np.array([0, 0, 1000, 1000], np.float32)  # 1% of it would be 10000 px
+    # a 100 x 100 crop sharing 90 px (0.9% of its area), then one sharing 100 px (1%)
+    draws = [_square(991, 990, 100), _square(990, 990, 100)]
+    calls = _scripted_draws(transform, draws + [None])
+    box = transform._sample_overlapping_box(2000, 2000, (0.1, 1.0), first)
+    np.testing.assert_array_equal(box, draws[1][0])
+    assert len(calls) == 2
+
+
+def test_after_max_tries_the_crop_is_drawn_without_condition(monkeypatch):
+    transform = MultiCropWithGeometry(require_overlap=True, min_overlap=0.01, max_tries=10)
+    first = np.array([0, 0, 50, 50], np.float32)
+    # draws that do not fit the image (None) count as tries like disjoint ones
+    calls = _scripted_draws(transform, [None, _square(60, 60, 30)] * 5)
+    fallback = np.array([55, 0, 95, 40], np.float32)  # disjoint too: kept all the same
+    monkeypatch.setattr(transform, '_sample_box', lambda height, width, scale: fallback)
+    box = transform._sample_overlapping_box(100, 100, (0.1, 1.0), first)
+    assert len(calls) == 10
+    np.testing.assert_array_equal(box, fallback)
+
+
+def test_bad_overlap_or_antialias_settings_are_clear_errors():
+    with pytest.raises(ValueError, match='min_overlap must lie in \\[0, 1\\], got 2'):
+        MultiCropWithGeometry(min_overlap=2)
+    with pytest.raises(ValueError, match="interpolation='hamming' has no PIL filter"):
+        MultiCropWithGeometry(antialias=True, interpolation='hamming')
+    with pytest.raises(TypeError, match='needs a uint8 image, got float32'):
+        _run(MultiCropWithGeometry(antialias=True, global_crops=dict(size=8)), 0,
+             img=np.zeros((40, 40, 3), np.float32))
+
+
+def _whole_image_views(antialias, img, size):
+    transform = MultiCropWithGeometry(global_crops=dict(num=1, size=size, scale=(1.0, 1.0)),
+                                      ratio=(1.0, 1.0), flip_prob=0.0, antialias=antialias)
+    return _run(transform, 0, img=img)['img'][0]
+
+
+def test_antialiased_resize_averages_a_high_frequency_pattern():
+    # a one-pixel checkerboard of 0 and 255 shrunk 256 -> 37 px: each output pixel covers about
+    # 48 pixels, half black and half white, so an antialiased resize gives their mean, 127.5
+    checkerboard = (np.indices((256, 256)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    img = np.repeat(checkerboard[..., None], 3, axis=2)
+    smooth, aliased = _whole_image_views(True, img, 37), _whole_image_views(False, img, 37)
+    assert smooth.dtype == np.uint8 and smooth.shape == (37, 37, 3)
+    assert np.abs(smooth.astype(float) - 127.5).max() <= 1.0
+    # cv2's bicubic samples the 4 x 4 source pixels nearest each output pixel: 0 to 255
+    assert aliased.min() < 20 and aliased.max() > 235
+
+
+def test_antialiased_views_equal_torchvision_resized_crops_of_pil_images():
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import resized_crop
+    img = _image(3)
+    transform = MultiCropWithGeometry(global_crops=dict(size=(24, 40)), flip_prob=0.0,
+                                      antialias=True)
+    results = _run(transform, 5, img=img)
+    for view, (x1, y1, x2, y2) in zip(results['img'], results['crop_boxes'].astype(int)):
+        expected = resized_crop(Image.fromarray(img), y1, x1, y2 - y1, x2 - x1, [24, 40],
+                                InterpolationMode.BICUBIC)
+        np.testing.assert_array_equal(view, np.asarray(expected))
+        assert view.flags.writeable
 
 
 def test_deterministic_under_seed():

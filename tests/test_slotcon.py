@@ -236,21 +236,129 @@ def test_two_view_requirement_is_a_clear_error(message_hub_max_iters):
         tiny_slotcon().loss([torch.randn(2, 3, 64, 64)] * 3, samples(2))
 
 
-# ----------------------------------------------------------------------------- optimiser
+# ----------------------------------------------------------------------------- teacher BN
 
-def test_lars_excludes_exactly_the_one_dimensional_parameters():
-    from mmengine.config import Config
-    from mmengine.optim import build_optim_wrapper
-    cfg = Config.fromfile(osp.join(ROOT, 'configs/slotcon/r18_toy.py'))
+def test_teacher_keeps_its_own_batchnorm_statistics(message_hub_max_iters):
+    """As in the official code, the teacher runs in train mode and only its parameters follow
+    the student: its BN running statistics come from its own forward passes, and the EMA update
+    leaves them as they are."""
+    torch.manual_seed(0)
     model = tiny_slotcon()
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    assert type(wrapper.optimizer).__name__ == 'SyncFreeLARS'
-    names = {id(p): n for n, p in model.named_parameters()}
-    seen = set()
-    for group in wrapper.optimizer.param_groups:
-        for param in group['params']:
-            one_dim = param.ndim == 1
-            assert group.get('lars_exclude', False) == one_dim, names[id(param)]
-            assert (group['weight_decay'] == 0) == one_dim, names[id(param)]
-            seen.add(names[id(param)])
-    assert seen == {n for n, p in model.named_parameters() if p.requires_grad}
+    model.init_weights()
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(3):
+        inputs = [torch.randn(4, 3, 64, 64) * 3 + 1 for _ in range(2)]
+        losses = model.loss(inputs, samples(4))
+        optimizer.zero_grad()
+        (losses['loss_group'] + losses['loss_slot']).backward()
+        optimizer.step()
+    own = {name: buffer.clone() for name, buffer in model.teacher.module.named_buffers()}
+    assert not torch.allclose(own['backbone.bn1.running_mean'], model.backbone.bn1.running_mean,
+                              rtol=1e-3)
+    assert not torch.allclose(own['neck.mlp.bn1.running_var'],
+                              model.neck.mlp.bn1.running_var, rtol=1e-3)
+    model.teacher.update(model.student_modules())
+    for name, buffer in model.teacher.module.named_buffers():
+        assert torch.equal(buffer, own[name]), name
+
+
+# ----------------------------------------------------------------------------- recipes
+
+def load_config(name):
+    from mmengine.config import Config
+    return Config.fromfile(osp.join(ROOT, 'configs/slotcon', name))
+
+
+R50_RECIPES = ('r50_in1k-100e.py', 'r50_in1k-200e.py', 'r50_coco-800e.py', 'r50_cocoplus-800e.py')
+
+
+def test_imagenet_recipes_use_2048_prototypes_and_coco_ones_256():
+    """``--num-prototypes`` and ``--epochs`` of the official scripts."""
+    expected = dict(zip(R50_RECIPES, [(2048, 100), (2048, 200), (256, 800), (256, 800)]))
+    for name, (num_prototypes, epochs) in expected.items():
+        cfg = load_config(name)
+        assert (cfg.model.head.num_prototypes, cfg.train_cfg.max_epochs) == \
+            (num_prototypes, epochs), name
+
+
+def test_recipes_optimise_as_the_official_code():
+    """BarlowTwinsLARS at 1.0 x 512/256, 5 warm-up epochs from lr/100, cosine to 1e-6, fp16."""
+    for name in R50_RECIPES:
+        cfg = load_config(name)
+        epochs = cfg.train_cfg.max_epochs
+        warmup, cosine = cfg.param_scheduler
+        assert (warmup.start_factor, warmup.end) == (1e-2, 5), name
+        assert (cosine.begin, cosine.end, cosine.T_max, cosine.eta_min) == \
+            (5, epochs, epochs - 5, 1e-6), name
+        assert cfg.optim_wrapper == dict(
+            type='AmpOptimWrapper', optimizer=dict(type='BarlowTwinsLARS', lr=2.0, momentum=0.9,
+                                                   weight_decay=1e-5, eta=0.001)), name
+
+
+def test_recipes_teacher_and_views_are_the_official_ones():
+    for name in R50_RECIPES:
+        cfg = load_config(name)
+        assert cfg.model.teacher_buffers == 'own', name
+        crop = cfg.train_pipeline[1]
+        assert (crop.global_crops.size, crop.global_crops.scale) == (224, (0.08, 1.0))
+        assert (crop.require_overlap, crop.max_tries, crop.min_overlap) == (True, 10, 0.01)
+        assert (crop.interpolation, crop.antialias) == ('bicubic', True)
+
+
+def test_cocoplus_reads_train2017_and_unlabeled2017(tmp_path):
+    from mmengine.registry import DATASETS
+    for folder, names in (('train2017', ['a.jpg', 'b.jpg']), ('unlabeled2017', ['c.jpg'])):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / name).write_bytes(b'')
+    cfg = load_config('r50_cocoplus-800e.py')
+    coco = load_config('r50_coco-800e.py')
+    # everything but the image folders is the COCO recipe
+    for part in cfg.train_dataloader.dataset.datasets:
+        assert part.data_root == coco.train_dataloader.dataset.data_root
+        assert part.pipeline == coco.train_dataloader.dataset.pipeline
+        part.update(data_root=str(tmp_path), pipeline=[])
+    for key in ('model', 'optim_wrapper', 'param_scheduler', 'train_cfg'):
+        assert cfg[key] == coco[key], key
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    paths = sorted(osp.relpath(dataset.get_data_info(i)['img_path'], tmp_path)
+                   for i in range(len(dataset)))
+    assert paths == ['train2017/a.jpg', 'train2017/b.jpg', 'unlabeled2017/c.jpg']
+
+
+def test_backbone_starts_as_the_official_resnet():
+    """Last BN weight of every residual block zero, convs kaiming-normal with fan-out."""
+    from mmpretrain.models.backbones.resnet import BasicBlock, Bottleneck
+    register_all_modules(init_default_scope=False)
+    backbone = MODELS.build(load_config('r50_coco-800e.py').model.backbone)
+    backbone.init_weights()
+    blocks = [m for m in backbone.modules() if isinstance(m, Bottleneck)]
+    assert len(blocks) == 16
+    assert all(torch.all(block.norm3.weight == 0) for block in blocks)
+    assert torch.all(backbone.layer1[0].norm1.weight == 1)
+    for conv in (backbone.layer3[0].conv2, backbone.layer4[0].conv1, backbone.conv1):
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        weight = conv.weight.detach()
+        assert abs(float(weight.std()) / math.sqrt(2 / fan_out) - 1) < 0.03
+        assert abs(float(weight.mean())) < 0.05 * math.sqrt(2 / fan_out)
+
+    # the toy model: BasicBlocks, and the teacher starts from the same weights
+    model = MODELS.build(load_config('r18_toy.py').model)
+    model.init_weights()
+    model.teacher.update(model.student_modules())
+    for backbone in (model.backbone, model.teacher['backbone']):
+        blocks = [m for m in backbone.modules() if isinstance(m, BasicBlock)]
+        assert len(blocks) == 8 and all(torch.all(b.norm2.weight == 0) for b in blocks)
+
+
+def test_recipe_optimiser_is_the_official_lars():
+    from mmengine.optim import build_optim_wrapper
+    from mmdense.engine.optimizers import BarlowTwinsLARS
+    model = tiny_slotcon()
+    wrapper = build_optim_wrapper(model, load_config('r18_toy.py').optim_wrapper)
+    assert isinstance(wrapper.optimizer, BarlowTwinsLARS)
+    trained = {id(p) for group in wrapper.optimizer.param_groups for p in group['params']
+               if p.requires_grad}  # the teacher's parameters are frozen: they get no gradient
+    assert trained == {id(p) for n, p in model.named_parameters() if not n.startswith('teacher')}
+    assert {group['weight_decay'] for group in wrapper.optimizer.param_groups} == {1e-5}

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 from mmpretrain.engine.optimizers import LARS
 
-from mmdense.engine.optimizers import SyncFreeLARS
+from mmdense.engine.optimizers import BarlowTwinsLARS, SyncFreeLARS
 from mmdense.utils import count_host_readbacks
 
 
@@ -59,3 +59,90 @@ def test_built_from_a_config_in_the_mmdense_scope():
     model = nn.Linear(3, 2)
     wrapper = build_optim_wrapper(model, dict(optimizer=dict(type='SyncFreeLARS', lr=0.1)))
     assert isinstance(wrapper.optimizer, SyncFreeLARS)
+
+
+# ----------------------------------------------------------------------------- BarlowTwinsLARS
+
+def official_lars_step(params, state, lr, momentum, weight_decay, eta):
+    """The LARS step of the official SlotCon (and Barlow Twins) code, one parameter at a time:
+    ``d = g + λw`` and ``q = η‖w‖/‖d‖`` for tensors of 2+ dimensions (``d = g``, ``q = 1`` for
+    1-D ones), ``μ ← m·μ + q·d`` from ``μ = 0``, ``w ← w − lr·μ``."""
+    for i, p in enumerate(params):
+        d = p.grad.clone()
+        if p.ndim > 1:
+            d += weight_decay * p
+            w_norm, d_norm = float(p.norm()), float(d.norm())
+            d *= eta * w_norm / d_norm if w_norm > 0 and d_norm > 0 else 1.0
+        state[i] = momentum * state.get(i, torch.zeros_like(p)) + d
+        p -= lr * state[i]
+
+
+def small_convnet():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    with torch.no_grad():
+        model[3].weight.zero_()  # ‖w‖ = 0 at the first step (and ‖g‖ = 0 for the first conv)
+    return model
+
+
+def loss_of(model, step):
+    return model(torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(step))) \
+        .square().mean()
+
+
+def test_barlow_twins_lars_is_the_official_update_under_a_changing_lr():
+    settings = dict(momentum=0.9, weight_decay=0.05, eta=0.02)
+    lrs = [0.01, 0.3, 1.0, 2.0, 0.5]  # a warm-up, then a decay
+    reference, ours, inner_lr = small_convnet(), small_convnet(), small_convnet()
+    optimizer = BarlowTwinsLARS(ours.parameters(), lr=lrs[0], **settings)
+    mmpretrain_form = SyncFreeLARS([dict(params=[p for p in inner_lr.parameters() if p.ndim > 1]),
+                                    dict(params=[p for p in inner_lr.parameters() if p.ndim == 1],
+                                         weight_decay=0.0, lars_exclude=True)],
+                                   lr=lrs[0], **settings)
+    state = {}
+    for step, lr in enumerate(lrs):
+        for model, opt in ((ours, optimizer), (inner_lr, mmpretrain_form)):
+            opt.param_groups[0]['lr'] = opt.param_groups[-1]['lr'] = lr
+            model.zero_grad()
+            loss_of(model, step).backward()
+            opt.step()
+        reference.zero_grad()
+        loss_of(reference, step).backward()
+        with torch.no_grad():
+            official_lars_step(list(reference.parameters()), state, lr, **settings)
+        for (name, expected), actual in zip(reference.named_parameters(), ours.parameters()):
+            assert torch.allclose(actual, expected, rtol=1e-5, atol=1e-7), (step, name)
+    assert not torch.equal(ours[0].weight, small_convnet()[0].weight)  # it did train
+    # mmpretrain's form (lr inside the momentum buffer, η‖w‖/(‖g‖ + λ‖w‖)) ends elsewhere
+    assert not torch.allclose(inner_lr[0].weight, ours[0].weight, rtol=1e-3)
+
+
+def test_barlow_twins_lars_gives_1d_parameters_plain_momentum_sgd():
+    bias = nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = BarlowTwinsLARS([bias], lr=0.1, momentum=0.5, weight_decay=10.0, eta=1e-3)
+    grads = [torch.tensor([0.5, 1.0]), torch.tensor([-1.0, 2.0])]
+    for grad in grads:
+        bias.grad = grad
+        optimizer.step()
+    # no decay, no trust ratio: μ1 = g1, μ2 = 0.5·g1 + g2
+    expected = torch.tensor([1.0, -2.0]) - 0.1 * grads[0] - 0.1 * (0.5 * grads[0] + grads[1])
+    assert torch.allclose(bias.detach(), expected)
+
+
+def test_barlow_twins_lars_step_reads_nothing_back():
+    model = small_convnet()
+    optimizer = BarlowTwinsLARS(model.parameters(), lr=0.1, weight_decay=1e-5)
+    loss_of(model, 0).backward()
+    with count_host_readbacks() as readbacks:
+        optimizer.step()
+        optimizer.step()
+    assert sum(readbacks.values()) == 0, readbacks
+
+
+def test_barlow_twins_lars_built_from_a_config_and_rejects_negative_settings():
+    from mmengine.optim import build_optim_wrapper
+    wrapper = build_optim_wrapper(nn.Linear(3, 2),
+                                  dict(optimizer=dict(type='BarlowTwinsLARS', lr=0.1)))
+    assert isinstance(wrapper.optimizer, BarlowTwinsLARS)
+    with pytest.raises(ValueError, match='weight_decay must be >= 0, got -1'):
+        BarlowTwinsLARS(nn.Linear(3, 2).parameters(), lr=0.1, weight_decay=-1)

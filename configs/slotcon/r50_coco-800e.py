@@ -1,4 +1,5 @@
-# SlotCon ResNet-50 on COCO train2017 (118k scene-centric images), 800 epochs, 8 GPUs x 64.
+# SlotCon ResNet-50 on COCO train2017 (118k scene-centric images), 800 epochs, 8 GPUs x 64: the
+# official scripts/slotcon_coco_r50_800ep.sh (256 prototypes).
 _base_ = [
     '../_base_/datasets/coco_unlabeled.py',
     '../_base_/models/slotcon_r50.py',
@@ -8,12 +9,7 @@ _base_ = [
 train_dataloader = dict(batch_size=64, dataset=dict(pipeline={{_base_.train_pipeline}}))
 
 max_epochs = 800
-warmup_epochs = 5
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=warmup_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=0.0, by_epoch=True,
-         begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
-]
+param_scheduler = _base_.param_scheduler
+param_scheduler[1].update(T_max=max_epochs - _base_.warmup_epochs, end=max_epochs)
 train_cfg = dict(max_epochs=max_epochs)
 default_hooks = dict(checkpoint=dict(interval=50))

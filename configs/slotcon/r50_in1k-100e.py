@@ -1,4 +1,5 @@
-# SlotCon ResNet-50 on ImageNet-1K, 100 epochs, 8 GPUs x 64 images.
+# SlotCon ResNet-50 on ImageNet-1K, 100 epochs, 8 GPUs x 64 images: the official
+# scripts/slotcon_imagenet_r50_100ep.sh (2048 prototypes).
 _base_ = [
     '../_base_/datasets/imagenet_unlabeled.py',
     '../_base_/models/slotcon_r50.py',
@@ -6,3 +7,4 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 train_dataloader = dict(batch_size=64, dataset=dict(pipeline={{_base_.train_pipeline}}))
+model = dict(head=dict(num_prototypes=2048))

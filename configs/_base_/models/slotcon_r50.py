@@ -10,10 +10,12 @@ model = dict(
         mean=[123.675, 116.28, 103.53],
         std=[58.395, 57.12, 57.375],
         to_rgb=True),
-    # torchvision layout and initialisation (no zero-init of the last BN of each block).
+    # The official ResNet's initialisation: convs kaiming-normal fan-out (mmpretrain's default
+    # init_cfg) and the last BN weight of every residual block zero.
     backbone=dict(type='ResNet', depth=50, out_indices=(3, ), style='pytorch',
-                  zero_init_residual=False),
+                  zero_init_residual=True),
     neck=dict(type='ConvMLPProjector', in_channels=2048, hidden_channels=4096, out_channels=256),
+    # 256 prototypes: the official COCO recipes (the ImageNet-1K ones use 2048)
     head=dict(type='SemanticGrouping', num_prototypes=256, dim=256, temp=0.07),
     predictor=dict(type='SlotPredictor', in_channels=256, hidden_channels=4096, out_channels=256),
     group_loss_weight=0.5,
@@ -23,6 +25,6 @@ model = dict(
     center_momentum=0.9,
     teacher_momentum=0.99,
     end_teacher_momentum=1.0,
-    teacher_update_buffers=True,
+    teacher_buffers='own',  # official: only parameters are EMA'd
     feat_branch='teacher',
 )

@@ -6,12 +6,28 @@ import mmcv
 import numpy as np
 from mmcv.transforms import BaseTransform, Compose
 from mmengine.registry import DefaultScope
+from PIL import Image
 
-from mmdense.models.utils.crop_geometry import boxes_overlap
 from mmdense.registry import TRANSFORMS
 
 GLOBAL_CROPS = dict(num=2, size=224, scale=(0.25, 1.0))
 LOCAL_CROPS = dict(num=0, size=96, scale=(0.05, 0.25))
+# PIL resampling filters by mmcv interpolation name. Except 'nearest', PIL widens the filter by
+# the downscaling factor, so downscaled views are antialiased.
+PIL_FILTERS = {
+    'nearest': Image.Resampling.NEAREST,
+    'bilinear': Image.Resampling.BILINEAR,
+    'bicubic': Image.Resampling.BICUBIC,
+    'area': Image.Resampling.BOX,
+    'lanczos': Image.Resampling.LANCZOS,
+}
+
+
+def intersection_area(box_a: np.ndarray, box_b: np.ndarray) -> float:
+    """Area shared by two ``(x1, y1, x2, y2)`` boxes (0 if they are disjoint)."""
+    width = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0])
+    height = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1])
+    return float(max(width, 0) * max(height, 0))
 
 
 def _build_pipeline(transforms: Optional[Sequence[dict]]) -> Compose:
@@ -43,13 +59,22 @@ class MultiCropWithGeometry(BaseTransform):
         global_pipelines: lists of transform configs for the global views: a single list shared
             by all of them, or one list per global view (asymmetric augmentation).
         local_pipeline: transform configs applied to every local view.
-        require_overlap: resample each further global crop, up to ``max_tries`` draws, until it
-            overlaps the first global crop; the last draw is kept if none does.
+        require_overlap: draw each further global crop, up to ``max_tries`` times, until its
+            intersection with the first global crop is positive and at least ``min_overlap``
+            times its own target area (drawn area fraction × image area); a draw that does not
+            fit the image counts as a try. If none qualifies, one unconditioned crop is drawn.
+            With ``min_overlap=0.01`` this is the rule of the official SlotCon code.
         clean_global_copies: append, after all views, a copy of each global view with the same
             crop and flip but no photometric pipeline (for a teacher that sees un-jittered
             crops, as in CoTAP).
         max_tries: number of draws allowed per crop by ``require_overlap``.
-        interpolation: resize interpolation understood by :func:`mmcv.imresize`.
+        min_overlap: the fraction of a further global crop's area that must lie in the first
+            one (``require_overlap``); 0 accepts any positive overlap.
+        interpolation: resize interpolation understood by :func:`mmcv.imresize`; with
+            ``antialias`` one of ``PIL_FILTERS``.
+        antialias: resize with PIL (uint8 images) instead of cv2. PIL, like torchvision on PIL
+            images, widens the interpolation filter when it downscales, so a view averages the
+            pixels it shrinks instead of sampling them (aliasing); cv2's bicubic does not.
     """
 
     def __init__(self,
@@ -61,16 +86,26 @@ class MultiCropWithGeometry(BaseTransform):
                  local_pipeline: Optional[Sequence[dict]] = None,
                  require_overlap: bool = False,
                  max_tries: int = 10,
+                 min_overlap: float = 0.0,
                  clean_global_copies: bool = False,
-                 interpolation: str = 'bicubic'):
+                 interpolation: str = 'bicubic',
+                 antialias: bool = False):
         self.global_crops = {**GLOBAL_CROPS, **(global_crops or {})}
         self.local_crops = {**LOCAL_CROPS, **(local_crops or {})}
         self.ratio = ratio
         self.flip_prob = flip_prob
         self.require_overlap = require_overlap
         self.max_tries = max_tries
+        self.min_overlap = min_overlap
         self.clean_global_copies = clean_global_copies
         self.interpolation = interpolation
+        self.antialias = antialias
+        if not 0.0 <= min_overlap <= 1.0:
+            raise ValueError(f'MultiCropWithGeometry: min_overlap must lie in [0, 1], got '
+                             f'{min_overlap}')
+        if antialias and interpolation not in PIL_FILTERS:
+            raise ValueError(f'MultiCropWithGeometry: interpolation={interpolation!r} has no PIL '
+                             f'filter for antialias=True; use one of {sorted(PIL_FILTERS)}')
 
         num_globals = self.global_crops['num']
         global_pipelines = global_pipelines or [[]]
@@ -82,44 +117,72 @@ class MultiCropWithGeometry(BaseTransform):
         self.global_pipelines = [_build_pipeline(pipeline) for pipeline in global_pipelines]
         self.local_pipeline = _build_pipeline(local_pipeline)
 
-    def _sample_box(self, height: int, width: int, scale: Tuple[float, float]) -> np.ndarray:
-        """Draw an ``(x1, y1, x2, y2)`` crop box in the style of RandomResizedCrop."""
-        area = height * width
+    def _draw_box(self, height: int, width: int,
+                  scale: Tuple[float, float]) -> Optional[Tuple[np.ndarray, float]]:
+        """One RandomResizedCrop draw: an ``(x1, y1, x2, y2)`` box and its target area (drawn
+        area fraction × image area, before rounding), or None if the drawn box does not fit."""
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        target_area = height * width * np.random.uniform(*scale)
+        aspect = math.exp(np.random.uniform(*log_ratio))
+        crop_w = int(round(math.sqrt(target_area * aspect)))
+        crop_h = int(round(math.sqrt(target_area / aspect)))
+        if not (0 < crop_w <= width and 0 < crop_h <= height):
+            return None
+        x1 = np.random.randint(0, width - crop_w + 1)
+        y1 = np.random.randint(0, height - crop_h + 1)
+        return np.array([x1, y1, x1 + crop_w, y1 + crop_h], dtype=np.float32), target_area
+
+    def _sample_box(self, height: int, width: int, scale: Tuple[float, float]) -> np.ndarray:
+        """Draw an ``(x1, y1, x2, y2)`` crop box in the style of RandomResizedCrop: up to 10
+        draws, then the largest centred crop whose aspect ratio lies in ``ratio``."""
         for _ in range(10):
-            target_area = area * np.random.uniform(*scale)
-            aspect = math.exp(np.random.uniform(*log_ratio))
-            crop_w = int(round(math.sqrt(target_area * aspect)))
-            crop_h = int(round(math.sqrt(target_area / aspect)))
-            if 0 < crop_w <= width and 0 < crop_h <= height:
-                x1 = np.random.randint(0, width - crop_w + 1)
-                y1 = np.random.randint(0, height - crop_h + 1)
-                return np.array([x1, y1, x1 + crop_w, y1 + crop_h], dtype=np.float32)
-        # Fallback: the largest centred crop whose aspect ratio lies in ``ratio``.
+            drawn = self._draw_box(height, width, scale)
+            if drawn is not None:
+                return drawn[0]
         aspect = min(max(width / height, min(self.ratio)), max(self.ratio))
         crop_w = min(width, int(round(height * aspect)))
         crop_h = min(height, int(round(width / aspect)))
         x1, y1 = (width - crop_w) // 2, (height - crop_h) // 2
         return np.array([x1, y1, x1 + crop_w, y1 + crop_h], dtype=np.float32)
 
+    def _sample_overlapping_box(self, height: int, width: int, scale: Tuple[float, float],
+                                first: np.ndarray) -> np.ndarray:
+        """A crop box whose intersection with ``first`` is positive and at least ``min_overlap``
+        × its own target area: up to ``max_tries`` draws (a draw that does not fit the image
+        counts as one), then one unconditioned :meth:`_sample_box`."""
+        for _ in range(self.max_tries):
+            drawn = self._draw_box(height, width, scale)
+            if drawn is None:
+                continue
+            box, target_area = drawn
+            overlap = intersection_area(first, box)
+            if overlap > 0 and overlap >= self.min_overlap * target_area:
+                return box
+        return self._sample_box(height, width, scale)
+
     def _sample_global_boxes(self, height: int, width: int) -> List[np.ndarray]:
         scale = self.global_crops['scale']
         boxes = []
         for _ in range(self.global_crops['num']):
-            box = self._sample_box(height, width, scale)
-            tries = 1
-            while (self.require_overlap and boxes and tries < self.max_tries
-                   and not boxes_overlap(boxes[0], box)):
-                box = self._sample_box(height, width, scale)
-                tries += 1
-            boxes.append(box)
+            boxes.append(self._sample_overlapping_box(height, width, scale, boxes[0])
+                         if self.require_overlap and boxes else
+                         self._sample_box(height, width, scale))
         return boxes
+
+    def _resize(self, crop: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+        if not self.antialias:
+            return mmcv.imresize(crop, (out_w, out_h), interpolation=self.interpolation)
+        if crop.dtype != np.uint8:
+            raise TypeError('MultiCropWithGeometry(antialias=True) resizes with PIL and needs a '
+                            f'uint8 image, got {crop.dtype}')
+        resized = Image.fromarray(crop).resize((out_w, out_h), PIL_FILTERS[self.interpolation])
+        return np.array(resized)  # a writable copy
 
     def _make_view(self, img: np.ndarray, box: np.ndarray, size: Union[int, Tuple[int, int]],
                    flip: bool, pipeline: Compose) -> np.ndarray:
         out_h, out_w = (size, size) if isinstance(size, int) else size
         x1, y1, x2, y2 = box.astype(int)
-        view = mmcv.imresize(img[y1:y2, x1:x2], (out_w, out_h), interpolation=self.interpolation)
+        view = self._resize(img[y1:y2, x1:x2], out_w, out_h)
         if flip:
             view = np.ascontiguousarray(mmcv.imflip(view, direction='horizontal'))
         return pipeline(dict(img=view, img_shape=view.shape[:2]))['img']
@@ -157,5 +220,6 @@ class MultiCropWithGeometry(BaseTransform):
         return (f'{self.__class__.__name__}(global_crops={self.global_crops}, '
                 f'local_crops={self.local_crops}, ratio={self.ratio}, '
                 f'flip_prob={self.flip_prob}, require_overlap={self.require_overlap}, '
-                f'max_tries={self.max_tries}, clean_global_copies={self.clean_global_copies}, '
-                f'interpolation={self.interpolation!r})')
+                f'max_tries={self.max_tries}, min_overlap={self.min_overlap}, '
+                f'clean_global_copies={self.clean_global_copies}, '
+                f'interpolation={self.interpolation!r}, antialias={self.antialias})')

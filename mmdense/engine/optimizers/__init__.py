@@ -1,5 +1,7 @@
 from .autocast_wrapper import AutocastOptimWrapper
 from .frozen_aware_constructor import FrozenAwareOptimWrapperConstructor
-from .sync_free_lars import SyncFreeLARS
+from .sync_free_lars import BarlowTwinsLARS, SyncFreeLARS
 
-__all__ = ['AutocastOptimWrapper', 'FrozenAwareOptimWrapperConstructor', 'SyncFreeLARS']
+__all__ = [
+    'AutocastOptimWrapper', 'BarlowTwinsLARS', 'FrozenAwareOptimWrapperConstructor', 'SyncFreeLARS'
+]

@@ -1,6 +1,10 @@
-"""LARS whose layer-wise trust ratios stay on the device."""
+"""LARS optimisers whose layer-wise trust ratios stay on the device."""
+from typing import List
+
 import torch
 from mmpretrain.engine.optimizers import LARS
+from torch import Tensor
+from torch.optim import Optimizer
 
 from mmdense.registry import OPTIMIZERS
 
@@ -19,7 +23,7 @@ class SyncFreeLARS(LARS):
     of a group come from one ``torch._foreach_norm`` per list and the trust ratios are selected
     with ``torch.where``, so the step never waits on the device. Arguments, state and results
     are those of ``LARS`` (up to float rounding: the ratio is computed in the parameters' dtype,
-    not in Python floats).
+    not in Python floats). :class:`BarlowTwinsLARS` is the form of the official SlotCon code.
     """
 
     @torch.no_grad()
@@ -55,4 +59,77 @@ class SyncFreeLARS(LARS):
                     update = update.add(buffer, alpha=group['momentum']) \
                         if group['nesterov'] else buffer
                 p.sub_(update)
+        return loss
+
+
+@OPTIMIZERS.register_module()
+class BarlowTwinsLARS(Optimizer):
+    """LARS in the form of the Barlow Twins code, which the official SlotCon code uses.
+
+    For a parameter ``w`` of two or more dimensions, with gradient ``g``, weight decay λ, trust
+    coefficient η, momentum m and the group's current lr::
+
+        d = g + λw
+        q = η‖w‖ / ‖d‖   if ‖w‖ > 0 and ‖d‖ > 0, else 1
+        μ ← m·μ + q·d    (μ starts at 0)
+        w ← w − lr·μ
+
+    1-D (and 0-D) parameters (BN weights and biases, all biases) take ``d = g`` and ``q = 1``:
+    neither weight decay nor adaptation, whatever their group says. Two differences from
+    mmpretrain's ``LARS`` (:class:`SyncFreeLARS`): the lr multiplies the momentum buffer when
+    the step is taken instead of entering it, so a changing lr (warm-up, cosine) rescales the
+    whole accumulated step at once; and the trust ratio divides by ‖g + λw‖, not by
+    ‖g‖ + λ‖w‖.
+
+    No host read-backs: the norms of a group come from ``torch._foreach_norm`` and the ratios
+    are selected with ``torch.where``.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate.
+        momentum: m.
+        weight_decay: λ (of the parameters with two or more dimensions).
+        eta: η.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 eta: float = 0.001) -> None:
+        for name, value in dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                eta=eta).items():
+            if value < 0:
+                raise ValueError(f'BarlowTwinsLARS: {name} must be >= 0, got {value}')
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      eta=eta))
+
+    @staticmethod
+    def _adapted_updates(params: List[Tensor], weight_decay: float, eta: float) -> List[Tensor]:
+        """``q·(g + λw)`` for parameters with two or more dimensions."""
+        updates = torch._foreach_add([p.grad for p in params], params, alpha=weight_decay)
+        weight_norms = torch.stack(torch._foreach_norm(params))
+        update_norms = torch.stack(torch._foreach_norm(updates))
+        trust = eta * weight_norms / update_norms
+        adapt = (weight_norms > 0) & (update_norms > 0)
+        ratios = torch.where(adapt, trust, torch.ones_like(trust)).unbind()
+        return [update.mul_(ratio) for update, ratio in zip(updates, ratios)]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group['params'] if p.grad is not None]
+            matrices = [p for p in params if p.ndim > 1]
+            vectors = [p for p in params if p.ndim <= 1]
+            updates = [p.grad for p in vectors]
+            if matrices:
+                updates += self._adapted_updates(matrices, group['weight_decay'], group['eta'])
+            for p, update in zip(vectors + matrices, updates):
+                state = self.state[p]
+                if 'momentum_buffer' not in state:
+                    state['momentum_buffer'] = torch.zeros_like(p)
+                buffer = state['momentum_buffer']
+                buffer.mul_(group['momentum']).add_(update)
+                p.sub_(buffer, alpha=group['lr'])
         return loss

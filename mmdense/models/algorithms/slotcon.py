@@ -27,6 +27,9 @@ class SlotCon(BaseSelfSupervisor):
 
     ``L = λ_g (L_group(s1, t2) + L_group(s2, t1)) + (1 − λ_g)(L_slot(s1, t2) + L_slot(s2, t1))``
 
+    Each term is a mean over this rank's pixels or queries (the slot keys come from all ranks);
+    DDP averages the gradients over ranks, as in the official code.
+
     Args:
         backbone: e.g. mmpretrain ``ResNet`` with ``out_indices=(3,)``.
         neck: :class:`ConvMLPProjector` config.
@@ -37,8 +40,9 @@ class SlotCon(BaseSelfSupervisor):
         slot_temp: τ of the slot loss.
         center_momentum: EMA momentum of the centre of the teacher scores.
         teacher_momentum / end_teacher_momentum: EMA teacher schedule (0.99 → 1).
-        teacher_update_buffers: average BN statistics into the teacher too (True) rather than
-            copying the student's (False).
+        teacher_buffers: what the teacher does with its BatchNorm statistics: ``'own'`` (the
+            official code: the teacher runs in train mode and keeps its own running statistics;
+            only parameters are averaged), ``'average'`` or ``'copy'`` (the student's).
         feat_branch: ``'teacher'`` or ``'student'`` backbone for :meth:`extract_feat` (transfer).
     """
 
@@ -54,7 +58,7 @@ class SlotCon(BaseSelfSupervisor):
                  center_momentum: float = 0.9,
                  teacher_momentum: float = 0.99,
                  end_teacher_momentum: float = 1.0,
-                 teacher_update_buffers: bool = True,
+                 teacher_buffers: str = 'own',
                  feat_branch: str = 'teacher',
                  data_preprocessor: Optional[dict] = None,
                  pretrained: Optional[str] = None,
@@ -83,7 +87,7 @@ class SlotCon(BaseSelfSupervisor):
         self.feat_branch = feat_branch
         self.register_buffer('center', torch.zeros(1, self.head.num_prototypes))
         self.teacher = EMATeacher(self.student_modules(), teacher_momentum, end_teacher_momentum,
-                                  update_buffers=teacher_update_buffers)
+                                  buffers=teacher_buffers)
 
     def student_modules(self) -> dict:
         """The modules the teacher tracks, by name (the predictor is student-only)."""

@@ -15,6 +15,13 @@ def global_mean(total: Tensor, count: Tensor) -> Tensor:
     return total / mean_count.clamp(min=1.0)
 
 
+def rank_mean(total: Tensor, count: Tensor) -> Tensor:
+    """``total / count`` on this rank (0 when ``count`` is 0). DDP averages the gradients over
+    ranks, so the loss trained is the mean over ranks of each rank's mean, as in the official
+    SlotCon code: ranks with fewer terms give each of them more weight."""
+    return total / count.float().clamp(min=1.0)
+
+
 def group_loss(student_dots: Tensor,
                teacher_dots: Tensor,
                center: Tensor,
@@ -31,7 +38,7 @@ def group_loss(student_dots: Tensor,
         center: (1, K) centre c subtracted from the teacher scores.
         student_temp, teacher_temp: τ_s, τ_t.
         valid: optional (B,) bool; samples marked False are left out. The mean is taken over the
-            pixels of all ranks (see :func:`global_mean`).
+            valid pixels of this rank (see :func:`rank_mean`).
     """
     targets = F.softmax((teacher_dots.detach().float() - center[..., None, None]) / teacher_temp,
                         dim=1)
@@ -40,7 +47,7 @@ def group_loss(student_dots: Tensor,
     if valid is None:
         valid = torch.ones(pixel_losses.shape[0], dtype=torch.bool, device=pixel_losses.device)
     weights = valid.to(pixel_losses.dtype)[:, None, None].expand_as(pixel_losses)
-    return global_mean((pixel_losses * weights).sum(), weights.sum())
+    return rank_mean((pixel_losses * weights).sum(), weights.sum())
 
 
 def kept_slots(dots: Tensor) -> Tensor:
@@ -64,7 +71,8 @@ def slot_contrast_loss(student_slots: Tensor,
     view of every image on every rank, ``κ = normalize(teacher_slots[b', k'])``; the positive of
     q is the key of the same image and prototype. With logits ``z = q·κ / τ``:
 
-    ``L = mean_q [ CE(z_q, positive(q)) ] · 2τ`` (mean over the queries of all ranks).
+    ``L = mean_q [ CE(z_q, positive(q)) ] · 2τ``, the mean over the queries of this rank
+    (:func:`rank_mean`; 0 if it has none), as in the official code.
 
     Args:
         student_slots, teacher_slots: (B, K, D) slots of the two views.
@@ -90,4 +98,4 @@ def slot_contrast_loss(student_slots: Tensor,
 
     logits = queries @ keys.t() / temp
     total = F.cross_entropy(logits, labels, reduction='sum')
-    return global_mean(total, torch.tensor(len(labels), device=logits.device)) * (2 * temp)
+    return rank_mean(total, torch.tensor(len(labels), device=logits.device)) * (2 * temp)

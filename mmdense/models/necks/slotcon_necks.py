@@ -12,9 +12,8 @@ TRUNC_NORMAL_INIT = dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=0.0
 
 def _three_layer_mlp(in_channels: int, hidden_channels: int, out_channels: int, linear: type,
                      norm: type) -> nn.Sequential:
-    """``linear → norm → GELU → linear → norm → GELU → linear``. Norm layers are named
-    ``bn1``/``bn2`` so that optimiser ``custom_keys`` can single them out (see the LARS
-    schedule)."""
+    """``linear → norm → GELU → linear → norm → GELU → linear``, its layers named ``fc1``,
+    ``bn1``, ``act1``, ``fc2``, ``bn2``, ``act2``, ``fc3``."""
     return nn.Sequential(OrderedDict([
         ('fc1', linear(in_channels, hidden_channels)),
         ('bn1', norm(hidden_channels)),
