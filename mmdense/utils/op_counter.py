@@ -9,7 +9,6 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Iterator
 
-import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # Operators that only describe a tensor (no computation, no kernel on a GPU).
