@@ -3,7 +3,8 @@ losses, both centres (image and query, each all-reduced over ranks) and the (DDP
 gradients of 1 process on the whole batch.
 
 Eval mode turns drop-path off (its draws would differ with the batch size); the model has no
-BatchNorm. The query term's mean runs over B·Q query tokens per rank, equal on every rank.
+BatchNorm. The query term (patch-token targets, 3 x 3 tokens per query crop) averages over the
+B·Q·P query tokens of a rank, the same number on every rank.
 """
 import pytest
 import torch

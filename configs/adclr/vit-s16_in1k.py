@@ -1,23 +1,20 @@
-# ADCLR ViT-S/16 on ImageNet-1K: the DINO recipe of ../dino/vit-s16_in1k.py (100 epochs,
-# 8 GPUs x 64 images) plus 10 query crops of 16 px (one token each) per image, appended to the
-# student's global views. The query term has its own centre and the same teacher-temperature
-# warm-up as the DINO term; its DINOLoss settings are copied from `model.loss`.
-_base_ = ['../dino/vit-s16_in1k.py']
+# ADCLR ViT-S/16 on ImageNet-1K, 100 epochs, 8 GPUs x 64 images: the DINO recipe of
+# ../dino/vit-s16_in1k.py in which the 10 local views give way to 4 query crops of 96 px whose
+# 36 tokens each are appended to the student's two global views (the authors' public code),
+# with 8192 prototypes as in that code. The DINO term sees the two global views only.
+_base_ = ['../dino/vit-s16_in1k.py', '../_base_/models/adclr_vit-s16.py']
 
-model = dict(
-    type='ADCLR',
-    backbone=dict(type='QueryVisionTransformer', query_attend_queries=False,
-                  query_pos_embed=False),
-    query_loss_weight=1.0,
-    query_teacher_temp=0.07)
+model = _base_.adclr_model
+model.update(head=dict(out_channels=8192), loss=dict(out_channels=8192))
 
 # train_pipeline = [LoadRGBImage, MultiCropWithGeometry, PackMultiViewInputs]: the multi-crop
-# step also draws the query crops, and num_queries is packed with the geometry.
+# step draws the query crops instead of local views, and num_queries is packed with the geometry.
 train_pipeline = _base_.train_pipeline
 train_pipeline[1].update(
     type='MultiCropWithQueries',
-    query_crops=dict(num=10, size=16, scale=(0.05, 0.25)),
-    query_pipeline=_base_.color_distortion)
+    local_crops=dict(num=0),
+    query_crops=_base_.adclr_query_crops,
+    query_pipeline=_base_.photometric_local)
 train_pipeline[2].algorithm_keys = ['crop_boxes', 'flips', 'num_queries']
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 

@@ -9,28 +9,44 @@ from mmdense.models.backbones import QueryVisionTransformer
 from mmdense.registry import MODELS
 from .dino import DINO, embed_views
 
+QUERY_TARGETS = ('patch_tokens', 'cls_token')
+
 
 @MODELS.register_module()
 class ADCLR(DINO):
     """ADCLR: patch-level contrasting without patch correspondence (Zhang et al., ICLR 2023).
 
-    DINO plus query crops: small random crops of each image (the trailing ``num_queries`` views
-    of ``inputs``) are appended as tokens to the student's global views, where they read the
-    image tokens but are never read by them (:class:`QueryVisionTransformer`), so the DINO
-    term is untouched. The teacher encodes each query crop on its own as a small image; that
-    output is the target of the same query token in every global view of the student:
+    DINO plus query crops: random crops of each image (the trailing ``num_queries`` views of
+    ``inputs``) are patch-embedded and their tokens appended to each of the student's global
+    views, where they read the image tokens but are never read by them
+    (:class:`QueryVisionTransformer`), so the DINO term is untouched. The teacher encodes each
+    query crop on its own as a small image; what it outputs there is the target of the same
+    crop's tokens in every global view of the student. The other views (the leading
+    ``num_global_views``, then any local views before the queries) are DINO's views.
 
-    ``L = L_DINO + λ · L_query``,  ``L_query = 1/(V_g·B·Q) Σ_{v,b,q} H(p_{b,q}, s_{v,b,q})``,
+    ``L = L_DINO + λ · L_query`` with, for ``query_target='patch_tokens'`` (the authors' public
+    code), one target per query token: Q crops of P patches each,
 
-    ``H(p, s) = −Σ_k p_k log softmax(s / τ_s)_k``, ``p_{b,q} = softmax((t_{b,q} − c_q) / τ_q)``:
-    teacher output t of query q of image b, student output s of its token in global view v,
-    with its own centre ``c_q`` and teacher temperature τ_q (``query_teacher_temp``, warmed up
-    by :class:`TeacherTempWarmupHook` with ``attributes=('teacher_temp',
-    'query_teacher_temp')``). The head is shared, so there are no parameters beyond DINO's.
+    ``L_query = 1/(V_g·B·Q·P) Σ_{v,b,q,j} H(p_{b,q,j}, s_{v,b,q,j})``,
+    ``p_{b,q,j} = softmax((t_{b,q,j} − c_q) / τ_q)``,
+
+    t_{b,q,j}: teacher head output of patch token j of crop q of image b encoded alone;
+    s_{v,b,q,j}: student head output of token j of that crop appended to global view v. For
+    ``query_target='cls_token'`` (single-token variant) a crop has one target, the head output
+    of the teacher's CLS token on the crop, and the student's output for the crop is the head on
+    the mean of its P tokens (the token itself for 16 px crops):
+    ``L_query = 1/(V_g·B·Q) Σ_{v,b,q} H(p_{b,q}, s_{v,b,q})``.
+
+    ``H(p, s) = −Σ_k p_k log softmax(s / τ_s)_k``; ``c_q`` is the query term's own centre, the
+    running mean of the teacher's query outputs (all tokens, all ranks), and τ_q
+    (``query_teacher_temp``) its own teacher temperature, warmed up by
+    :class:`TeacherTempWarmupHook` with ``attributes=('teacher_temp', 'query_teacher_temp')``.
+    The head is shared, so there are no parameters beyond DINO's.
 
     Args:
         backbone: :class:`QueryVisionTransformer` config.
         head, loss, **kwargs: as for :class:`DINO`.
+        query_target: ``'patch_tokens'`` or ``'cls_token'``, see above.
         query_loss: :class:`DINOLoss` config of the query term (τ_s, centre momentum); a copy of
             ``loss`` by default. It always keeps every (teacher, student view) pair.
         query_loss_weight: λ.
@@ -41,6 +57,7 @@ class ADCLR(DINO):
                  backbone: dict,
                  head: dict,
                  loss: dict,
+                 query_target: str = 'patch_tokens',
                  query_loss: Optional[dict] = None,
                  query_loss_weight: float = 1.0,
                  query_teacher_temp: float = 0.07,
@@ -50,6 +67,9 @@ class ADCLR(DINO):
         if unknown:
             raise TypeError(f'{type(self).__name__}.__init__() got unexpected keyword '
                             f'argument(s) {unknown}')
+        if query_target not in QUERY_TARGETS:
+            raise ValueError(f'ADCLR: query_target={query_target!r} is not one of '
+                             f'{QUERY_TARGETS}')
         super().__init__(backbone=backbone, head=head, loss=loss, **kwargs)
         if not isinstance(self.backbone, QueryVisionTransformer):
             raise TypeError(f'ADCLR needs a QueryVisionTransformer backbone, got '
@@ -59,6 +79,7 @@ class ADCLR(DINO):
             raise ValueError(f'ADCLR: query_loss out_channels='
                              f'{self.query_loss_module.center.shape[-1]} does not match the head '
                              f'out_channels={self.loss_module.center.shape[-1]}')
+        self.query_target = query_target
         self.query_loss_weight = query_loss_weight
         self.query_teacher_temp = query_teacher_temp
 
@@ -75,30 +96,44 @@ class ADCLR(DINO):
                              f'the {len(inputs)} inputs')
         return inputs[:-num_queries], torch.stack(inputs[-num_queries:], dim=1)
 
+    def teacher_query_logits(self, queries: Tensor) -> Tensor:
+        """Teacher head outputs on the (B, Q, 3, h, w) query crops, each encoded on its own:
+        (1, B·Q·P, K) per patch token, rows ordered (b, q, j), or (1, B·Q, K) per CLS token."""
+        crops = queries.flatten(0, 1)
+        if self.query_target == 'cls_token':
+            return embed_views(self.teacher['backbone'], self.teacher['head'], [crops])
+        tokens = self.teacher['backbone'].forward_patch_tokens(crops)
+        return self.teacher['head'](tokens).flatten(0, 1)[None]
+
+    def student_query_logits(self, query_tokens: Tensor, num_global: int) -> Tensor:
+        """Student head outputs on the (V_g·B, Q, P, C) query tokens of the global views:
+        (V_g, B·Q·P, K) per token, or (V_g, B·Q, K) per crop (mean of its P tokens)."""
+        if self.query_target == 'cls_token':
+            query_tokens = query_tokens.mean(dim=2)
+        logits = self.head(query_tokens)
+        return logits.view(num_global, -1, logits.shape[-1])
+
     def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
         views, queries = self.split_queries(inputs, data_samples)
         num_global = self.num_global_views
         if len(views) < max(2, num_global):
             raise ValueError(f'ADCLR needs at least {max(2, num_global)} views per image besides '
                              f'the queries, got {len(views)}: check the MultiCrop pipeline')
-        batch_size, num_queries = queries.shape[:2]
+        batch_size = queries.shape[0]
 
         self.teacher.update(self.student_modules())
         with torch.no_grad():
             teacher_logits = embed_views(self.teacher['backbone'], self.teacher['head'],
                                          views[:num_global])
-            teacher_query_logits = embed_views(self.teacher['backbone'], self.teacher['head'],
-                                               [queries.flatten(0, 1)])
-        global_feats, query_feats = self.backbone.forward_with_queries(
+            teacher_query_logits = self.teacher_query_logits(queries)
+        global_feats, query_tokens = self.backbone.forward_with_queries(
             torch.cat(views[:num_global]), queries.repeat(num_global, 1, 1, 1, 1))
         student_logits = self.head(global_feats[-1]).view(num_global, batch_size, -1)
         if len(views) > num_global:
             local_logits = embed_views(self.backbone, self.head, views[num_global:])
             student_logits = torch.cat([student_logits, local_logits])
-        student_query_logits = self.head(query_feats).view(num_global, batch_size * num_queries,
-                                                           -1)
 
         loss_dino = self.loss_module(student_logits, teacher_logits, self.teacher_temp)
-        loss_query = self.query_loss_module(student_query_logits, teacher_query_logits,
-                                            self.query_teacher_temp)
+        loss_query = self.query_loss_module(self.student_query_logits(query_tokens, num_global),
+                                            teacher_query_logits, self.query_teacher_temp)
         return dict(loss_dino=loss_dino, loss_query=self.query_loss_weight * loss_query)

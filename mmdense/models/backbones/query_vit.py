@@ -18,19 +18,26 @@ class QueryVisionTransformer(VisionTransformerCP):
 
     :meth:`forward` is the plain ViT. :meth:`forward_with_queries` also patch-embeds query crops
     with the same embedding and runs their tokens through the same layers, under one-way
-    attention: image tokens (CLS + patches) attend to image tokens only, query tokens attend to
-    the image tokens, to the tokens of their own query and, with ``query_attend_queries``, to the
-    tokens of the other queries too. The two token streams go through the per-token operations
-    (norms, projections, MLPs) separately, so the image stream is the plain ViT operation for
-    operation and its outputs are bit-identical with or without queries. Each drop-path draw is
-    shared by both streams of a sample, as if they were one sequence. No parameters are added;
-    checkpoints load into a plain ``VisionTransformer``.
+    attention. With N image tokens (CLS + patches) and Q query crops of P patches each, the
+    attention mask M (row: the attending token, column: the attended one) is::
+
+                     image (N)   query crop 1 (P) ... query crop Q (P)
+        image (N)    all         none                 none
+        crop q (P)   all         all if query_attend_queries, else own crop only
+
+    so image tokens never see query tokens, and query tokens see every image token and, with
+    ``query_attend_queries``, every query token of every crop (the authors' public code), or
+    else only the P tokens of their own crop. The two token streams go through the per-token
+    operations (norms, projections, MLPs) separately, so the image stream is the plain ViT
+    operation for operation and its outputs are bit-identical with or without queries. Each
+    drop-path draw is shared by both streams of a sample, as if they were one sequence. No
+    parameters are added; checkpoints load into a plain ``VisionTransformer``.
 
     Args:
-        query_attend_queries: let query tokens attend to the tokens of other queries.
+        query_attend_queries: let query tokens attend to the tokens of the other crops.
         query_pos_embed: add to each query token the positional embedding of its place within
-            the query crop (the ViT's embedding resized to the query's patch grid, as when the
-            crop is encoded on its own); off by default, so queries carry no position.
+            its query crop (the ViT's embedding resized to the crop's patch grid, as when the
+            crop is encoded on its own); without it query tokens carry no position.
         **kwargs: arguments of mmpretrain's ``VisionTransformer``, and ``with_cp`` (activation
             checkpointing of each layer, for both token streams; see
             :class:`VisionTransformerCP`).
@@ -50,17 +57,16 @@ class QueryVisionTransformer(VisionTransformerCP):
                                  'encoder layer (mmcv FFN with identity, no v_shortcut)')
 
     def forward_with_queries(self, x: Tensor, queries: Tensor) -> Tuple[Tuple[Tensor, ...], Tensor]:
-        """Images with their query crops appended as tokens.
+        """Images with the tokens of their query crops appended.
 
         Args:
             x: (B, 3, H, W) images.
             queries: (B, Q, 3, h, w) query crops of each image, h and w multiples of the patch
-                size: each query becomes P = h·w / patch² tokens.
+                size: each crop becomes P = h·w / patch² tokens, in row-major patch order.
 
         Returns:
-            ``(outs, query_feats)``: ``outs`` is exactly ``self.forward(x)``; ``query_feats``
-            (B, Q, C) holds, per query, the mean of its P tokens after the last layer (and the
-            final norm), i.e. the query token itself when P = 1.
+            ``(outs, query_tokens)``: ``outs`` is exactly ``self.forward(x)``; ``query_tokens``
+            (B, Q, P, C) are the query tokens after the last layer (and the final norm).
         """
         if queries.dim() != 5 or queries.shape[0] != x.shape[0] or queries.shape[1] == 0:
             raise ValueError(f'{type(self).__name__}: queries must be (B, Q, 3, h, w) with '
@@ -83,8 +89,17 @@ class QueryVisionTransformer(VisionTransformerCP):
                 image, query = self.ln1(image), self.ln1(query)
             if i in self.out_indices:
                 outs.append(self._format_output(image, patch_resolution))
-        query_feats = query.reshape(batch_size, num_queries, -1, self.embed_dims).mean(dim=2)
-        return tuple(outs), query_feats
+        return tuple(outs), query.reshape(batch_size, num_queries, -1, self.embed_dims)
+
+    def forward_patch_tokens(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) images → (B, h·w, C) patch tokens after the last layer and the final
+        norm: the plain forward's output tokens without the CLS token, in row-major order."""
+        tokens, _ = self.embed_image(x)
+        for layer in self.layers:
+            tokens = self.run_layer(layer, tokens)
+        if self.final_norm:
+            tokens = self.ln1(tokens)
+        return tokens[:, self.num_extra_tokens:]
 
     def embed_queries(self, crops: Tensor) -> Tensor:
         """(n, 3, h, w) query crops → (n, P, C) tokens: patch embedding, optionally plus the
@@ -99,7 +114,8 @@ class QueryVisionTransformer(VisionTransformerCP):
 
     def query_attention_mask(self, num_queries: int, tokens_per_query: int, num_image_tokens: int,
                              device: torch.device) -> Optional[Tensor]:
-        """(Q·P, N + Q·P) bool mask, True where a query token may attend; None if everywhere."""
+        """The query rows of the mask M in the class docstring: (Q·P, N + Q·P) bool, True where
+        a query token may attend; None where it may attend everywhere."""
         if self.query_attend_queries:
             return None
         query_ids = torch.arange(num_queries, device=device).repeat_interleave(tokens_per_query)
