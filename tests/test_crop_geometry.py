@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mmdense.models.utils.alignment import align_to_boxes
-from mmdense.models.utils.crop_geometry import boxes_overlap, overlap_in_views
+from mmdense.structures import intersection_area, overlap_in_views
 
 HEIGHT, WIDTH = 48, 64
 # Each pixel holds its own index, so a crop's content tells where it came from.
@@ -48,10 +48,10 @@ def _select(view, box_norm, flip):
     return selected[:, ::-1] if flip else selected
 
 
-def test_boxes_overlap():
-    assert boxes_overlap(np.array([0, 0, 10, 10]), np.array([5, 5, 20, 20]))
-    assert not boxes_overlap(np.array([0, 0, 10, 10]), np.array([10, 0, 20, 10]))  # touching
-    assert not boxes_overlap(np.array([0, 0, 10, 10]), np.array([2, 12, 8, 20]))
+def test_intersection_area():
+    assert intersection_area(np.array([0, 0, 10, 10]), np.array([5, 5, 20, 20])) == 25
+    assert intersection_area(np.array([0, 0, 10, 10]), np.array([10, 0, 20, 10])) == 0  # touching
+    assert intersection_area(np.array([0, 0, 10, 10]), np.array([2, 12, 8, 20])) == 0
 
 
 def test_overlap_selects_shared_pixels():

@@ -5,11 +5,10 @@ import torch
 from mmengine.dataset import default_collate
 from mmpretrain.models import SelfSupDataPreprocessor
 
-from mmdense.datasets.transforms.formatting import PackMultiViewInputs
-from mmdense.datasets.transforms.multi_crop import MultiCropWithGeometry, intersection_area
+from mmdense.datasets.transforms.multi_crop import MultiCropWithGeometry
 from mmdense.models.utils.alignment import align_to_boxes
-from mmdense.models.utils.crop_geometry import overlap_in_views
 from mmdense.registry import TRANSFORMS
+from mmdense.structures import intersection_area, overlap_in_views
 
 HEIGHT, WIDTH = 120, 160
 

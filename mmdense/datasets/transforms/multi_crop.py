@@ -9,6 +9,7 @@ from mmengine.registry import DefaultScope
 from PIL import Image
 
 from mmdense.registry import TRANSFORMS
+from mmdense.structures import intersection_area
 
 GLOBAL_CROPS = dict(num=2, size=224, scale=(0.25, 1.0))
 LOCAL_CROPS = dict(num=0, size=96, scale=(0.05, 0.25))
@@ -21,13 +22,6 @@ PIL_FILTERS = {
     'area': Image.Resampling.BOX,
     'lanczos': Image.Resampling.LANCZOS,
 }
-
-
-def intersection_area(box_a: np.ndarray, box_b: np.ndarray) -> float:
-    """Area shared by two ``(x1, y1, x2, y2)`` boxes (0 if they are disjoint)."""
-    width = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0])
-    height = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1])
-    return float(max(width, 0) * max(height, 0))
 
 
 def _build_pipeline(transforms: Optional[Sequence[dict]]) -> Compose:

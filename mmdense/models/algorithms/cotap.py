@@ -10,8 +10,9 @@ from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmdense.models.losses import cotap_loss, multicrop_cross_entropy
-from mmdense.models.utils import EMATeacher, align_to_boxes, overlap_in_views, sinkhorn_knopp
+from mmdense.models.utils import EMATeacher, align_to_boxes, sinkhorn_knopp
 from mmdense.registry import MODELS
+from mmdense.structures import overlap_in_views
 from mmdense.utils.dist import (all_reduce_sum, broadcast_from_rank0, concat_all_gather,
                                 gather_with_grad, get_rank, get_world_size)
 

@@ -7,8 +7,9 @@ from torch import Tensor
 
 from mmdense.models.losses import group_loss, kept_slots, slot_contrast_loss
 from mmdense.models.utils import (EMATeacher, align_to_boxes, last_output_channels,
-                                  overlap_in_views, update_center_)
+                                  update_center_)
 from mmdense.registry import MODELS
+from mmdense.structures import overlap_in_views
 from mmdense.utils.dist import all_reduce_sum
 
 

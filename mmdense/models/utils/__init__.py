@@ -1,12 +1,10 @@
 from .alignment import align_to_boxes
 from .centering import update_center_
-from .crop_geometry import boxes_overlap, overlap_in_views
 from .ema_teacher import EMATeacher
 from .sinkhorn import sinkhorn_knopp
 
 __all__ = [
-    'EMATeacher', 'align_to_boxes', 'boxes_overlap', 'overlap_in_views', 'sinkhorn_knopp',
-    'update_center_'
+    'EMATeacher', 'align_to_boxes', 'sinkhorn_knopp', 'update_center_'
 ]
 from .kmeans import gathered_spherical_kmeans, spherical_kmeans  # noqa: E402
 

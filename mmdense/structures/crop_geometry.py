@@ -1,4 +1,5 @@
-"""Geometry shared by two crops (views) of one image.
+"""Geometry of the crops (views) of one image, shared by the crop transforms (``datasets``)
+and the algorithms that relate views (``models``); it imports neither.
 
 Crop boxes are ``(x1, y1, x2, y2)`` in original-image pixel coordinates with pixel edges at
 integers: a box covers ``img[y1:y2, x1:x2]``. Normalised view coordinates run from 0 to 1 across
@@ -11,11 +12,11 @@ import torch
 from torch import Tensor
 
 
-def boxes_overlap(box_a: np.ndarray, box_b: np.ndarray) -> bool:
-    """Whether two ``(x1, y1, x2, y2)`` boxes intersect with positive area."""
+def intersection_area(box_a: np.ndarray, box_b: np.ndarray) -> float:
+    """Area shared by two ``(x1, y1, x2, y2)`` boxes (0 if they are disjoint)."""
     width = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0])
     height = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1])
-    return bool(width > 0 and height > 0)
+    return float(max(width, 0) * max(height, 0))
 
 
 def _to_view_frame(region: Tensor, boxes: Tensor, flips: Tensor) -> Tensor:
