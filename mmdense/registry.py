@@ -34,8 +34,9 @@ MODEL_WRAPPERS = _child('MODEL_WRAPPERS', 'models')
 WEIGHT_INITIALIZERS = _child('WEIGHT_INITIALIZERS', 'models')
 BATCH_AUGMENTS = _child('BATCH_AUGMENTS', 'models')
 TASK_UTILS = _child('TASK_UTILS', 'models')
-# evaluation and visualisation
-METRICS = _child('METRICS', 'evaluation')
-EVALUATORS = _child('EVALUATORS', 'evaluation')
-VISUALIZERS = _child('VISUALIZERS', 'visualization')
-VISBACKENDS = _child('VISBACKENDS', 'visualization')
+# evaluation and visualisation: mmdense registers none of its own (the dense protocols are
+# functions, not mmengine metrics); configs use mmpretrain's and mmengine's
+METRICS = _child('METRICS')
+EVALUATORS = _child('EVALUATORS')
+VISUALIZERS = _child('VISUALIZERS')
+VISBACKENDS = _child('VISBACKENDS')

@@ -11,7 +11,6 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     import mmdense.engine  # noqa: F401
     import mmdense.evaluation  # noqa: F401
     import mmdense.models  # noqa: F401
-    import mmdense.visualization  # noqa: F401
     import mmpretrain.utils
 
     mmpretrain.utils.register_all_modules(init_default_scope=False)

@@ -1,1 +1,0 @@
-"""Visualizers and vis backends (registered in mmdense.registry.VISUALIZERS / VISBACKENDS)."""
