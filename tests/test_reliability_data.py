@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader
 
 import mmdense  # noqa: F401
 from mmdense.datasets import skip_corrupt
-from mmdense.datasets import SkipCorruptImages, SkippedImagesHook, UnlabeledImageDataset
+from mmdense.datasets import SkipCorruptImages, UnlabeledImageDataset
+from mmdense.engine.hooks import SkippedImagesHook
 from mmdense.datasets.transforms import ImageLoadError, LoadRGBImage
 
 
@@ -205,3 +206,36 @@ def test_the_two_source_cotap_config_builds_its_dataset(toy_root):
     dataset = build(cfg.train_dataloader.dataset)
     assert len(dataset) == 2 * 24
     assert dataset[30]['data_samples'].loss_terms == ('cls', 'cross_cls')
+
+
+# ------------------------------------------------------------------------ neighbour files
+BAD_NEIGHBOURS = {
+    'out of range': ([[1], [7], [0]], r'neighbours\[1\] \(of .b.png.\) \[0\] is 7, outside \[0, 2\]'),
+    'negative': ([[1], [-1], [0]], r'neighbours\[1\] .*\[0\] is -1, outside'),
+    'non-integer': ([[1], [2.5], [0]], r'neighbours\[1\] .*\[0\] is 2.5, not an integer index'),
+    'null': ([[1], [None], [0]], r'neighbours\[1\] .*\[0\] is None, not an integer index'),
+    'true': ([[1], [True], [0]], r'neighbours\[1\] .*\[0\] is True, not an integer index'),
+    'string': ([[1], ['2'], [0]], r"neighbours\[1\] .*\[0\] is '2', not an integer index"),
+    'itself': ([[1], [2, 1], [0]], r'neighbours\[1\] \(of .b.png.\) \[1\] is the image itself'),
+    'empty list': ([[1], [], [0]], r'neighbours\[1\] .*is \[\], not a non-empty list'),
+}
+
+
+@pytest.mark.parametrize('case', list(BAD_NEIGHBOURS))
+def test_a_bad_neighbour_entry_is_named_with_the_file(case, tmp_path):
+    import json
+
+    from mmdense.datasets.neighbour_pairs import read_neighbours
+    neighbours, message = BAD_NEIGHBOURS[case]
+    path = tmp_path / 'nn.json'
+    path.write_text(json.dumps(dict(images=['a.png', 'b.png', 'c.png'], neighbours=neighbours)))
+    with pytest.raises(ValueError, match=f'neighbour file .*nn.json.*: {message}'):
+        read_neighbours(str(path))
+
+
+def test_a_truncated_neighbour_file_is_named(tmp_path):
+    from mmdense.datasets.neighbour_pairs import read_neighbours
+    path = tmp_path / 'nn.json'
+    path.write_text('{"images": ["a.png", "b.png"], "neighbours": [[1], [')
+    with pytest.raises(ValueError, match=r"neighbour file .*nn.json' is not valid JSON"):
+        read_neighbours(str(path))

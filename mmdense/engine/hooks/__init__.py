@@ -10,3 +10,5 @@ from .nan_guard_hook import NonFiniteLossHook  # noqa: E402,F401
 __all__ += ['NonFiniteLossHook']
 from .prototype_init import PrototypeInitHook  # noqa: E402,F401
 __all__ += ['PrototypeInitHook']
+from .skipped_images import SkippedImagesHook  # noqa: E402,F401
+__all__ += ['SkippedImagesHook']
