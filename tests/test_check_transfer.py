@@ -123,9 +123,10 @@ def test_trap_wrong_branch(dino, tmp_path):
     assert check(det_config(), student, branch='student').ok  # when asked for
 
     orphan = tmp_path / 'no_sidecar.pth'  # a file without its sidecar cannot prove its branch
-    shutil.copy(export(dino, 'mmdet'), orphan)
-    assert check(det_config(), str(orphan)).ok
-    assert_fails(check(det_config(), str(orphan), branch='teacher'), 'no sidecar JSON')
+    shutil.copy(export(dino, 'mmdet', branch='student'), orphan)
+    assert_fails(check(det_config(), str(orphan)), 'no sidecar JSON')
+    report = check(det_config(), str(orphan), branch='teacher')  # the user vouches for it
+    assert report.ok and 'taking --branch teacher on trust' in report.format()
 
 
 def test_file_changed_after_export(dino, tmp_path):

@@ -201,9 +201,10 @@ def test_nn_tool_on_toy_set_excludes_self_and_is_deterministic(toy_root, tmp_pat
 
 def test_neighbour_file_errors_name_the_file(toy_root, tmp_path):
     bad = tmp_path / 'bad.json'
-    bad.write_text(json.dumps(dict(images=['images/train/000000.jpg'], neighbours=[[0]])))
+    bad.write_text(json.dumps(dict(images=['images/train/000000.jpg', 'images/train/000001.jpg'],
+                                   neighbours=[[1], [0]])))
     inner = dict(type='UnlabeledImageDataset', data_root=toy_root, ann_file='meta/train.txt')
-    with pytest.raises(KeyError, match='bad.json.*no neighbours for 23'):
+    with pytest.raises(KeyError, match='bad.json.*no neighbours for 22'):
         DATASETS.build(dict(type='NeighbourPairDataset', neighbours_file=str(bad),
                             dataset=inner))
     with pytest.raises(FileNotFoundError, match='build_nn_pairs'):

@@ -34,10 +34,14 @@ def tiny_model(tmp_path_factory):
 
 
 def run_tool(path, *args):
+    """Run a tool's ``__main__`` in this process; user errors propagate (``--debug``)."""
     argv = sys.argv
-    sys.argv = [path, *map(str, args)]
+    sys.argv = [path, *map(str, args), '--debug']
     try:
         runpy.run_path(path, run_name='__main__')
+    except SystemExit as exit:
+        if exit.code not in (0, None):
+            raise
     finally:
         sys.argv = argv
 

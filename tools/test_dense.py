@@ -4,23 +4,26 @@
         [--dataset toy|coco_stuff27|voc12|ade20k|cityscapes|DATASET_CONFIG] [--data-root DIR]
         [--num-train 40] [--num-val 20] [--img-size S] [--num-clusters K ...]
         [--matching auto|hungarian|majority] [--knn-k 10] [--linear-epochs 30] [--seed 0]
-        [--out JSON]
+        [--out JSON] [--allow-partial]
 
 CKPT may be ``random`` for the randomly initialised model (a baseline; ``--seed`` picks the
 draw, and its scores move with it, so compare against several). Prints one table row per
 protocol setting and writes all results to JSON (default
-``work_dirs/dense_eval/<config name>_<checkpoint name>.json``).
+``work_dirs/dense_eval/<config name>_<checkpoint name>.json``, replaced atomically). A
+checkpoint that does not fill every tensor of the evaluated backbone is refused unless
+``--allow-partial`` (a coverage line says how much it filled).
 """
 import argparse
 import json
-import os
 import os.path as osp
 import time
 
 import torch
 
+from mmdense.engine.checkpoint import write_atomically
 from mmdense.evaluation import (PROTOCOLS, load_dataset_config, load_model, load_split,
                                 run_protocol)
+from mmdense.utils.cli import run_cli
 
 
 def parse_args():
@@ -44,6 +47,8 @@ def parse_args():
                         help="torch seed set before the model is built (the 'random' init)")
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', help='JSON result file')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='evaluate even if the checkpoint does not fill the whole backbone')
     return parser.parse_args()
 
 
@@ -83,7 +88,7 @@ def main():
     if args.img_size:
         data_cfg['img_size'] = args.img_size
     torch.manual_seed(args.seed)
-    model = load_model(args.config, args.checkpoint, args.device)
+    model = load_model(args.config, args.checkpoint, args.device, args.allow_partial)
     needs_train = any(p in ('linear', 'knn') for p in args.protocol)
     train = load_split(data_cfg, 'train', args.num_train) if needs_train else None
     val = load_split(data_cfg, 'val', args.num_val)
@@ -99,15 +104,13 @@ def main():
     run_name = '_'.join(osp.splitext(osp.basename(path))[0]
                         for path in (args.config, args.checkpoint))
     out = args.out or osp.join('work_dirs', 'dense_eval', run_name + '.json')
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-        json.dump(dict(config=args.config, checkpoint=args.checkpoint, seed=args.seed,
-                       dataset=args.dataset, img_size=data_cfg['img_size'],
-                       num_train=0 if train is None else len(train['labels']),
-                       num_val=len(val['labels']), results=results),
-                  f, indent=2)
+    record = dict(config=args.config, checkpoint=args.checkpoint, seed=args.seed,
+                  dataset=args.dataset, img_size=data_cfg['img_size'],
+                  num_train=0 if train is None else len(train['labels']),
+                  num_val=len(val['labels']), results=results)
+    write_atomically(json.dumps(record, indent=2).encode(), out)
     print(f'results written to {out}')
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

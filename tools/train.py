@@ -2,6 +2,13 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
                                  [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+                                 [--allow-partial]
+
+The checkpoint training starts from (``load_from``, ``--resume``) is checked before it reaches
+the model (:class:`~mmdense.engine.hooks.atomic_checkpoint_hook.CheckpointLoadGuardHook`): its
+``meta.config`` text is never executed, its coverage is logged, and a partial load is refused
+unless ``--allow-partial``. A ``--cfg-options`` key that names no top-level key of the config is
+warned about.
 """
 import argparse
 import logging
@@ -10,7 +17,9 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.runner import Runner
+from mmengine.runner import Runner, find_latest_checkpoint
+
+from mmdense.utils.cli import UserKeyError, UserValueError, load_config, run_cli
 
 
 def parse_args():
@@ -30,6 +39,9 @@ def parse_args():
                         help='override config entries, e.g. train_dataloader.batch_size=8')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='start even if load_from / the resumed checkpoint does not fill the '
+                        'model (its backbones, for load_from)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -55,8 +67,6 @@ def drop_unavailable_vis_backends(cfg: Config) -> None:
 
 def merge_args(cfg: Config, args) -> Config:
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -64,7 +74,7 @@ def merge_args(cfg: Config, args) -> Config:
     if args.amp:
         wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ValueError(f'--amp needs an OptimWrapper, the config uses {wrapper_type}')
+            raise UserValueError(f'--amp needs an OptimWrapper, the config uses {wrapper_type}')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':
@@ -75,7 +85,8 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.load_from = args.resume
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg:
-            raise KeyError(f'{args.config} has no `auto_scale_lr.base_batch_size` to scale from')
+            raise UserKeyError(f'{args.config} has no `auto_scale_lr.base_batch_size` to scale '
+                               'from')
         cfg.auto_scale_lr.enable = True
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
@@ -83,18 +94,32 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
+def check_start_checkpoint(cfg: Config) -> None:
+    """Read the checkpoint the run will start from, if any, so that an unreadable one is named
+    before the runner is built."""
+    from mmdense.engine.checkpoint import read_checkpoint
+    path = cfg.get('load_from')
+    if path is None and cfg.get('resume'):
+        path = find_latest_checkpoint(cfg.work_dir)
+    if path is not None and '://' not in path:  # mmengine downloads URLs itself
+        read_checkpoint(path)
+
+
 def main():
     args = parse_args()
     import mmdense
+    from mmdense.engine.hooks.atomic_checkpoint_hook import CheckpointLoadGuardHook
     from mmdense.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
-    cfg = merge_args(Config.fromfile(args.config), args)
+    cfg = merge_args(load_config(args.config, args.cfg_options), args)
+    check_start_checkpoint(cfg)
     runner = Runner.from_cfg(cfg)
+    runner.register_hook(CheckpointLoadGuardHook(allow_partial=args.allow_partial))
     print_log(f'mmdense {mmdense.__version__}: training {args.config} in {cfg.work_dir}',
               logger='current')
     runner.train()
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -9,23 +9,60 @@ from mmengine.dataset import BaseDataset
 from torch.utils.data import Dataset
 
 from mmdense.registry import DATASETS
+from mmdense.utils.cli import UserKeyError, UserValueError
 
 
 def read_neighbours(path: str) -> dict:
     """The neighbour file written by ``tools/misc/build_nn_pairs.py``: ``images`` (relative
-    paths) and ``neighbours`` (indices into ``images``, best first), with its provenance."""
+    paths) and ``neighbours`` (indices into ``images``, best first), with its provenance.
+
+    The whole file is validated once: truncated JSON, a missing entry, an image that is not a
+    path, or a neighbour index that is not an integer (``null``, ``true``, ``"3"``, ``1.5``), out
+    of range or the image itself raise an error naming the file and the first bad entry.
+    """
     if not osp.isfile(path):
         raise FileNotFoundError(f'neighbour file {path!r} does not exist: build it with '
                                 '`python tools/misc/build_nn_pairs.py CONFIG CKPT --out FILE`')
-    with open(path) as f:
-        record = json.load(f)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserValueError(f'neighbour file {path!r} is not valid JSON (truncated?): '
+                             f'{error}') from None
+    if not isinstance(record, dict):
+        raise UserValueError(f'neighbour file {path!r} holds a JSON {type(record).__name__}, '
+                             "not an object with 'images' and 'neighbours'")
     for key in ('images', 'neighbours'):
-        if key not in record:
-            raise KeyError(f'neighbour file {path!r} has no {key!r} entry')
-    if len(record['images']) != len(record['neighbours']):
-        raise ValueError(f'neighbour file {path!r}: {len(record["images"])} images but '
-                         f'{len(record["neighbours"])} neighbour lists')
+        if not isinstance(record.get(key), list):
+            raise UserKeyError(f'neighbour file {path!r} has no {key!r} list')
+    images, neighbours = record['images'], record['neighbours']
+    if len(images) != len(neighbours):
+        raise UserValueError(f'neighbour file {path!r}: {len(images)} images but '
+                             f'{len(neighbours)} neighbour lists')
+    for i, image in enumerate(images):
+        if not isinstance(image, str):
+            raise UserValueError(f'neighbour file {path!r}: images[{i}] is {image!r}, not a '
+                                 'path')
+    for i, row in enumerate(neighbours):
+        problem = _neighbour_row_problem(row, i, len(images))
+        if problem:
+            raise UserValueError(f'neighbour file {path!r}: neighbours[{i}] (of '
+                                 f'{images[i]!r}) {problem}')
     return record
+
+
+def _neighbour_row_problem(row, i: int, num_images: int) -> Optional[str]:
+    """Why ``row``, the neighbour list of image ``i``, is invalid, or None."""
+    if not isinstance(row, list) or not row:
+        return f'is {row!r}, not a non-empty list of indices'
+    for rank, j in enumerate(row):
+        if isinstance(j, bool) or not isinstance(j, int):
+            return f'[{rank}] is {j!r}, not an integer index'
+        if not 0 <= j < num_images:
+            return f'[{rank}] is {j}, outside [0, {num_images - 1}]'
+        if j == i:
+            return f'[{rank}] is the image itself'
+    return None
 
 
 @DATASETS.register_module()

@@ -1,21 +1,54 @@
-"""Atomic local file writes for checkpoints.
+"""Checkpoint files: atomic writes, stale temporaries, the work-dir lock and safe reads.
 
 mmengine 0.10.7's ``LocalBackend.put`` opens the target with ``'wb'`` and writes into it, so a
 run killed mid-save leaves a truncated file under the final name. :class:`AtomicLocalBackend`
 writes to a hidden temporary file in the same folder, flushes it to disk and renames it over
 the target with :func:`os.replace`, which is atomic on POSIX and Windows: readers see either
 the old file or the complete new one. The file gets the permissions a plain ``open(path, 'w')``
-would give it (``0o666`` less the umask), not the ``0o600`` of the temporary file.
+would give it (``0o666`` less the umask), not the ``0o600`` of the temporary file. A write
+that fails for lack of space raises ``OSError(ENOSPC)`` naming the file (torch's own error for
+it is an ``[enforce fail ...]`` RuntimeError that names neither). Temporary files carry the
+writer's pid, so the ones a killed run left behind are recognised and removed
+(:func:`remove_stale_temporaries`).
+
+:func:`read_checkpoint` loads a file with ``weights_only=True`` and turns every way a file can be
+unreadable (missing, a folder, empty, truncated, corrupt, unsafe pickle) into an error that names
+the file and the reason.
 """
+import errno
 import os
 import os.path as osp
+import pickle
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Dict, List, Union
 
 from mmengine.fileio import LocalBackend, register_backend
 
+try:
+    import fcntl  # POSIX: the work-dir lock
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
+
+from mmdense.utils.cli import UserError, UserValueError
+
 ATOMIC_BACKEND = 'atomic_local'
+# .<target name>.<pid>.<random>.tmp
+TEMPORARY_NAME = re.compile(r'^\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$')
+LOCK_FILE = '.mmdense-run.lock'
+
+
+class CheckpointReadError(UserError):
+    """A checkpoint file that cannot be read (empty, truncated, corrupt, not a dict)."""
+
+
+class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
+    """A checkpoint whose pickle refers to globals ``weights_only=True`` refuses."""
+
+
+class WorkDirLockedError(UserError):
+    """Another live run holds the work dir."""
 
 
 def _umask_file_mode() -> int:
@@ -31,18 +64,142 @@ def _replace_atomically(path: Union[str, Path], write: Callable[[BinaryIO], None
     path = os.fspath(path)
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
+    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.{os.getpid()}.',
+                                    suffix='.tmp')
     try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        # unbuffered: a failed write raises at once, and closing has nothing left to flush
+        with os.fdopen(fd, 'wb', buffering=0) as f:
+            writer = _WriteErrorRecorder(f)
+            try:
+                write(writer)
+                f.flush()
+                os.fsync(f.fileno())
+            except RuntimeError as error:  # torch.save hides the OSError of the write
+                if writer.error is None:
+                    raise
+                raise _named_os_error(writer.error, path) from error
+            except OSError as error:
+                raise _named_os_error(error, path) from error
         os.chmod(tmp_path, _umask_file_mode())
         os.replace(tmp_path, path)
     except BaseException:
         if osp.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+class _WriteErrorRecorder:
+    """An unbuffered binary file wrapper whose ``write`` writes all of ``data`` (an unbuffered
+    write may write less) and remembers the ``OSError`` it raised."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast('B')
+        try:
+            written = 0
+            while written < len(view):
+                written += self.file.write(view[written:])
+            return written
+        except OSError as error:
+            self.error = error
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+
+def _named_os_error(error: OSError, path: str) -> OSError:
+    """``error`` with the file name and, for a full disk, what to do."""
+    if error.filename is not None and error.errno != errno.ENOSPC:
+        return error
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        reason += ' (free space on its file system, or write elsewhere)'
+    return OSError(error.errno, f'writing {path} failed: {reason}')
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Remove the temporary files in ``folder`` that a writer which no longer runs left behind
+    (killed mid-save); returns their paths."""
+    removed = []
+    if not osp.isdir(folder):
+        return removed
+    for name in os.listdir(folder):
+        match = TEMPORARY_NAME.match(name)
+        if match and not _process_alive(int(match.group('pid'))):
+            path = osp.join(folder, name)
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def refuse_overwriting_inputs(inputs: Dict[str, str], outputs: Dict[str, str]) -> None:
+    """Refuse outputs that are one of the inputs, or each other (an argument mistake that would
+    destroy a file): ``{role: path}`` each, e.g. ``{'source': SRC}`` and ``{'OUT': OUT}``."""
+    seen = {osp.realpath(path): role for role, path in inputs.items()}
+    for role, path in outputs.items():
+        other = seen.get(osp.realpath(path))
+        if other is not None:
+            raise UserValueError(f'{role} {path} is the same file as the {other}: writing it '
+                                 f'would destroy the {other}; choose another output path')
+        seen[osp.realpath(path)] = role
+
+
+_held_locks: Dict[str, int] = {}  # real path of a work dir → fd of its lock file
+
+
+def lock_work_dir(work_dir: str) -> bool:
+    """Hold ``work_dir`` for this process until it exits (an OS lock, released even when the
+    process is killed); another live process holding it raises :class:`WorkDirLockedError`.
+    Re-entrant within a process. Returns False where the file system has no locks."""
+    key = osp.realpath(work_dir)
+    if key in _held_locks:
+        return True
+    if fcntl is None:
+        return False
+    os.makedirs(key, exist_ok=True)
+    path = osp.join(key, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors='replace').strip() or 'unknown'
+        os.close(fd)
+        raise WorkDirLockedError(
+            f'work dir {work_dir} is in use by another run (pid {holder}, lock {path}): its '
+            'checkpoints would be replaced; stop that run or choose another --work-dir') from None
+    except OSError:  # no flock on this file system (some network mounts)
+        os.close(fd)
+        return False
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _held_locks[key] = fd
+    return True
+
+
+def unlock_work_dir(work_dir: str) -> None:
+    """Release the lock :func:`lock_work_dir` took (nothing if this process holds none)."""
+    fd = _held_locks.pop(osp.realpath(work_dir), None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def write_atomically(data: bytes, path: Union[str, Path]) -> None:
@@ -68,3 +225,89 @@ class AtomicLocalBackend(LocalBackend):
 
     def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
         write_atomically(obj.encode(encoding), filepath)
+
+
+def _load_error_reason(error: Exception) -> str:
+    """The informative part of a ``torch.load`` error (its unpickler's reason, else its first
+    line)."""
+    text = str(error)
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return f'{type(error).__name__}: {lines[0] if lines else repr(error)}'
+
+
+def read_checkpoint(path: str, extra_safe_globals: tuple = ()) -> dict:
+    """``torch.load(path, weights_only=True)`` on the CPU (mmengine runner checkpoints are allowed
+    by :mod:`mmdense.utils.compat`), with errors that name ``path`` and the reason."""
+    import torch
+
+    import mmdense  # noqa: F401  (applies the allow-list for mmengine checkpoints)
+    path = os.fspath(path)
+    if not osp.exists(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    if osp.isdir(path):
+        raise IsADirectoryError(f'{path} is a folder, not a checkpoint file')
+    if osp.getsize(path) == 0:
+        raise CheckpointReadError(f'{path}: the file is empty (0 bytes): an interrupted copy or '
+                                  'save?')
+    try:
+        with torch.serialization.safe_globals(list(extra_safe_globals)):
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except OSError as error:
+        if error.errno is not None:
+            raise
+        raise CheckpointReadError(f'{path}: {error}') from error
+    except pickle.UnpicklingError as error:
+        if 'GLOBAL' in str(error):  # a global weights_only refuses: code, or an unknown class
+            raise UnsafeCheckpointError(f'{path}: refused, not a weights-only checkpoint: '
+                                        f'{error}') from error
+        raise CheckpointReadError(f'{path}: truncated or corrupt checkpoint '
+                                  f'({_load_error_reason(error)})') from error
+    except Exception as error:  # noqa: BLE001 - torch raises many types for damaged files
+        raise CheckpointReadError(f'{path}: truncated or corrupt checkpoint '
+                                  f'({_load_error_reason(error)})') from error
+    if not isinstance(checkpoint, dict):
+        raise CheckpointReadError(f'{path}: expected a dict of tensors or a checkpoint dict, '
+                                  f'found a {type(checkpoint).__name__}')
+    return checkpoint
+
+
+# ----------------------------------------------------------------- the model config of a checkpoint
+MODEL_CONFIG_KEY = 'model_config'
+PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def plain_copy(value: Any) -> Any:
+    """``value`` (a config's ``model``) as plain dicts, lists, tuples and scalars, which load with
+    ``weights_only=True``; raises ``TypeError`` for anything else (types, functions)."""
+    if isinstance(value, dict):
+        return {str(key): plain_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_copy(item) for item in value)
+    if isinstance(value, PLAIN_TYPES):
+        return value
+    raise TypeError(f'{type(value).__name__} is not a plain config value')
+
+
+def stored_model_config(checkpoint: dict, path: str) -> Union[dict, None]:
+    """The ``model`` config a checkpoint was trained with, read without executing anything:
+    the plain record ``meta.model_config`` (written by :class:`AtomicCheckpointHook`) or, in
+    older checkpoints, the ``model = ...`` literal of the config text ``meta.cfg``. ``None`` when
+    the checkpoint holds neither (e.g. an imported file); raises :class:`CheckpointReadError`
+    when ``meta.cfg`` holds a model that is not a literal."""
+    from mmdense.utils.config_text import NonLiteralConfigError, read_assignments
+    meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
+    record = meta.get(MODEL_CONFIG_KEY)
+    if isinstance(record, dict):
+        return record
+    text = meta.get('cfg')
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        model = read_assignments(text, ['model']).get('model')
+    except (SyntaxError, NonLiteralConfigError) as error:
+        raise CheckpointReadError(
+            f'{path}: the config text in meta.cfg is not plain data ({error}); it is never '
+            'executed: give the config file the checkpoint was trained with instead') from None
+    return model if isinstance(model, dict) else None

@@ -1,4 +1,5 @@
 """Run one dense protocol for a model on loaded train/val splits (see :mod:`.data`)."""
+import os.path as osp
 from typing import Dict, Optional
 
 from torch import nn
@@ -55,26 +56,37 @@ def run_protocol(model: nn.Module,
     return dict(metrics, grid_mIoU=ceiling['mIoU'])
 
 
-def load_model(config: str, checkpoint: str, device: str = 'cpu') -> nn.Module:
-    """Build ``config``'s model and load ``checkpoint`` (``'random'`` keeps the random init)."""
-    import logging
-    import os.path as osp
+def load_model(config, checkpoint: str, device: str = 'cpu', allow_partial: bool = False,
+               log=print) -> nn.Module:
+    """Build ``config``'s model (a config file or a ``Config``) and load ``checkpoint``
+    (``'random'`` keeps the random init).
 
-    from mmengine.config import Config
+    The checkpoint is read with ``weights_only=True`` and loaded through
+    :func:`mmdense.engine.load_coverage.load_weights`: a coverage line is logged, and a file that
+    does not fill every tensor of the evaluated backbone (another architecture, an exported
+    backbone, a dict without ``state_dict``), or holds NaN/Inf there, is refused unless
+    ``allow_partial``; so is a backbone whose object prototypes were never initialised (a
+    DINO checkpoint in CoTAP's model: half of each embedding would be a random projection).
+    """
+    import logging
+
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
 
+    from mmdense.engine.checkpoint import read_checkpoint
+    from mmdense.engine.load_coverage import (PartialLoadError, checkpoint_weights, load_weights,
+                                              module_prefix)
     from mmdense.registry import MODELS
     from mmdense.utils import register_all_modules
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config not found: {config}')
+    from mmdense.utils.cli import load_config
+    from .features import dense_backbone
+    cfg = load_config(config) if isinstance(config, str) else config
     if checkpoint != 'random' and not osp.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint} (pass 'random' for the "
                                 'randomly initialised model)')
     register_all_modules(init_default_scope=False)
     init_default_scope('mmdense')
-    model = MODELS.build(Config.fromfile(config).model)
+    model = MODELS.build(cfg.model)
     if checkpoint == 'random':
         logger = MMLogger.get_current_instance()
         level = logger.level
@@ -87,6 +99,20 @@ def load_model(config: str, checkpoint: str, device: str = 'cpu') -> nn.Module:
             # the EMA teacher was copied before init_weights: give it the student's weights
             student = nn.ModuleDict(model.student_modules())
             model.teacher.module.load_state_dict(student.state_dict())
-    else:
-        load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+        return model.to(device).eval()
+    backbone = dense_backbone(model)
+    prefix = module_prefix(model, backbone)
+    weights = checkpoint_weights(read_checkpoint(checkpoint), checkpoint)
+    uninitialised = [prefix + name for name, _ in backbone.named_buffers()
+                     if name.endswith('prototypes_initialised')
+                     and not bool(weights.get(prefix + name, False))]
+    if uninitialised and not allow_partial:
+        raise PartialLoadError(
+            f'{checkpoint}: the object prototypes of the backbone were never initialised '
+            f'({uninitialised[0]} is False or absent in the file): its features would be half a '
+            'random projection. Use the config of the model that wrote the checkpoint (e.g. the '
+            'DINO config for a DINO checkpoint), or pass --allow-partial')
+    load_weights(model, weights, checkpoint, required=lambda name: name.startswith(prefix),
+                 part='the evaluated backbone' if prefix else 'the model',
+                 allow_partial=allow_partial, log=log)
     return model.to(device).eval()

@@ -16,6 +16,9 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from mmdense.engine.checkpoint import refuse_overwriting_inputs
+from mmdense.utils.cli import UserKeyError, UserValueError
+
 from .keys import (StateDict, backbone_kind, describe_backbone, detect_vit_layout, from_layout,
                    target_layout, to_layout)
 
@@ -55,35 +58,37 @@ def sidecar_path(path: str) -> str:
 
 
 def load_file(path: str, extra_safe_globals: tuple = ()) -> dict:
-    """``torch.load`` with ``weights_only=True`` (mmengine runner checkpoints are allowed by
-    :mod:`mmdense.utils.compat`)."""
-    import mmdense  # noqa: F401  (applies the allow-list for mmengine checkpoints)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    with torch.serialization.safe_globals(list(extra_safe_globals)):
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(checkpoint, dict):
-        raise TypeError(f'{path}: expected a dict, found a {type(checkpoint).__name__}')
-    return checkpoint
+    """:func:`mmdense.engine.checkpoint.read_checkpoint`: ``weights_only=True``, errors that name
+    the file."""
+    from mmdense.engine.checkpoint import read_checkpoint
+    return read_checkpoint(path, extra_safe_globals)
 
 
 # ------------------------------------------------------------------------------ pretraining side
-def checkpoint_algorithm(checkpoint: dict, path: str) -> Tuple[str, Optional[dict]]:
-    """The algorithm (model type) of an MMEngine checkpoint and its backbone config, from the
-    config text the runner stores in ``meta.cfg`` (or the ``meta.algorithm`` of an imported
-    file)."""
+def checkpoint_algorithm(checkpoint: dict, path: str,
+                         config: Optional[str] = None) -> Tuple[str, Optional[dict]]:
+    """The algorithm (model type) of an MMEngine checkpoint and its backbone config: from
+    ``config`` (the user's config file) if given, else from the checkpoint, read without
+    executing anything (``meta.algorithm`` of an imported file, the plain ``meta.model_config``
+    record, or the ``model`` literal of the config text in ``meta.cfg``)."""
     meta = checkpoint.get('meta') or {}
-    if meta.get('algorithm'):
+    if config is None and meta.get('algorithm'):
         return meta['algorithm'], meta.get('backbone_cfg')
-    if not meta.get('cfg'):
-        raise KeyError(f'{path}: no meta.cfg or meta.algorithm: cannot tell which algorithm '
-                       'trained it (is it an MMEngine runner checkpoint?)')
-    from mmengine.config import Config
-    model = Config.fromstring(meta['cfg'], '.py').get('model') or {}
+    if config is not None:
+        from mmengine.config import Config
+        model = Config.fromfile(config).get('model') or {}
+        model = model.to_dict() if hasattr(model, 'to_dict') else model
+        where = config
+    else:
+        from mmdense.engine.checkpoint import stored_model_config
+        model, where = stored_model_config(checkpoint, path), f'{path} meta.cfg'
+        if model is None:
+            raise UserKeyError(f'{path}: no meta.cfg or meta.algorithm: cannot tell which '
+                               'algorithm trained it (is it an MMEngine runner checkpoint?); pass '
+                               '--config with the config it was trained with')
     if 'type' not in model:
-        raise KeyError(f'{path}: the config stored in meta.cfg has no model.type')
-    backbone = model.get('backbone')
-    return model['type'], (backbone.to_dict() if hasattr(backbone, 'to_dict') else backbone)
+        raise UserKeyError(f'{where}: the model config has no type')
+    return model['type'], model.get('backbone')
 
 
 def resolve_branch(algorithm: str, branch: Optional[str], path: str,
@@ -91,12 +96,12 @@ def resolve_branch(algorithm: str, branch: Optional[str], path: str,
     """``branch`` if given, else the algorithm's transfer branch."""
     if branch is not None:
         if branch not in BRANCH_PREFIXES:
-            raise ValueError(f'branch must be one of {sorted(BRANCH_PREFIXES)}, got {branch!r}')
+            raise UserValueError(f'branch must be one of {sorted(BRANCH_PREFIXES)}, got {branch!r}')
         return branch
     if default_branch is None:
-        raise ValueError(f'{path}: unknown algorithm {algorithm!r} (known: '
-                         f'{sorted(DEFAULT_BRANCHES)}); pass --branch teacher|student to choose '
-                         'the backbone to export')
+        raise UserValueError(f'{path}: unknown algorithm {algorithm!r} (known: '
+                             f'{sorted(DEFAULT_BRANCHES)}); pass --branch teacher|student to choose '
+                             'the backbone to export')
     return default_branch
 
 
@@ -105,8 +110,8 @@ def branch_backbone(state_dict: StateDict, branch: str, path: str, algorithm: st
     prefix = BRANCH_PREFIXES[branch]
     backbone = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     if not backbone:
-        raise KeyError(f'{path}: {algorithm} checkpoint has no {branch} backbone (no '
-                       f"'{prefix}*' keys)")
+        raise UserKeyError(f'{path}: {algorithm} checkpoint has no {branch} backbone (no '
+                           f"'{prefix}*' keys)")
     return backbone
 
 
@@ -116,8 +121,8 @@ def reference_backbone(state_dict: StateDict) -> torch.nn.Module:
     desc = describe_backbone(state_dict)
     if desc['kind'] == 'resnet':
         if desc['depth'] is None:
-            raise ValueError(f'ResNet with {desc["block"]} blocks {desc["stage_blocks"]} per stage '
-                             'has no standard depth')
+            raise UserValueError(f'ResNet with {desc["block"]} blocks {desc["stage_blocks"]} per '
+                                 'stage has no standard depth')
         return ResNet(depth=desc['depth'])
     grid = int(round((desc['num_tokens'] - 1)**0.5))
     arch = dict(embed_dims=desc['embed_dims'], num_layers=desc['num_layers'], num_heads=1,
@@ -147,14 +152,18 @@ def _atomic_save(obj, path: str) -> None:
     torch_save_atomically(obj, path)
 
 
-def export_backbone(source: str, out: str, target: str, branch: Optional[str] = None) -> dict:
+def export_backbone(source: str, out: str, target: str, branch: Optional[str] = None,
+                    config: Optional[str] = None) -> dict:
     """Write the ``branch`` backbone of pretraining checkpoint ``source`` to ``out`` in the
-    layout ``target`` expects, and its sidecar; returns the sidecar."""
+    layout ``target`` expects, and its sidecar; returns the sidecar. ``config``: the config file
+    the checkpoint was trained with (default: read from the checkpoint, never executed)."""
+    refuse_overwriting_inputs({'source checkpoint': source},
+                              {'OUT': out, 'its sidecar': sidecar_path(out)})
     checkpoint = load_file(source)
     if 'state_dict' not in checkpoint:
-        raise KeyError(f'{source}: no state_dict (expected an MMEngine checkpoint; import '
-                       'published checkpoints with tools/model_converters/import_weights.py)')
-    algorithm, backbone_cfg = checkpoint_algorithm(checkpoint, source)
+        raise UserKeyError(f'{source}: no state_dict (expected an MMEngine checkpoint; import '
+                           'published checkpoints with tools/model_converters/import_weights.py)')
+    algorithm, backbone_cfg = checkpoint_algorithm(checkpoint, source, config)
     default_branch = (checkpoint.get('meta') or {}).get('default_branch') or DEFAULT_BRANCHES.get(
         algorithm)
     branch = resolve_branch(algorithm, branch, source, default_branch)
@@ -185,10 +194,16 @@ def export_backbone(source: str, out: str, target: str, branch: Optional[str] = 
 def read_sidecar(path: str) -> Optional[dict]:
     """The sidecar of exported file ``path``, or None when there is none."""
     sidecar = sidecar_path(path)
-    if not osp.isfile(sidecar):
+    if not osp.isfile(sidecar) or osp.realpath(sidecar) == osp.realpath(path):
         return None
-    with open(sidecar) as f:
-        return json.load(f)
+    try:
+        with open(sidecar) as f:
+            record = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserValueError(f'{sidecar}: not a readable sidecar JSON ({error})') from None
+    if not isinstance(record, dict):
+        raise UserValueError(f'{sidecar}: not a sidecar (a JSON {type(record).__name__})')
+    return record
 
 
 # ----------------------------------------------------------------------------- published weights
@@ -200,7 +215,7 @@ def _unwrap(checkpoint: dict, path: str) -> StateDict:
             break
     tensors = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise KeyError(f'{path}: no tensors found (top-level keys: {list(checkpoint)[:8]})')
+        raise UserKeyError(f'{path}: no tensors found (top-level keys: {list(checkpoint)[:8]})')
     return tensors
 
 
@@ -257,12 +272,12 @@ def canonical_backbone(state_dict: StateDict, source_layout: str, path: str) -> 
     expected = reference_backbone(canonical).state_dict()
     missing = [k for k in expected if k not in canonical]
     if missing:
-        raise KeyError(f'{path}: the {layout}-layout backbone lacks {len(missing)} keys of its '
-                       f'mmpretrain counterpart, e.g. {missing[:5]}')
+        raise UserKeyError(f'{path}: the {layout}-layout backbone lacks {len(missing)} keys of its '
+                           f'mmpretrain counterpart, e.g. {missing[:5]}')
     for key, value in expected.items():
         if canonical[key].shape != value.shape:
-            raise ValueError(f'{path}: {key} has shape {tuple(canonical[key].shape)}, the '
-                             f'architecture it describes needs {tuple(value.shape)}')
+            raise UserValueError(f'{path}: {key} has shape {tuple(canonical[key].shape)}, the '
+                                 f'architecture it describes needs {tuple(value.shape)}')
     kept = {names[k] for k in expected}
     dropped = sorted(k for k in state_dict if k not in kept)
     return {k: canonical[k] for k in expected}, dropped
@@ -276,9 +291,10 @@ def import_published(source: str, out: str, source_format: str) -> dict:
     Returns the ``meta`` written.
     """
     if source_format not in IMPORT_FORMATS:
-        raise ValueError(f'unknown source format {source_format!r}; choose from '
-                         f'{sorted(IMPORT_FORMATS)}')
+        raise UserValueError(f'unknown source format {source_format!r}; choose from '
+                             f'{sorted(IMPORT_FORMATS)}')
     algorithm, source_layout = IMPORT_FORMATS[source_format]
+    refuse_overwriting_inputs({'source checkpoint': source}, {'OUT': out})
     # official training checkpoints also pickle their argparse arguments
     checkpoint = load_file(source, extra_safe_globals=(argparse.Namespace, ))
     published, outside = published_branches(checkpoint, source_format, source)

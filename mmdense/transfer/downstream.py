@@ -4,6 +4,8 @@ from typing import Optional
 import torch.nn as nn
 from mmengine.config import Config
 
+from mmdense.utils.cli import UserValueError
+
 SCOPES = ('mmdet', 'mmseg')
 
 
@@ -11,8 +13,8 @@ def config_scope(cfg: Config, path: str = 'the config') -> str:
     """``'mmdet'`` or ``'mmseg'``: the ``default_scope`` of a downstream config."""
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
-        raise ValueError(f'{path}: default_scope is {scope!r}; a downstream config inherits '
-                         f'{" or ".join(SCOPES)} bases (default_scope one of {SCOPES})')
+        raise UserValueError(f'{path}: default_scope is {scope!r}; a downstream config inherits '
+                             f'{" or ".join(SCOPES)} bases (default_scope one of {SCOPES})')
     return scope
 
 
@@ -43,11 +45,11 @@ def set_backbone_init(cfg: Config, checkpoint: Optional[str]) -> None:
     model = cfg.model
     for owner, where in ((model, 'model'), (model.backbone, 'model.backbone')):
         if owner.get('pretrained'):
-            raise ValueError(
-                f'{where}.pretrained={owner.pretrained!r} is set (it loads those weights, and '
-                f'mmseg asserts when an init_cfg is set next to it): set {where}.pretrained=None, '
-                "and for mmseg's ResNetV1c bases use type='ResNet' (an SSL ResNet has no deep "
-                'stem)')
+            raise UserValueError(
+                    f'{where}.pretrained={owner.pretrained!r} is set (it loads those weights, and '
+                    f'mmseg asserts when an init_cfg is set next to it): set {where}.pretrained=None, '
+                    "and for mmseg's ResNetV1c bases use type='ResNet' (an SSL ResNet has no deep "
+                    'stem)')
     if checkpoint is None:
         model.backbone.init_cfg = None
         return

@@ -10,6 +10,8 @@ from typing import Dict, Sequence, Tuple
 
 from torch import Tensor
 
+from mmdense.utils.cli import UserKeyError, UserValueError
+
 StateDict = Dict[str, Tensor]
 
 # (canonical key, other key): '{i}' stands for a block index; a name ending in '.' renames a prefix
@@ -75,7 +77,7 @@ def convert_keys(state_dict: StateDict, rules: Sequence[Tuple[str, str]],
     for key, value in state_dict.items():
         new_key = _rename(key, rules)
         if new_key in converted:
-            raise KeyError(f'two keys map to {new_key!r} (one of them {key!r})')
+            raise UserKeyError(f'two keys map to {new_key!r} (one of them {key!r})')
         converted[new_key] = value
     return converted
 
@@ -86,8 +88,9 @@ def backbone_kind(state_dict: StateDict) -> str:
         return 'vit'
     if 'conv1.weight' in state_dict and 'layer1.0.conv1.weight' in state_dict:
         return 'resnet'
-    raise ValueError('the backbone is neither an mmpretrain VisionTransformer nor a ResNet (first '
-                     f'keys: {list(state_dict)[:5]}); no transfer layout is known for it')
+    raise UserValueError('the backbone is neither an mmpretrain VisionTransformer nor a ResNet '
+                         f'(first keys: {list(state_dict)[:5]}); no transfer layout is known '
+                         'for it')
 
 
 def detect_vit_layout(state_dict: StateDict) -> str:
@@ -98,14 +101,15 @@ def detect_vit_layout(state_dict: StateDict) -> str:
         return 'mmseg'
     if 'layers.0.attn.qkv.weight' in state_dict:
         return 'mmpretrain'
-    raise ValueError(f'not a ViT state dict in a known layout (first keys: {list(state_dict)[:5]})')
+    raise UserValueError('not a ViT state dict in a known layout (first keys: '
+                         f'{list(state_dict)[:5]})')
 
 
 def to_layout(state_dict: StateDict, kind: str, layout: str) -> StateDict:
     """Canonical backbone ``state_dict`` of ``kind`` → ``layout``."""
     rules = VIT_RULES if kind == 'vit' else RESNET_RULES
     if layout not in rules:
-        raise ValueError(f'no {layout!r} layout for a {kind} backbone; known: {sorted(rules)}')
+        raise UserValueError(f'no {layout!r} layout for a {kind} backbone; known: {sorted(rules)}')
     return convert_keys(state_dict, rules[layout])
 
 
@@ -118,11 +122,11 @@ def from_layout(state_dict: StateDict, kind: str, layout: str) -> StateDict:
 
 def target_layout(kind: str, target: str) -> str:
     if target not in TARGETS:
-        raise ValueError(f'unknown target {target!r}; choose from {TARGETS}')
+        raise UserValueError(f'unknown target {target!r}; choose from {TARGETS}')
     layouts = TARGET_LAYOUTS[kind]
     if target not in layouts:
-        raise ValueError(f'target {target!r} is not supported for a {kind} backbone; supported: '
-                         f'{sorted(layouts)}')
+        raise UserValueError(f'target {target!r} is not supported for a {kind} backbone; '
+                             f'supported: {sorted(layouts)}')
     return layouts[target]
 
 

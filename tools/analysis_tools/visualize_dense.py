@@ -2,6 +2,7 @@
 
     python tools/analysis_tools/visualize_dense.py CONFIG CKPT [--dataset toy] [--split val]
         [--num-images 4] [--img-size S] [--num-clusters K] [--points Y,X ...] [--out-dir DIR]
+        [--allow-partial]
 
 One row per image: the image, its ground truth, PCA-to-RGB of the patch features (first three
 components over all shown images), the k-means cluster map (K clusters, default the class
@@ -19,6 +20,7 @@ from mmdense.evaluation import (extract_features, kmeans, load_dataset_config, l
 from mmdense.evaluation.protocols import flatten_features
 from mmdense.evaluation.visuals import (colorize, heatmap, image_grid, palette, pca_rgb,
                                         similarity_map)
+from mmdense.utils.cli import UserError, run_cli
 
 
 def parse_point(text):
@@ -45,6 +47,8 @@ def parse_args():
                         default=[(0.5, 0.5), (0.25, 0.25)], help='query points Y,X')
     parser.add_argument('--tile', type=int, default=160, help='tile size in the grid (px)')
     parser.add_argument('--out-dir', default='work_dirs/dense_vis')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='draw even if the checkpoint does not fill the whole backbone')
     return parser.parse_args()
 
 
@@ -53,7 +57,7 @@ def main():
     data_cfg = load_dataset_config(args.dataset, args.data_root)
     if args.img_size:
         data_cfg['img_size'] = args.img_size
-    model = load_model(args.config, args.checkpoint)
+    model = load_model(args.config, args.checkpoint, allow_partial=args.allow_partial)
     data = load_split(data_cfg, args.split, args.num_images)
     feats = extract_features(model, data['images'])
     n, _, h, w = feats.shape
@@ -76,9 +80,10 @@ def main():
     grid = image_grid(rows, titles, args.tile)
     os.makedirs(args.out_dir, exist_ok=True)
     out = osp.join(args.out_dir, 'dense_grid.png')
-    cv2.imwrite(out, grid[..., ::-1])
+    if not cv2.imwrite(out, grid[..., ::-1]):
+        raise UserError(f'could not write {out} (is its folder writable?)')
     print(f'wrote {out} ({n} images, feature grid {h}x{w})')
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -2,11 +2,13 @@
 
     python tools/analysis_tools/visualize_slots.py CONFIG CKPT IMAGES... --out DIR
         [--size 224] [--branch teacher|student] [--max-images 64] [--rows 16] [--top-k 8]
+        [--allow-partial]
 
 IMAGES are image files or folders of images (searched recursively). Writes
 ``DIR/assignments/<name>.png`` (image | per-pixel argmax prototype, colour-coded, over the image)
 and ``DIR/top_images_per_prototype.png`` (one row per most-used prototype: the images in which it
-covers most pixels, other pixels darkened).
+covers most pixels, other pixels darkened). A checkpoint that does not fill the whole model is
+refused unless ``--allow-partial`` (a coverage line says how much it filled).
 """
 import argparse
 import os
@@ -17,13 +19,14 @@ import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 
 from mmdense.datasets.transforms import LoadRGBImage
+from mmdense.engine.checkpoint import read_checkpoint
+from mmdense.engine.load_coverage import load_weights
 from mmdense.registry import MODELS
 from mmdense.utils import register_all_modules
+from mmdense.utils.cli import UserError, UserValueError, load_config, run_cli
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 THUMB = 112
@@ -40,6 +43,8 @@ def parse_args():
     parser.add_argument('--max-images', type=int, default=64)
     parser.add_argument('--rows', type=int, default=16, help='prototypes in the top-image grid')
     parser.add_argument('--top-k', type=int, default=8, help='images per prototype')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='draw even if the checkpoint does not fill the whole model')
     return parser.parse_args()
 
 
@@ -112,9 +117,13 @@ def main():
     args = parse_args()
     register_all_modules(init_default_scope=False)
     init_default_scope('mmdense')
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location='cpu')
+    if not hasattr(model, 'encode_view'):
+        raise UserValueError(f'{args.config}: the model is a {type(model).__name__}; this tool '
+                             'draws SlotCon prototype assignments')
+    load_weights(model, read_checkpoint(args.checkpoint), args.checkpoint,
+                 allow_partial=args.allow_partial)
     model.eval()
 
     paths = list_images(args.images, args.max_images)
@@ -133,11 +142,12 @@ def main():
         cv2.imwrite(osp.join(args.out, 'assignments', f'{name}.png'), side_by_side)
     grid = top_image_grid(images, labels, scores, model.head.num_prototypes, args.rows,
                           args.top_k)
-    cv2.imwrite(osp.join(args.out, 'top_images_per_prototype.png'), grid)
+    if not cv2.imwrite(osp.join(args.out, 'top_images_per_prototype.png'), grid):
+        raise UserError(f'could not write {args.out}/top_images_per_prototype.png')
     used = len(np.unique(labels))
     print(f'{len(paths)} images, {used} of {model.head.num_prototypes} prototypes in use; '
           f'wrote {args.out}/assignments/*.png and {args.out}/top_images_per_prototype.png')
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -2,18 +2,22 @@
 
     python tools/model_converters/export.py PRETRAIN_CKPT OUT.pth \
         --target {mmdet,mmseg,mmpretrain,timm,torchvision} [--branch teacher|student]
+        [--config TRAIN_CONFIG]
 
 OUT.pth holds tensors only (``torch.load(OUT, weights_only=True)``), keyed as the target's
 backbone expects, without prefix: initialise a downstream backbone with
 ``init_cfg=dict(type='Pretrained', checkpoint=OUT)``. OUT.json records the source checkpoint's
 sha256, the algorithm, the branch and the backbone architecture. The branch defaults to the one
-the algorithm transfers (the EMA teacher for DINO, SlotCon, CoTAP, ADCLR).
+the algorithm transfers (the EMA teacher for DINO, SlotCon, CoTAP, ADCLR). The algorithm and
+architecture are read from the checkpoint as plain data; the config text it stores is never
+executed (give --config when that text is not plain data).
 """
 import argparse
 import json
 
 from mmdense.transfer.checkpoints import export_backbone, sidecar_path
 from mmdense.transfer.keys import TARGETS
+from mmdense.utils.cli import run_cli
 
 
 def parse_args():
@@ -25,12 +29,14 @@ def parse_args():
     parser.add_argument('--target', required=True, choices=TARGETS)
     parser.add_argument('--branch', choices=['teacher', 'student'],
                         help="default: the algorithm's transfer branch")
+    parser.add_argument('--config', help='config the checkpoint was trained with (default: the '
+                        'model config recorded in the checkpoint, read without executing it)')
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
-    sidecar = export_backbone(args.checkpoint, args.out, args.target, args.branch)
+    sidecar = export_backbone(args.checkpoint, args.out, args.target, args.branch, args.config)
     backbone = {k: v for k, v in sidecar['backbone'].items() if k != 'config'}
     print(f"exported the {sidecar['branch']} backbone of {sidecar['algorithm']} "
           f"({json.dumps(backbone)}) to {args.out} ({sidecar['num_tensors']} tensors, "
@@ -42,4 +48,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -18,6 +18,7 @@ Heads, classifiers and iBOT's ``masked_embed`` are dropped (listed in ``meta.dro
 import argparse
 
 from mmdense.transfer.checkpoints import IMPORT_FORMATS, import_published
+from mmdense.utils.cli import run_cli
 
 
 def parse_args():
@@ -41,4 +42,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -4,8 +4,9 @@ from .teacher_temp import TeacherTempWarmupHook
 __all__ = ['FreezeLastLayerHook', 'TeacherTempWarmupHook']
 from .dense_eval_hook import DenseEvalHook  # noqa: E402,F401
 __all__ += ['DenseEvalHook']
-from .atomic_checkpoint_hook import AtomicCheckpointHook, RNGStateHook  # noqa: E402,F401
-__all__ += ['AtomicCheckpointHook', 'RNGStateHook']
+from .atomic_checkpoint_hook import (AtomicCheckpointHook, CheckpointLoadGuardHook,  # noqa: E402,F401
+                                     RNGStateHook)
+__all__ += ['AtomicCheckpointHook', 'CheckpointLoadGuardHook', 'RNGStateHook']
 from .nan_guard_hook import NonFiniteLossHook  # noqa: E402,F401
 __all__ += ['NonFiniteLossHook']
 from .prototype_init import PrototypeInitHook  # noqa: E402,F401

@@ -1,4 +1,5 @@
-"""Hooks that make checkpoints safe to write and exact to resume from."""
+"""Hooks that make checkpoints safe to write, safe to load and exact to resume from."""
+import logging
 import os.path as osp
 import random
 from typing import Optional
@@ -7,9 +8,14 @@ import numpy as np
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.runner import IterBasedTrainLoop
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.runner import IterBasedTrainLoop, find_latest_checkpoint
 
-from mmdense.engine.checkpoint import ATOMIC_BACKEND, write_atomically
+from mmdense.engine.checkpoint import (ATOMIC_BACKEND, MODEL_CONFIG_KEY, lock_work_dir,
+                                       plain_copy, remove_stale_temporaries, unlock_work_dir,
+                                       write_atomically)
+from mmdense.engine.load_coverage import checkpoint_weights, is_backbone_key, measure_coverage
 from mmdense.registry import HOOKS
 
 
@@ -22,7 +28,12 @@ class AtomicCheckpointHook(CheckpointHook):
     - checkpoints and ``last_checkpoint`` are written to a temporary file and renamed into place
       (:class:`~mmdense.engine.checkpoint.AtomicLocalBackend`), never left half-written;
     - with ``max_keep_ckpts``, the oldest checkpoint is removed *after* the new one is saved
-      (mmengine removes it before, so a crash mid-save with ``max_keep_ckpts=1`` left nothing).
+      (mmengine removes it before, so a crash mid-save with ``max_keep_ckpts=1`` left nothing);
+    - before training, the main process locks the work dir (a second live run on it is refused
+      instead of replacing this run's checkpoints) and removes the temporary files a killed save
+      left in the work dir and the checkpoint folder;
+    - every checkpoint records the model config as plain data (``meta.model_config``), so tools
+      read the architecture without executing the config text in ``meta.cfg``.
 
     Only local paths are supported; give ``backend_args`` to use another storage backend
     (writes are then as atomic as that backend makes them).
@@ -31,6 +42,29 @@ class AtomicCheckpointHook(CheckpointHook):
     def __init__(self, *args, backend_args: Optional[dict] = None, **kwargs) -> None:
         super().__init__(*args, backend_args=backend_args or dict(backend=ATOMIC_BACKEND),
                          **kwargs)
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if not is_main_process():
+            return
+        lock_work_dir(runner.work_dir)
+        for folder in {runner.work_dir, self.out_dir}:
+            for path in remove_stale_temporaries(folder):
+                print_log(f'removed {path}, left by an interrupted save', logger='current',
+                          level=logging.WARNING)
+
+    def after_run(self, runner) -> None:
+        if is_main_process():
+            unlock_work_dir(runner.work_dir)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.cfg.get('model')
+        if not isinstance(model, dict):  # a runner built from a model instance
+            return
+        try:
+            checkpoint.setdefault('meta', {})[MODEL_CONFIG_KEY] = plain_copy(model)
+        except TypeError:  # a lazy-import config holding types: readers need the config file
+            return
 
     def _expire_oldest(self, runner, step: int) -> Optional[str]:
         """Record ``step`` among the kept checkpoints; return the path that falls out, if any."""
@@ -140,3 +174,44 @@ class RNGStateHook(Hook):
         else:
             set_rng_states(self._loaded_states)
         self._loaded_states = None
+
+
+@HOOKS.register_module()
+class CheckpointLoadGuardHook(Hook):
+    """Checks every checkpoint the runner loads (``load_from``, ``resume``) before it reaches the
+    model (``tools/train.py`` registers it).
+
+    - Config text in ``meta.config`` is removed: mmengine 0.10.7's ``Runner.resume`` executes it
+      (``Config.fromstring``) only to compare GPU ids, so a checkpoint could run code on resume.
+    - The coverage of the state dict is logged and a partial load refused
+      (:mod:`mmdense.engine.load_coverage`): on resume the whole model must load; with
+      ``load_from`` its backbones (the whole model if it has none), since heads may be new.
+      ``allow_partial=True`` logs the refusal as a warning instead.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, allow_partial: bool = False) -> None:
+        self.allow_partial = allow_partial
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        meta = checkpoint.get('meta')
+        if isinstance(meta, dict) and meta.pop('config', None) is not None:
+            print_log('ignored the config text in the checkpoint\'s meta.config: config text '
+                      'from a checkpoint is never executed', logger='current',
+                      level=logging.WARNING)
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        resuming = runner._resume  # mmengine resumes iff resume=True (load_or_resume)
+        has_backbone = any(is_backbone_key(k) for k in model.state_dict())
+        required = None if resuming or not has_backbone else is_backbone_key
+        part = 'the model' if required is None else 'the backbones'
+        source = str(runner._load_from or find_latest_checkpoint(runner.work_dir))
+        coverage = measure_coverage(model, checkpoint_weights(checkpoint, source), source,
+                                    required, part)
+        print_log(coverage.summary(), logger='current')
+        problem = coverage.problem()
+        if problem and self.allow_partial:
+            print_log(f'{problem} (--allow-partial: going on)', logger='current',
+                      level=logging.WARNING)
+        else:
+            coverage.check()
