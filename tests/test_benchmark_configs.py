@@ -85,7 +85,7 @@ def test_model_index():
     metafiles = read_yaml('model-index.yml')['Import']
     assert {osp.dirname(m) for m in metafiles} == {
         'configs/dino', 'configs/slotcon', 'configs/cotap', 'configs/adclr', 'configs/dsc'}
-    from mmdense.transfer.checkpoints import DEFAULT_BRANCHES
+    from mmdense.transfer.checkpoints import default_branch
     names = set()
     for metafile in metafiles:
         meta = read_yaml(metafile)
@@ -96,7 +96,7 @@ def test_model_index():
             names.add(model['Name'])
             assert osp.isfile(osp.join(ROOT, model['Config'])), model['Config']
             assert 'Weights' in model and model['Weights'] is None  # until released
-            assert model['Metadata']['Transfer Branch'] == DEFAULT_BRANCHES[collection]
+            assert model['Metadata']['Transfer Branch'] == default_branch(collection)
             for result in model['Results']:
                 assert result['Source'] == 'paper' and result['Metrics']
                 benchmark = result.get('Benchmark Config')

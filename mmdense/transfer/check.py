@@ -35,7 +35,7 @@ from mmengine.runner import find_latest_checkpoint
 from mmdense.engine.checkpoint import read_checkpoint, stored_model_config
 from mmdense.engine.load_coverage import checkpoint_weights
 
-from .checkpoints import BRANCH_PREFIXES, DEFAULT_BRANCHES, read_sidecar, sha256sum
+from .checkpoints import BRANCH_PREFIXES, default_branch, read_sidecar, sha256sum
 from .downstream import build_model, set_backbone_init
 
 FAILING = ('missing', 'mismatched', 'overwritten', 'non-finite')
@@ -248,7 +248,7 @@ def check_branch_without_sidecar(report: TransferReport, checkpoint: str, branch
     held = loaded_branch(loaded, branches)
     model = stored_model_config(file, checkpoint) or {}
     algorithm = (file.get('meta') or {}).get('algorithm') or model.get('type')
-    wanted = branch or DEFAULT_BRANCHES.get(algorithm, 'teacher')
+    wanted = branch or default_branch(algorithm, model) or 'teacher'
     why = 'asked for' if branch else f'the transfer branch of {algorithm or "the algorithm"}'
     if held is None:
         report.failures.append(f'{checkpoint} holds a teacher and a student backbone, and the '

@@ -23,16 +23,22 @@ from .keys import (StateDict, backbone_kind, describe_backbone, detect_vit_layou
                    target_layout, to_layout)
 
 BRANCH_PREFIXES = {'student': 'backbone.', 'teacher': 'teacher.module.backbone.'}
-# The branch each algorithm transfers by default. DINO-family methods and SlotCon transfer the
-# EMA teacher; DSC follows MoCo (its momentum encoder only provides keys): the student.
-DEFAULT_BRANCHES = {
-    'DINO': 'teacher',
-    'iBOT': 'teacher',
-    'SlotCon': 'teacher',
-    'CoTAP': 'teacher',
-    'ADCLR': 'teacher',
-    'DSC': 'student',
-}
+# Published algorithms that mmdense imports but does not implement, and the branch they transfer.
+PUBLISHED_BRANCHES = {'iBOT': 'teacher'}
+
+
+def default_branch(algorithm: str, model_cfg: Optional[dict] = None) -> Optional[str]:
+    """The branch ``algorithm`` transfers: the model config's ``feat_branch`` where it sets one,
+    else the registered class's ``default_transfer_branch`` (the one definition, in
+    :class:`~mmdense.models.algorithms.base.TeacherStudentSelfSupervisor`, that ``extract_feat``
+    and the dense evaluation read too), else :data:`PUBLISHED_BRANCHES`; ``None`` if unknown."""
+    if (model_cfg or {}).get('feat_branch'):
+        return model_cfg['feat_branch']
+    from mmdense.registry import MODELS
+    from mmdense.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    cls = MODELS.get(algorithm) if algorithm else None
+    return getattr(cls, 'default_transfer_branch', None) or PUBLISHED_BRANCHES.get(algorithm)
 # published checkpoint formats → (algorithm recorded in the imported file, source layout)
 IMPORT_FORMATS = {
     'slotcon': ('SlotCon', 'torchvision'),
@@ -66,14 +72,16 @@ def load_file(path: str, extra_safe_globals: tuple = ()) -> dict:
 
 # ------------------------------------------------------------------------------ pretraining side
 def checkpoint_algorithm(checkpoint: dict, path: str,
-                         config: Optional[str] = None) -> Tuple[str, Optional[dict]]:
-    """The algorithm (model type) of an MMEngine checkpoint and its backbone config: from
+                         config: Optional[str] = None) -> Tuple[str, Optional[dict], Optional[str]]:
+    """The algorithm (model type) of an MMEngine checkpoint, its backbone config and its
+    transfer branch (:func:`default_branch`): from
     ``config`` (the user's config file) if given, else from the checkpoint, read without
     executing anything (``meta.algorithm`` of an imported file, the plain ``meta.model_config``
     record, or the ``model`` literal of the config text in ``meta.cfg``)."""
     meta = checkpoint.get('meta') or {}
     if config is None and meta.get('algorithm'):
-        return meta['algorithm'], meta.get('backbone_cfg')
+        return (meta['algorithm'], meta.get('backbone_cfg'),
+                meta.get('default_branch') or default_branch(meta['algorithm']))
     if config is not None:
         from mmengine.config import Config
         model = Config.fromfile(config).get('model') or {}
@@ -88,21 +96,21 @@ def checkpoint_algorithm(checkpoint: dict, path: str,
                                '--config with the config it was trained with')
     if 'type' not in model:
         raise UserKeyError(f'{where}: the model config has no type')
-    return model['type'], model.get('backbone')
+    return model['type'], model.get('backbone'), default_branch(model['type'], model)
 
 
 def resolve_branch(algorithm: str, branch: Optional[str], path: str,
-                   default_branch: Optional[str]) -> str:
+                   transfer_branch: Optional[str]) -> str:
     """``branch`` if given, else the algorithm's transfer branch."""
     if branch is not None:
         if branch not in BRANCH_PREFIXES:
             raise UserValueError(f'branch must be one of {sorted(BRANCH_PREFIXES)}, got {branch!r}')
         return branch
-    if default_branch is None:
-        raise UserValueError(f'{path}: unknown algorithm {algorithm!r} (known: '
-                             f'{sorted(DEFAULT_BRANCHES)}); pass --branch teacher|student to choose '
-                             'the backbone to export')
-    return default_branch
+    if transfer_branch is None:
+        raise UserValueError(f'{path}: unknown algorithm {algorithm!r} (neither registered in '
+                             f'mmdense nor one of {sorted(PUBLISHED_BRANCHES)}); pass --branch '
+                             'teacher|student to choose the backbone to export')
+    return transfer_branch
 
 
 def branch_backbone(state_dict: StateDict, branch: str, path: str, algorithm: str) -> StateDict:
@@ -163,10 +171,8 @@ def export_backbone(source: str, out: str, target: str, branch: Optional[str] = 
     if 'state_dict' not in checkpoint:
         raise UserKeyError(f'{source}: no state_dict (expected an MMEngine checkpoint; import '
                            'published checkpoints with tools/model_converters/import_weights.py)')
-    algorithm, backbone_cfg = checkpoint_algorithm(checkpoint, source, config)
-    default_branch = (checkpoint.get('meta') or {}).get('default_branch') or DEFAULT_BRANCHES.get(
-        algorithm)
-    branch = resolve_branch(algorithm, branch, source, default_branch)
+    algorithm, backbone_cfg, transfer_branch = checkpoint_algorithm(checkpoint, source, config)
+    branch = resolve_branch(algorithm, branch, source, transfer_branch)
     backbone = branch_backbone(checkpoint['state_dict'], branch, source, algorithm)
     kind = backbone_kind(backbone)
     layout = target_layout(kind, target)
@@ -178,7 +184,7 @@ def export_backbone(source: str, out: str, target: str, branch: Optional[str] = 
         source_sha256=sha256sum(source),
         algorithm=algorithm,
         branch=branch,
-        default_branch=default_branch,
+        default_branch=transfer_branch,
         target=target,
         layout=layout,
         backbone=dict(describe_backbone(backbone), config=backbone_cfg),

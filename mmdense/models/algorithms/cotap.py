@@ -1,20 +1,17 @@
-from itertools import groupby
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmengine.logging import MMLogger
-from mmengine.runner.checkpoint import CheckpointLoader
-from mmpretrain.models import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmdense.models.losses import cotap_loss, multicrop_cross_entropy
-from mmdense.models.utils import EMATeacher, align_to_boxes, sinkhorn_knopp
+from mmdense.models.utils import align_to_boxes, sinkhorn_knopp
 from mmdense.registry import MODELS
 from mmdense.structures import overlap_in_views
 from mmdense.utils.dist import (all_reduce_sum, broadcast_from_rank0, concat_all_gather,
                                 gather_with_grad, get_rank, get_world_size)
+from .base import TeacherStudentSelfSupervisor, encode_by_size, view_geometry
 
 LOSS_TERMS = ('patch', 'cls', 'cross_patch', 'cross_cls')
 
@@ -32,7 +29,7 @@ def random_derangement(n: int, device: torch.device, attempts: int = 32) -> Tens
 
 
 @MODELS.register_module()
-class CoTAP(BaseSelfSupervisor):
+class CoTAP(TeacherStudentSelfSupervisor):
     """CoTAP: semantic concentration for dense self-supervised learning (Wen et al., TPAMI 2025).
 
     A ViT with an object-aware filter (:class:`ObjectAwareViT`) and an EMA teacher, trained on
@@ -72,7 +69,7 @@ class CoTAP(BaseSelfSupervisor):
         backbone_checkpoint: ``dict(path=..., prefix=...)`` to initialise the backbone from,
             e.g. a DINO checkpoint with ``prefix='teacher.module.backbone.'``. Every backbone
             parameter outside the object-aware filter's own must load, or an error names them.
-        feat_branch: backbone used by :meth:`extract_feat` (``'teacher'`` or ``'student'``).
+        feat_branch: see :class:`TeacherStudentSelfSupervisor`.
     """
 
     def __init__(self,
@@ -96,11 +93,12 @@ class CoTAP(BaseSelfSupervisor):
                  teacher_momentum: float = 0.9997,
                  end_teacher_momentum: float = 0.9999,
                  backbone_checkpoint: Optional[dict] = None,
-                 feat_branch: str = 'teacher',
+                 feat_branch: Optional[str] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(backbone=backbone, data_preprocessor=data_preprocessor,
-                         init_cfg=init_cfg)
+                         init_cfg=init_cfg, feat_branch=feat_branch,
+                         backbone_checkpoint=backbone_checkpoint)
         self.patch_head = MODELS.build(patch_head)
         self.cls_head = MODELS.build(cls_head)
         out_channels = getattr(self.backbone, 'out_channels', None)
@@ -119,8 +117,6 @@ class CoTAP(BaseSelfSupervisor):
         self.loss_weights.update(loss_weights or {})
         if not 0 < kept_cell_ratio <= 1:
             raise ValueError(f'CoTAP: kept_cell_ratio must lie in (0, 1], got {kept_cell_ratio}')
-        if feat_branch not in ('teacher', 'student'):
-            raise ValueError(f"feat_branch must be 'teacher' or 'student', got {feat_branch!r}")
         self.num_global_views = num_global_views
         self.clean_teacher_views = clean_teacher_views
         self.student_temp = student_temp
@@ -134,54 +130,34 @@ class CoTAP(BaseSelfSupervisor):
         self.ranking_margin = ranking_margin
         self.ranking_threshold = ranking_threshold
         self.ranking_chunk_size = ranking_chunk_size
-        self.backbone_checkpoint = backbone_checkpoint
-        self.feat_branch = feat_branch
-        self.teacher = EMATeacher(self.student_modules(), teacher_momentum, end_teacher_momentum)
+        self.build_teacher(teacher_momentum, end_teacher_momentum)
 
     def student_modules(self) -> dict:
         return dict(backbone=self.backbone, patch_head=self.patch_head, cls_head=self.cls_head)
 
-    def init_weights(self) -> None:
-        super().init_weights()
-        if self.backbone_checkpoint is not None:
-            self.load_backbone(**self.backbone_checkpoint)
-
-    def load_backbone(self, path: str, prefix: str = 'teacher.module.backbone.') -> None:
-        """Initialise the student backbone from ``path`` (keys under ``prefix``); the teacher
-        copies it at the first step."""
-        checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-        state = checkpoint.get('state_dict', checkpoint)
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        missing, _ = self.backbone.load_state_dict(state, strict=False)
-        filter_keys = {f'layers.{len(self.backbone.layers) - 1}.{name}'
-                       for name in ('prototypes', 'prototypes_initialised', 'out_norm.weight',
-                                    'out_norm.bias')}
-        missing = [k for k in missing if k not in filter_keys]
-        if missing:
-            raise KeyError(f'CoTAP backbone_checkpoint {path!r} (prefix {prefix!r}) lacks '
-                           f'{len(missing)} backbone weights, e.g. {missing[:5]}: wrong prefix or '
-                           'architecture')
-        MMLogger.get_current_instance().info(
-            f'CoTAP: loaded {len(state)} backbone tensors from {path} (prefix {prefix!r})')
+    def backbone_keys_new_to_the_method(self) -> set:
+        """The object-aware filter of the last block, which a plain ViT checkpoint lacks."""
+        last = f'layers.{len(self.backbone.layers) - 1}'
+        return {f'{last}.{name}' for name in ('prototypes', 'prototypes_initialised',
+                                              'out_norm.weight', 'out_norm.bias')}
 
     # -- encoders ---------------------------------------------------------------------------
     @staticmethod
     def encode(modules: dict, views: List[Tensor], with_attention: bool = False) -> List[dict]:
         """Per view: ``cls`` (B, K_c) and ``patch`` (B, K_p, h, w) head logits, plus the last
         block's ``cls_attention`` (B, h, w) if asked. Equal-size views share one pass."""
-        encoded = []
-        for _, same_size in groupby(views, key=lambda v: v.shape[-2:]):
-            same_size = list(same_size)
-            dense = modules['backbone'].forward_dense(torch.cat(same_size), with_attention)
+
+        def encode_batch(batch: Tensor) -> dict:
+            dense = modules['backbone'].forward_dense(batch, with_attention)
             patches = dense['patches']
             patch_logits = modules['patch_head'](patches.flatten(2).transpose(1, 2))
             patch_logits = patch_logits.transpose(1, 2).unflatten(2, patches.shape[-2:])
             outputs = dict(cls=modules['cls_head'](dense['cls']), patch=patch_logits)
             if with_attention:
                 outputs['cls_attention'] = dense['cls_attention']
-            chunks = {k: v.chunk(len(same_size)) for k, v in outputs.items()}
-            encoded += [{k: v[i] for k, v in chunks.items()} for i in range(len(same_size))]
-        return encoded
+            return outputs
+
+        return encode_by_size(views, encode_batch)
 
     def sinkhorn_codes(self, logits: Tensor) -> Tensor:
         """Balanced teacher codes over the last dim of (..., K) logits."""
@@ -300,8 +276,7 @@ class CoTAP(BaseSelfSupervisor):
                     data_samples: List[DataSample]) -> Tuple[List[Tensor], Tensor, Tensor, bool]:
         """Stack an image's views and its neighbour's into one batch of 2B images (anchors
         first): views, crop boxes (2B, V, 4), flips (2B, V), whether pairs are present."""
-        boxes = torch.stack([s.crop_boxes for s in data_samples]).to(inputs[0].device)
-        flips = torch.stack([s.flips for s in data_samples]).to(inputs[0].device).bool()
+        boxes, flips = view_geometry(data_samples, inputs[0].device)
         num_views = data_samples[0].metainfo.get('num_pair_views')
         if num_views is None:
             return inputs, boxes, flips, False
@@ -353,7 +328,3 @@ class CoTAP(BaseSelfSupervisor):
             cross_patch=lambda: self.cross_patch_loss(student[0], teacher[0], partner),
             cross_cls=lambda: self.cross_cls_loss(student, teacher, partner))
         return {f'loss_{name}': weight * terms[name]() for name, weight in active.items()}
-
-    def extract_feat(self, inputs: Tensor) -> Tuple[Tensor]:
-        backbone = self.teacher['backbone'] if self.feat_branch == 'teacher' else self.backbone
-        return backbone(inputs)

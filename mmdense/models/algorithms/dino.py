@@ -1,29 +1,22 @@
-from itertools import groupby
 from typing import List, Optional
 
 import torch
 import torch.nn as nn
-from mmpretrain.models import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-from mmdense.models.utils import EMATeacher
 from mmdense.registry import MODELS
+from .base import TeacherStudentSelfSupervisor, encode_by_size
 
 
 def embed_views(backbone: nn.Module, head: nn.Module, views: List[Tensor]) -> Tensor:
     """Backbone + head on a list of V view batches (B, 3, H, W); consecutive views of equal size
     share one forward pass. Returns (V, B, K)."""
-    outputs = []
-    for _, same_size in groupby(views, key=lambda v: v.shape[-2:]):
-        same_size = list(same_size)
-        features = backbone(torch.cat(same_size))[-1]
-        outputs.append(head(features))
-    return torch.cat(outputs).view(len(views), views[0].shape[0], -1)
+    return torch.stack(encode_by_size(views, lambda batch: head(backbone(batch)[-1])))
 
 
 @MODELS.register_module()
-class DINO(BaseSelfSupervisor):
+class DINO(TeacherStudentSelfSupervisor):
     """DINO: self-distillation with no labels (Caron et al., ICCV 2021).
 
     The student sees all crops (global first, then local); its EMA teacher sees the global
@@ -37,6 +30,7 @@ class DINO(BaseSelfSupervisor):
         num_global_views: number of leading views the teacher sees.
         teacher_momentum / end_teacher_momentum: EMA momentum schedule (0.996 → 1).
         teacher_temp: τ_t; :class:`TeacherTempWarmupHook` anneals it during warm-up.
+        feat_branch / backbone_checkpoint: see :class:`TeacherStudentSelfSupervisor`.
     """
 
     def __init__(self,
@@ -47,11 +41,14 @@ class DINO(BaseSelfSupervisor):
                  teacher_momentum: float = 0.996,
                  end_teacher_momentum: float = 1.0,
                  teacher_temp: float = 0.07,
+                 feat_branch: Optional[str] = None,
+                 backbone_checkpoint: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(backbone=backbone, head=head, pretrained=pretrained,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg,
+                         feat_branch=feat_branch, backbone_checkpoint=backbone_checkpoint)
         backbone_dims = getattr(self.backbone, 'embed_dims', None)
         if backbone_dims is not None and backbone_dims != self.head.in_channels:
             raise ValueError(f'{type(self).__name__}: head in_channels={self.head.in_channels} '
@@ -63,10 +60,9 @@ class DINO(BaseSelfSupervisor):
                              f'out_channels={self.head.last_layer.weight_v.shape[0]}')
         self.num_global_views = num_global_views
         self.teacher_temp = teacher_temp
-        self.teacher = EMATeacher(self.student_modules(), teacher_momentum, end_teacher_momentum)
+        self.build_teacher(teacher_momentum, end_teacher_momentum)
 
     def student_modules(self) -> dict:
-        """The modules the teacher tracks, by name."""
         return dict(backbone=self.backbone, head=self.head)
 
     def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:

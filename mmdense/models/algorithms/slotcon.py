@@ -1,20 +1,19 @@
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-from mmpretrain.models import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmdense.models.losses import group_loss, kept_slots, slot_contrast_loss
-from mmdense.models.utils import (EMATeacher, align_to_boxes, last_output_channels,
-                                  update_center_)
+from mmdense.models.utils import align_to_boxes, last_output_channels, update_center_
 from mmdense.registry import MODELS
 from mmdense.structures import overlap_in_views
 from mmdense.utils.dist import all_reduce_sum
+from .base import TeacherStudentSelfSupervisor, view_geometry
 
 
 @MODELS.register_module()
-class SlotCon(BaseSelfSupervisor):
+class SlotCon(TeacherStudentSelfSupervisor):
     """SlotCon: self-supervised learning with semantic grouping (Wen et al., NeurIPS 2022).
 
     Backbone → dense projector (``neck``) → :class:`SemanticGrouping` (``head``) turns each of two
@@ -44,7 +43,7 @@ class SlotCon(BaseSelfSupervisor):
         teacher_buffers: what the teacher does with its BatchNorm statistics: ``'own'`` (the
             official code: the teacher runs in train mode and keeps its own running statistics;
             only parameters are averaged), ``'average'`` or ``'copy'`` (the student's).
-        feat_branch: ``'teacher'`` or ``'student'`` backbone for :meth:`extract_feat` (transfer).
+        feat_branch / backbone_checkpoint: see :class:`TeacherStudentSelfSupervisor`.
     """
 
     def __init__(self,
@@ -60,12 +59,14 @@ class SlotCon(BaseSelfSupervisor):
                  teacher_momentum: float = 0.99,
                  end_teacher_momentum: float = 1.0,
                  teacher_buffers: str = 'own',
-                 feat_branch: str = 'teacher',
+                 feat_branch: Optional[str] = None,
+                 backbone_checkpoint: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(backbone=backbone, neck=neck, head=head, pretrained=pretrained,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg,
+                         feat_branch=feat_branch, backbone_checkpoint=backbone_checkpoint)
         self.predictor = MODELS.build(predictor)
         backbone_channels = last_output_channels(self.backbone)
         if backbone_channels is not None and backbone_channels != self.neck.in_channels:
@@ -76,8 +77,6 @@ class SlotCon(BaseSelfSupervisor):
                     predictor_out=self.predictor.out_channels)
         if len(set(dims.values())) != 1:
             raise ValueError(f'SlotCon needs one slot dimension throughout, got {dims}')
-        if feat_branch not in ('teacher', 'student'):
-            raise ValueError(f"feat_branch must be 'teacher' or 'student', got {feat_branch!r}")
         if not 0.0 <= group_loss_weight <= 1.0:
             raise ValueError(f'group_loss_weight must lie in [0, 1], got {group_loss_weight}')
         self.group_loss_weight = group_loss_weight
@@ -85,10 +84,8 @@ class SlotCon(BaseSelfSupervisor):
         self.teacher_temp = teacher_temp
         self.slot_temp = slot_temp
         self.center_momentum = center_momentum
-        self.feat_branch = feat_branch
         self.register_buffer('center', torch.zeros(1, self.head.num_prototypes))
-        self.teacher = EMATeacher(self.student_modules(), teacher_momentum, end_teacher_momentum,
-                                  buffers=teacher_buffers)
+        self.build_teacher(teacher_momentum, end_teacher_momentum, teacher_buffers)
 
     def student_modules(self) -> dict:
         """The modules the teacher tracks, by name (the predictor is student-only)."""
@@ -107,8 +104,7 @@ class SlotCon(BaseSelfSupervisor):
         Returns the (B, 4) overlap box of each view in its normalised displayed frame, the
         (B, 2) flips and the (B,) bool mask of images whose views do overlap.
         """
-        boxes = torch.stack([sample.crop_boxes for sample in data_samples]).to(device)
-        flips = torch.stack([sample.flips for sample in data_samples]).to(device).bool()
+        boxes, flips = view_geometry(data_samples, device)
         overlap_1, overlap_2, valid = overlap_in_views(boxes[:, 0], flips[:, 0], boxes[:, 1],
                                                        flips[:, 1])
         return [overlap_1, overlap_2], flips, valid
@@ -159,8 +155,3 @@ class SlotCon(BaseSelfSupervisor):
         """Number of prototypes that win at least one pixel of the batch (all ranks)."""
         used = sum(kept_slots(d).sum(dim=0) for d in dots)
         return (all_reduce_sum(used) > 0).sum().float()
-
-    def extract_feat(self, inputs: Tensor) -> Tuple[Tensor]:
-        """Backbone features of the teacher (default, as used for transfer) or the student."""
-        backbone = self.teacher['backbone'] if self.feat_branch == 'teacher' else self.backbone
-        return backbone(inputs)
