@@ -13,3 +13,5 @@ param_scheduler = _base_.param_scheduler
 param_scheduler[1].update(T_max=max_epochs - _base_.warmup_epochs, end=max_epochs)
 train_cfg = dict(max_epochs=max_epochs)
 default_hooks = dict(checkpoint=dict(interval=50))
+# NHWC convolutions (tensor cores); remove to train in NCHW
+custom_hooks = [dict(type='ChannelsLastHook')]

@@ -8,3 +8,5 @@ _base_ = [
 ]
 train_dataloader = dict(batch_size=64, dataset=dict(pipeline={{_base_.train_pipeline}}))
 model = dict(head=dict(num_prototypes=2048))
+# NHWC convolutions (tensor cores); remove to train in NCHW
+custom_hooks = [dict(type='ChannelsLastHook')]

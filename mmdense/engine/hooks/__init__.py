@@ -13,3 +13,5 @@ from .prototype_init import PrototypeInitHook  # noqa: E402,F401
 __all__ += ['PrototypeInitHook']
 from .skipped_images import SkippedImagesHook  # noqa: E402,F401
 __all__ += ['SkippedImagesHook']
+from .channels_last import ChannelsLastHook  # noqa: E402,F401
+__all__ += ['ChannelsLastHook']
