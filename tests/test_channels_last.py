@@ -13,7 +13,8 @@ from test_train_resume import ROOT, tiny_slotcon_config
 
 def test_recipes_enable_it():
     for config in ('configs/slotcon/r50_coco-800e.py', 'configs/slotcon/r50_in1k-200e.py',
-                   'configs/slotcon/r50_cocoplus-800e.py'):
+                   'configs/slotcon/r50_cocoplus-800e.py', 'configs/dsc/r50_coco-800e.py',
+                   'configs/dsc/r50_coco-800e-pm.py', 'configs/dsc/r50_in1k-200e.py'):
         hooks = Config.fromfile(f'{ROOT}/{config}').custom_hooks
         assert {'type': 'ChannelsLastHook'} in [dict(h) for h in hooks], config
 

@@ -307,3 +307,47 @@ def test_extract_feat_uses_the_trained_encoder_by_default(message_hub_max_iters)
     with torch.no_grad():
         model.backbone.conv1.weight.mul_(2.0)
     assert torch.equal(model.extract_feat(x)[-1], model.teacher['backbone'](x)[-1])
+
+
+# ----------------------------------------------------------------------------- momentum encoder
+
+def test_momentum_encoder_keeps_its_own_batchnorm_statistics(message_hub_max_iters):
+    """By default the momentum encoder is MoCo's key encoder: its parameters follow the encoder,
+    its BN running statistics come from its own forward passes only."""
+    torch.manual_seed(0)
+    model = tiny_dsc(teacher_momentum=0.5, end_teacher_momentum=0.5)
+    model.train()
+    inputs = [torch.randn(2, 3, 64, 64) for _ in range(2)]
+    model.loss(inputs, samples(2))  # the first update copies the encoder, statistics included
+    with torch.no_grad():
+        model.backbone.bn1.running_mean.fill_(100.0)
+        model.backbone.conv1.weight.mul_(2.0)
+    teacher_conv = model.teacher['backbone'].conv1.weight.clone()
+    model.loss(inputs, samples(2))
+    # parameters half-way to the encoder's; statistics nowhere near its 100 ('average' would
+    # give about 50, 'copy' 100)
+    assert torch.allclose(model.teacher['backbone'].conv1.weight,
+                          (teacher_conv + model.backbone.conv1.weight) / 2)
+    assert model.teacher['backbone'].bn1.running_mean.abs().max() < 5
+
+
+def test_the_loss_does_not_depend_on_the_momentum_encoders_statistics(message_hub_max_iters):
+    """Both encoders normalise with batch statistics in training, so the three ways of keeping
+    the momentum encoder's running statistics train identically."""
+    curves = []
+    for buffers in ('own', 'average', 'copy'):
+        torch.manual_seed(0)
+        model = tiny_dsc(teacher_buffers=buffers, queue_len=16)
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        generator = torch.Generator().manual_seed(1)
+        curve = []
+        for _ in range(3):
+            inputs = [torch.randn(4, 3, 64, 64, generator=generator) for _ in range(2)]
+            losses = model.loss(inputs, samples(4))
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+            curve.append(torch.stack([losses[key].detach() for key in sorted(losses)]))
+        curves.append(torch.stack(curve))
+    assert torch.equal(curves[0], curves[1]) and torch.equal(curves[0], curves[2])

@@ -15,3 +15,5 @@ param_scheduler = [
 ]
 train_cfg = dict(max_epochs=max_epochs)
 default_hooks = dict(checkpoint=dict(interval=50))
+# NHWC convolutions (tensor cores); remove to train in NCHW
+custom_hooks = [dict(type='ChannelsLastHook')]

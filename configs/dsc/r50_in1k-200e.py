@@ -6,3 +6,5 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 train_dataloader = dict(batch_size=32, dataset=dict(pipeline={{_base_.train_pipeline}}))
+# NHWC convolutions (tensor cores); remove to train in NCHW
+custom_hooks = [dict(type='ChannelsLastHook')]

@@ -30,6 +30,7 @@ model = dict(
     prototype_temp=0.1,
     teacher_momentum=0.999,
     end_teacher_momentum=0.999,
-    teacher_update_buffers=True,
+    # MoCo's key encoder: parameters are averaged, BN running statistics are its own
+    teacher_buffers='own',
     feat_branch='student',
 )

@@ -3,17 +3,16 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmpretrain.models import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmdense.models.losses import (feature_neighbours, geometric_positives, info_nce_with_queue,
                                    multi_positive_info_nce, per_image_to_batch_mask,
                                    prototype_assignment_loss)
-from mmdense.models.utils import (EMATeacher, gathered_spherical_kmeans, last_output_channels,
-                                  sinkhorn_knopp)
+from mmdense.models.utils import gathered_spherical_kmeans, last_output_channels, sinkhorn_knopp
 from mmdense.registry import MODELS
 from mmdense.utils.dist import concat_all_gather, get_rank, get_world_size
+from .base import TeacherStudentSelfSupervisor, view_geometry
 
 SEMANTIC_VARIANTS = ('km', 'pm')
 
@@ -27,7 +26,7 @@ class ViewEmbedding(NamedTuple):
 
 
 @MODELS.register_module()
-class DSC(BaseSelfSupervisor):
+class DSC(TeacherStudentSelfSupervisor):
     """DSC: dense semantic contrast (Li et al., ACM MM 2021), multi-granularity contrast.
 
     Two overlapping views go through the encoder (backbone + ``neck``, e.g. mmpretrain's
@@ -59,10 +58,17 @@ class DSC(BaseSelfSupervisor):
         sinkhorn_epsilon / sinkhorn_iters / prototype_temp: Sinkhorn ε and iterations, and τ of
             the prototype prediction (``'pm'``).
         teacher_momentum / end_teacher_momentum: EMA momentum schedule of the momentum encoder.
-        teacher_update_buffers: average BN statistics into the momentum encoder too.
-        feat_branch: ``'student'`` (the encoder trained by gradient, as MoCo transfers) or
-            ``'teacher'`` backbone for :meth:`extract_feat`.
+        teacher_buffers: what the momentum encoder's BN running statistics follow: ``'own'``
+            (its own forward passes: MoCo's key encoder, whose parameters alone are averaged),
+            ``'average'`` (the student's, averaged like parameters) or ``'copy'`` (the
+            student's). The loss is the same for all three, since both encoders normalise with
+            batch statistics in training; they differ where the momentum encoder runs in eval
+            mode (``feat_branch='teacher'``).
+        feat_branch: ``'student'`` (default: the encoder trained by gradient, as MoCo transfers)
+            or ``'teacher'``; with ``backbone_checkpoint`` see
+            :class:`TeacherStudentSelfSupervisor`.
     """
+    default_transfer_branch = 'student'
 
     def __init__(self,
                  backbone: dict,
@@ -82,13 +88,15 @@ class DSC(BaseSelfSupervisor):
                  prototype_temp: float = 0.1,
                  teacher_momentum: float = 0.999,
                  end_teacher_momentum: float = 0.999,
-                 teacher_update_buffers: bool = True,
-                 feat_branch: str = 'student',
+                 teacher_buffers: str = 'own',
+                 feat_branch: Optional[str] = None,
+                 backbone_checkpoint: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(backbone=backbone, neck=neck, pretrained=pretrained,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg,
+                         feat_branch=feat_branch, backbone_checkpoint=backbone_checkpoint)
         if len(getattr(self.backbone, 'out_indices', (0, ))) != 1:
             raise ValueError('DSC projects one feature map: give the backbone a single '
                              f'out_indices, got {self.backbone.out_indices}')
@@ -101,8 +109,6 @@ class DSC(BaseSelfSupervisor):
         if semantic_variant not in SEMANTIC_VARIANTS:
             raise ValueError(f'semantic_variant must be one of {SEMANTIC_VARIANTS}, got '
                              f'{semantic_variant!r}')
-        if feat_branch not in ('teacher', 'student'):
-            raise ValueError(f"feat_branch must be 'teacher' or 'student', got {feat_branch!r}")
         self.instance_temp = instance_temp
         self.pixel_temp = pixel_temp
         self.semantic_temp = semantic_temp
@@ -115,15 +121,13 @@ class DSC(BaseSelfSupervisor):
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_iters = sinkhorn_iters
         self.prototype_temp = prototype_temp
-        self.feat_branch = feat_branch
 
         self.register_buffer('queue', F.normalize(torch.randn(queue_len, embed_dim), dim=1))
         self.register_buffer('queue_ptr', torch.zeros((), dtype=torch.long))
         if semantic_variant == 'pm':
             self.prototypes = nn.Parameter(F.normalize(torch.randn(num_classes, embed_dim),
                                                        dim=1))
-        self.teacher = EMATeacher(self.student_modules(), teacher_momentum, end_teacher_momentum,
-                                  update_buffers=teacher_update_buffers)
+        self.build_teacher(teacher_momentum, end_teacher_momentum, teacher_buffers)
 
     def student_modules(self) -> dict:
         """The modules the momentum encoder tracks, by name."""
@@ -140,8 +144,7 @@ class DSC(BaseSelfSupervisor):
             raise ValueError(f'DSC needs exactly 2 views per image, got {len(inputs)}: use '
                              'MultiCropWithGeometry with 2 global and 0 local crops')
         device = inputs[0].device
-        boxes = torch.stack([sample.crop_boxes for sample in data_samples]).to(device)
-        flips = torch.stack([sample.flips for sample in data_samples]).to(device).bool()
+        boxes, flips = view_geometry(data_samples, device)
 
         self.teacher.update(self.student_modules())
         student = [self.encode_view(self.student_modules(), view) for view in inputs]
@@ -229,8 +232,3 @@ class DSC(BaseSelfSupervisor):
         slots = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % len(self.queue)
         self.queue[slots] = keys.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % len(self.queue))
-
-    def extract_feat(self, inputs: Tensor) -> Tuple[Tensor]:
-        """Backbone features of the encoder (default) or of its momentum copy."""
-        backbone = self.teacher['backbone'] if self.feat_branch == 'teacher' else self.backbone
-        return backbone(inputs)
