@@ -210,7 +210,8 @@ def test_the_two_source_cotap_config_builds_its_dataset(toy_root):
 
 # ------------------------------------------------------------------------ neighbour files
 BAD_NEIGHBOURS = {
-    'out of range': ([[1], [7], [0]], r'neighbours\[1\] \(of .b.png.\) \[0\] is 7, outside \[0, 2\]'),
+    'out of range': ([[1], [7], [0]],
+                     r'neighbours\[1\] \(of .b.png.\) \[0\] is 7, outside \[0, 2\]'),
     'negative': ([[1], [-1], [0]], r'neighbours\[1\] .*\[0\] is -1, outside'),
     'non-integer': ([[1], [2.5], [0]], r'neighbours\[1\] .*\[0\] is 2.5, not an integer index'),
     'null': ([[1], [None], [0]], r'neighbours\[1\] .*\[0\] is None, not an integer index'),

@@ -47,7 +47,8 @@ def set_backbone_init(cfg: Config, checkpoint: Optional[str]) -> None:
         if owner.get('pretrained'):
             raise UserValueError(
                     f'{where}.pretrained={owner.pretrained!r} is set (it loads those weights, and '
-                    f'mmseg asserts when an init_cfg is set next to it): set {where}.pretrained=None, '
+                    f'mmseg asserts when an init_cfg is set next to it): set '
+                f'{where}.pretrained=None, '
                     "and for mmseg's ResNetV1c bases use type='ResNet' (an SSL ResNet has no deep "
                     'stem)')
     if checkpoint is None:

@@ -7,7 +7,8 @@
 One row per image: the image, its ground truth, PCA-to-RGB of the patch features (first three
 components over all shown images), the k-means cluster map (K clusters, default the class
 count, fitted over all shown images) and one cosine-similarity heatmap per query point (relative
-``Y,X`` in [0, 1], marked by a circle; each map stretched to its own min-max, which it prints). Writes ``DIR/dense_grid.png``. CKPT may be ``random``.
+``Y,X`` in [0, 1], marked by a circle; each map stretched to its own min-max, which it prints).
+Writes ``DIR/dense_grid.png``. CKPT may be ``random``.
 """
 import argparse
 import os

@@ -2,9 +2,12 @@
 color_distortion = [
     dict(
         type='RandomApply',
-        transforms=[dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)],
+        transforms=[
+            dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
+        ],
         prob=0.8),
-    dict(type='RandomGrayscale', prob=0.2, keep_channels=True, channel_weights=(0.114, 0.587, 0.2989)),
+    dict(type='RandomGrayscale', prob=0.2, keep_channels=True,
+         channel_weights=(0.114, 0.587, 0.2989)),
 ]
 # first global view: always blurred
 photometric_view1 = color_distortion + [

@@ -3,9 +3,12 @@
 student_photometric = [
     dict(
         type='RandomApply',
-        transforms=[dict(type='ColorJitter', brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2)],
+        transforms=[
+            dict(type='ColorJitter', brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2)
+        ],
         prob=0.8),
-    dict(type='RandomGrayscale', prob=0.2, keep_channels=True, channel_weights=(0.114, 0.587, 0.2989)),
+    dict(type='RandomGrayscale', prob=0.2, keep_channels=True,
+         channel_weights=(0.114, 0.587, 0.2989)),
     dict(type='GaussianBlur', magnitude_range=(0.1, 2.0), magnitude_std='inf', prob=0.5),
 ]
 view_pipeline = [

@@ -66,9 +66,10 @@ class DINO(TeacherStudentSelfSupervisor):
         return dict(backbone=self.backbone, head=self.head)
 
     def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
-        if len(inputs) < max(2, self.num_global_views):
-            raise ValueError(f'{type(self).__name__} needs at least {max(2, self.num_global_views)} '
-                             f'views per image, got {len(inputs)}: check the MultiCrop pipeline')
+        needed = max(2, self.num_global_views)
+        if len(inputs) < needed:
+            raise ValueError(f'{type(self).__name__} needs at least {needed} views per image, '
+                             f'got {len(inputs)}: check the MultiCrop pipeline')
         self.teacher.update(self.student_modules())
         with torch.no_grad():
             teacher_logits = embed_views(self.teacher['backbone'], self.teacher['head'],
