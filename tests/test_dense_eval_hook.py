@@ -1,11 +1,16 @@
-"""DenseEvalHook in a toy DINO pretraining run through tools/train.py: metrics reach the logs."""
+"""DenseEvalHook: streamed metrics equal the in-memory protocol, and reach the logs of a toy DINO
+pretraining run through tools/train.py."""
 import json
 import os.path as osp
 import subprocess
 import sys
+import uuid
+from types import SimpleNamespace
 
 import pytest
+import torch
 from mmengine.config import Config
+from mmengine.logging import MessageHub, MMLogger
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -60,3 +65,43 @@ def test_hook_rejects_bad_settings():
         DenseEvalHook(protocol='segformer')
     with pytest.raises(ValueError, match='interval'):
         DenseEvalHook(interval=0)
+
+
+def stub_runner(model):
+    logged = []
+    return SimpleNamespace(
+        model=model, iter=9, logged=logged,
+        message_hub=MessageHub.get_instance(f'dense-hook-{uuid.uuid4().hex}'),
+        visualizer=SimpleNamespace(add_scalars=lambda scalars, step: logged.append((step,
+                                                                                    scalars))),
+        logger=MMLogger.get_instance(f'dense-hook-{uuid.uuid4().hex}'))
+
+
+def test_hook_on_a_preset_subset_streams_the_in_memory_result(toy_root, tmp_path):
+    from mmpretrain.models import VisionTransformer
+
+    from mmdense.engine.hooks import DenseEvalHook
+    from mmdense.evaluation import (cluster_segmentation, extract_features, get_preset,
+                                    load_split, preset_data_cfg)
+    torch.manual_seed(0)
+    vit = VisionTransformer(arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                                      feedforward_channels=64), img_size=64, patch_size=16)
+    hook = DenseEvalHook(preset='toy', protocol='cluster', num_val=4, img_size=64,
+                         data_root=toy_root, cache_dir=str(tmp_path), num_workers=1,
+                         protocol_cfg=dict(num_iters=5))
+    assert hook.protocol_cfg == dict(num_clusters=9, matching='hungarian', num_iters=5)
+    runner = stub_runner(vit)
+    hook.before_train(runner)
+    metrics = hook.evaluate(runner)
+
+    data_cfg = dict(preset_data_cfg(get_preset('toy'), toy_root), img_size=64)
+    val = load_split(data_cfg, 'val', 4)
+    expected = cluster_segmentation(extract_features(vit, val['images']), val['labels'], 9,
+                                    num_iters=5)
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+    assert runner.logged == [(10, {f'dense_eval/cluster_{k}': v for k, v in metrics.items()})]
+    assert runner.message_hub.get_scalar('train/dense_eval/cluster_mIoU').current() == \
+        metrics['mIoU']
+    assert list(tmp_path.iterdir()) == []  # the feature stores are gone
+    with pytest.raises(ValueError, match="preset coco_stuff27 has no 'knn' protocol"):
+        DenseEvalHook(preset='coco_stuff27', protocol='knn')

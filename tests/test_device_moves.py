@@ -21,16 +21,7 @@ from mmengine.runner import Runner
 
 from algorithm_table import ALGORITHMS
 from mmdense.registry import MODELS
-from mmdense.utils import register_all_modules
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    register_all_modules(init_default_scope=False)
-    yield
-    torch.set_num_threads(previous)
+from test_reliability_algorithms import one_thread  # noqa: F401  (autouse: tiny models)
 
 
 def build(algorithm, toy_root):

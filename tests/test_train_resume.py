@@ -46,14 +46,9 @@ def tiny_slotcon_config(toy_root, max_iters):
 
 def ring_neighbours_file(toy_root, num_neighbours=2):
     """A neighbour file for ``toy_root`` pairing image i with images i+1, i+2, ..."""
+    from mmdense.datasets.neighbour_pairs import write_ring_neighbours
     path = osp.join(toy_root, 'meta', f'ring_neighbours_{num_neighbours}.json')
-    with open(osp.join(toy_root, 'meta', 'train.txt')) as f:
-        images = [line.strip() for line in f if line.strip()]
-    neighbours = [[(i + k) % len(images) for k in range(1, num_neighbours + 1)]
-                  for i in range(len(images))]
-    with open(path, 'w') as f:
-        json.dump(dict(images=images, neighbours=neighbours), f)
-    return path
+    return write_ring_neighbours(toy_root, path, num_neighbours)
 
 
 def tiny_cotap_config(toy_root, max_iters):

@@ -1,10 +1,24 @@
 """Frozen-backbone dense evaluation of a pretrained checkpoint.
 
+    python tools/test_dense.py CONFIG CKPT --preset {coco_stuff27,voc12_leopart,ade20k_linear,
+        cityscapes_linear,toy} [--data-root DIR] [--train-list F --val-list F] [--allow-subset]
+        [--num-workers 4] [--feature-dtype float16|float32] [--cache-dir DIR]
+        [--launcher none|pytorch|slurm] [--out JSON]
+    python tools/test_dense.py --list-presets
     python tools/test_dense.py CONFIG CKPT --protocol {linear,cluster,knn,dispersion} [...]
         [--dataset toy|coco_stuff27|voc12|ade20k|cityscapes|DATASET_CONFIG] [--data-root DIR]
         [--num-train 40] [--num-val 20] [--img-size S] [--num-clusters K ...]
         [--matching auto|hungarian|majority] [--knn-k 10] [--linear-epochs 30] [--seed 0]
         [--out JSON] [--allow-partial]
+
+A ``--preset`` fixes everything a published number depends on (resolution, crop, feature
+stride, image lists and counts, protocol settings; ``--list-presets`` prints them with their
+sources) and streams: features come from a DataLoader into an on-disk store, so memory does not
+grow with the split; under ``torchrun ... --launcher pytorch`` the images are shared among the
+ranks and the metrics are identical to one process. It refuses a run on fewer images than the
+preset unless ``--allow-subset`` (then marked ``subset: true``), and writes JSON + Markdown
+with the checkpoint's SHA-256. ``--protocol`` is the earlier in-memory path for small ad-hoc
+runs (toy data, ``--num-train`` / ``--num-val`` images).
 
 CKPT may be ``random`` for the randomly initialised model (a baseline; ``--seed`` picks the
 draw, and its scores move with it, so compare against several). Prints one table row per
@@ -23,18 +37,38 @@ import torch
 from mmdense.engine.checkpoint import write_atomically
 from mmdense.evaluation import (PROTOCOLS, load_dataset_config, load_model, load_split,
                                 run_protocol)
-from mmdense.utils.cli import run_cli
+from mmdense.evaluation.preset_eval import evaluate_preset, write_report
+from mmdense.evaluation.presets import PRESETS, format_preset
+from mmdense.utils.cli import UserValueError, run_cli
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='model config the checkpoint was trained with')
-    parser.add_argument('checkpoint', help="checkpoint file, or 'random'")
-    parser.add_argument('--protocol', nargs='+', required=True, choices=PROTOCOLS)
+    parser.add_argument('config', nargs='?', help='model config the checkpoint was trained with')
+    parser.add_argument('checkpoint', nargs='?', help="checkpoint file, or 'random'")
+    parser.add_argument('--preset', choices=sorted(PRESETS), help='a named published protocol')
+    parser.add_argument('--list-presets', action='store_true',
+                        help='print every preset with its settings and source, then exit')
+    parser.add_argument('--train-list', help="preset: the train image list (e.g. PiCIE's "
+                        'curated list for coco_stuff27)')
+    parser.add_argument('--val-list', help='preset: the val image list')
+    parser.add_argument('--allow-subset', action='store_true',
+                        help='preset: run on fewer images than the preset (marked as a subset)')
+    parser.add_argument('--num-workers', type=int, default=4, help='preset: loader workers')
+    parser.add_argument('--feature-dtype', choices=['float16', 'float32'], default='float16',
+                        help='preset: dtype of the on-disk feature store')
+    parser.add_argument('--cache-dir', help='preset: where the feature store lives (deleted '
+                        'after the run; default: a temporary folder)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='preset: distributed evaluation (torchrun ... --launcher pytorch)')
+    parser.add_argument('--protocol', nargs='+', choices=PROTOCOLS,
+                        help='in-memory protocols on --num-train/--num-val images')
     parser.add_argument('--dataset', default='toy', help='dataset name or dense-eval config')
     parser.add_argument('--data-root', help="override the dataset's data_root")
-    parser.add_argument('--num-train', type=int, default=40, help='train images (linear, knn)')
-    parser.add_argument('--num-val', type=int, default=20, help='val images')
+    parser.add_argument('--num-train', type=int,
+                        help='train images (default: the preset\'s; 40 with --protocol)')
+    parser.add_argument('--num-val', type=int,
+                        help='val images (default: the preset\'s; 20 with --protocol)')
     parser.add_argument('--img-size', type=int, help="override the dataset's img_size")
     parser.add_argument('--num-clusters', type=int, nargs='+',
                         help='K values for cluster (default: the number of classes)')
@@ -49,7 +83,13 @@ def parse_args():
     parser.add_argument('--out', help='JSON result file')
     parser.add_argument('--allow-partial', action='store_true',
                         help='evaluate even if the checkpoint does not fill the whole backbone')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not args.list_presets:
+        if not (args.config and args.checkpoint):
+            parser.error('CONFIG and CKPT are required (or --list-presets)')
+        if bool(args.preset) == bool(args.protocol):
+            raise UserValueError('give one of --preset (a published protocol) or --protocol')
+    return args
 
 
 def settings(args, num_classes):
@@ -82,8 +122,39 @@ def format_table(results):
     return '\n'.join(lines)
 
 
+def run_name(args) -> str:
+    return '_'.join(osp.splitext(osp.basename(path))[0] for path in (args.config, args.checkpoint))
+
+
+def run_preset(args) -> None:
+    from mmdense.utils.dist import get_rank
+    if args.launcher != 'none':
+        from mmengine.dist import init_dist
+        init_dist(args.launcher)
+        if torch.cuda.is_available():
+            args.device = f'cuda:{torch.cuda.current_device()}'
+    torch.manual_seed(args.seed)
+    model = load_model(args.config, args.checkpoint, args.device, args.allow_partial)
+    record = evaluate_preset(model, args.preset, args.data_root, args.train_list, args.val_list,
+                             args.num_train, args.num_val, args.allow_subset, args.batch_size,
+                             args.num_workers, args.feature_dtype, args.cache_dir)
+    if get_rank() == 0:
+        name = f'{run_name(args)}_{args.preset}.json'
+        out = args.out or osp.join('work_dirs', 'dense_eval', name)
+        paths = write_report(record, out, args.checkpoint, args.config)
+        print(f"results written to {paths['json']} and {paths['markdown']}")
+
+
 def main():
     args = parse_args()
+    if args.list_presets:
+        print('\n\n'.join(format_preset(preset) for preset in PRESETS.values()))
+        return
+    if args.preset:
+        run_preset(args)
+        return
+    args.num_train = 40 if args.num_train is None else args.num_train
+    args.num_val = 20 if args.num_val is None else args.num_val
     data_cfg = load_dataset_config(args.dataset, args.data_root)
     if args.img_size:
         data_cfg['img_size'] = args.img_size
@@ -101,9 +172,7 @@ def main():
         results.append(dict(protocol=protocol, setting=setting, metrics=metrics,
                             seconds=round(time.time() - start, 2)))
     print(format_table(results))
-    run_name = '_'.join(osp.splitext(osp.basename(path))[0]
-                        for path in (args.config, args.checkpoint))
-    out = args.out or osp.join('work_dirs', 'dense_eval', run_name + '.json')
+    out = args.out or osp.join('work_dirs', 'dense_eval', run_name(args) + '.json')
     record = dict(config=args.config, checkpoint=args.checkpoint, seed=args.seed,
                   dataset=args.dataset, img_size=data_cfg['img_size'],
                   num_train=0 if train is None else len(train['labels']),

@@ -12,6 +12,19 @@ from mmdense.registry import DATASETS
 from mmdense.utils.cli import UserKeyError, UserValueError
 
 
+def write_ring_neighbours(data_root: str, out: str, num_neighbours: int = 2) -> str:
+    """Write a neighbour file pairing image i of ``data_root``'s ``meta/train.txt`` with images
+    i+1, ..., i+k (mod N): pairs for checks and tests where which images pair does not matter
+    (real runs take theirs from ``tools/misc/build_nn_pairs.py``). Returns ``out``."""
+    with open(osp.join(data_root, 'meta', 'train.txt')) as f:
+        images = [line.strip() for line in f if line.strip()]
+    neighbours = [[(i + k) % len(images) for k in range(1, num_neighbours + 1)]
+                  for i in range(len(images))]
+    with open(out, 'w') as f:
+        json.dump(dict(images=images, neighbours=neighbours), f)
+    return out
+
+
 def read_neighbours(path: str) -> dict:
     """The neighbour file written by ``tools/misc/build_nn_pairs.py``: ``images`` (relative
     paths) and ``neighbours`` (indices into ``images``, best first), with its provenance.

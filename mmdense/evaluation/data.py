@@ -4,18 +4,23 @@ A dense-eval dataset config (``configs/_base_/datasets/dense_eval_*.py``) define
 ``dense_eval_data = dict(num_classes, ignore_index, img_size, label_lut, train, val)`` where
 ``train``/``val`` are mmseg dataset configs (they list the files and carry ``label_map`` /
 ``reduce_zero_label``), optionally with ``instance_ann_file`` (COCO instances json, relative to
-``data_root``) for the intra-instance statistic. Images are resized (shorter side) and centre
-cropped to ``img_size``; labels use nearest interpolation.
+``data_root``) for the intra-instance statistic and ``img_list`` (a text file of image ids, one
+per line, e.g. a curated split; relative paths are taken from ``data_root``). Images are resized
+to ``img_size`` by ``crop``: ``'center'`` (shorter side to ``img_size``, then the centre square,
+the default) or ``'resize'`` (straight to ``img_size x img_size``, aspect not kept). Labels follow
+with nearest interpolation, then go (nearest) to ``label_size`` when it is given: the resolution
+at which predictions are scored.
 """
 import contextlib
 import copy
 import io
 import os.path as osp
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
                       '_base_', 'datasets')
@@ -23,6 +28,7 @@ DATASET_CONFIGS = {
     'toy': 'dense_eval_toy.py',
     'coco_stuff27': 'dense_eval_coco_stuff27.py',
     'voc12': 'dense_eval_voc12.py',
+    'voc12aug': 'dense_eval_voc12aug.py',
     'ade20k': 'dense_eval_ade20k.py',
     'cityscapes': 'dense_eval_cityscapes.py',
 }
@@ -108,10 +114,14 @@ def load_dataset_config(name_or_path: str, data_root: Optional[str] = None) -> d
     return data_cfg
 
 
+CROP_MODES = ('center', 'resize')
+_DATASET_ONLY_KEYS = ('instance_ann_file', 'img_list')  # ours, not the mmseg dataset's
+
+
 def _check_paths(split_cfg: dict) -> None:
     root = split_cfg.get('data_root', '')
     paths = [osp.join(root, p) for p in split_cfg.get('data_prefix', {}).values()]
-    for key in ('ann_file', 'instance_ann_file'):
+    for key in ('ann_file', 'instance_ann_file', 'img_list'):
         if split_cfg.get(key):
             paths.append(osp.join(root, split_cfg[key]))
     for path in paths:
@@ -126,14 +136,42 @@ def build_seg_dataset(split_cfg: dict):
     from mmengine.registry import DefaultScope
     from mmseg.registry import DATASETS
     cfg = copy.deepcopy(split_cfg)
-    cfg.pop('instance_ann_file', None)
+    for key in _DATASET_ONLY_KEYS:
+        cfg.pop(key, None)
     _check_paths(split_cfg)
     cfg['pipeline'] = []
     with DefaultScope.overwrite_default_scope('mmseg'):
         return DATASETS.build(cfg)
 
 
-def _resize_crop(array: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+def read_image_list(path: str) -> List[str]:
+    """Image ids (file names without the dataset's image suffix) listed one per line in ``path``;
+    blank lines are skipped."""
+    with open(path) as f:
+        ids = [line.strip() for line in f if line.strip()]
+    if not ids:
+        raise ValueError(f'image list {path} is empty')
+    return ids
+
+
+def _select_listed(infos: List[dict], list_file: str, img_suffix: str) -> List[dict]:
+    """The samples of ``infos`` whose image id is listed in ``list_file``, in the list's order."""
+    by_id = {osp.basename(info['img_path'])[:-len(img_suffix)]: info for info in infos}
+    ids = read_image_list(list_file)
+    missing = [image_id for image_id in ids if image_id not in by_id]
+    if missing:
+        raise FileNotFoundError(
+            f'{len(missing)} of the {len(ids)} images listed in {list_file} are not in the '
+            f'dataset (first: {missing[:3]}); the list names image files without the '
+            f'{img_suffix!r} suffix')
+    return [by_id[image_id] for image_id in ids]
+
+
+def _resize_crop(array: np.ndarray, size: int, interpolation: int,
+                 crop: str = 'center') -> np.ndarray:
+    """``array`` (H, W[, 3]) → (size, size): see the module docstring for ``crop``."""
+    if crop == 'resize':
+        return cv2.resize(array, (size, size), interpolation=interpolation)
     h, w = array.shape[:2]
     scale = size / min(h, w)
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
@@ -142,66 +180,121 @@ def _resize_crop(array: np.ndarray, size: int, interpolation: int) -> np.ndarray
     return array[top:top + size, left:left + size]
 
 
-def _instance_maps(ann_file: str, img_paths, shapes) -> np.ndarray:
-    """Per-image instance id maps (1..n in annotation order, 0 = none) from COCO instances."""
-    from pycocotools.coco import COCO
-    with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress
-        coco = COCO(ann_file)
-    id_of = {osp.basename(img['file_name']): img['id'] for img in coco.dataset['images']}
-    maps = []
-    for path, shape in zip(img_paths, shapes):
+def _read_label(path: str) -> np.ndarray:
+    """A label PNG as stored (palette indices for palette PNGs such as VOC's), int64 (H, W)."""
+    try:
+        with Image.open(path) as image:
+            label = np.array(image)
+    except OSError as error:
+        raise FileNotFoundError(f'cannot read label map {path}: {error}') from None
+    if label.ndim != 2:
+        raise ValueError(f'label map {path} has shape {label.shape}; expected one channel '
+                         '(class indices)')
+    return label.astype(np.int64)
+
+
+class DenseEvalDataset(torch.utils.data.Dataset):
+    """One split of a dense-eval dataset, read one sample at a time (for a ``DataLoader``).
+
+    Item ``i``: ``dict(image (3, S, S) uint8 RGB, label (L, L) long, index i)`` and, when the
+    split has ``instance_ann_file``, ``instances (L, L) long`` (ids 1..n in annotation order,
+    0 = none), with ``S = img_size``, ``L = label_size`` (default ``S``).
+
+    Args:
+        data_cfg: a ``dense_eval_data`` dict (:func:`load_dataset_config`).
+        split: ``'train'`` or ``'val'``.
+        num_samples: keep the first ``num_samples`` samples (of the image list when given).
+    """
+
+    def __init__(self, data_cfg: dict, split: str, num_samples: Optional[int] = None) -> None:
+        if split not in data_cfg:
+            raise KeyError(f'dense-eval dataset config has no split {split!r}')
+        self.split_cfg = data_cfg[split]
+        root = self.split_cfg.get('data_root', '')
+        dataset = build_seg_dataset(self.split_cfg)
+        infos = [dataset.get_data_info(i) for i in range(len(dataset))]
+        if self.split_cfg.get('img_list'):
+            infos = _select_listed(infos, osp.join(root, self.split_cfg['img_list']),
+                                   dataset.img_suffix)
+        self.num_available = len(infos)  # before num_samples
+        self.infos = infos if num_samples is None else infos[:num_samples]
+        if not self.infos:
+            raise ValueError(f'no samples found for split {split!r} under {root}')
+        self.img_size = data_cfg['img_size']
+        self.label_size = data_cfg.get('label_size') or self.img_size
+        self.crop = data_cfg.get('crop', 'center')
+        if self.crop not in CROP_MODES:
+            raise ValueError(f'dense-eval crop must be one of {CROP_MODES}, got {self.crop!r}')
+        self.ignore_index = data_cfg.get('ignore_index', 255)
+        self.lut = LABEL_LUTS[data_cfg['label_lut']]() if data_cfg.get('label_lut') else None
+        ann_file = self.split_cfg.get('instance_ann_file')
+        self.instance_ann_file = osp.join(root, ann_file) if ann_file else None
+        self._coco = None  # loaded on first use, in the process that reads
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def _label(self, info: dict) -> np.ndarray:
+        label = _read_label(info['seg_map_path'])
+        if info.get('reduce_zero_label'):
+            label = np.where(label == 0, self.ignore_index, label - 1)
+            label[label == self.ignore_index - 1] = self.ignore_index
+        for old, new in (info.get('label_map') or {}).items():
+            label[label == old] = new
+        if self.lut is not None:
+            label = self.lut[np.clip(label, 0, 255)].astype(np.int64)
+        return label
+
+    def _to_label_grid(self, array: np.ndarray) -> torch.Tensor:
+        array = _resize_crop(array.astype(np.int32), self.img_size, cv2.INTER_NEAREST, self.crop)
+        if self.label_size != self.img_size:
+            array = cv2.resize(array, (self.label_size, self.label_size),
+                               interpolation=cv2.INTER_NEAREST)
+        return torch.as_tensor(array).long()
+
+    def _instance_map(self, img_path: str, shape) -> np.ndarray:
+        """Instance ids (1..n in annotation order, 0 = none) of one image from COCO instances."""
+        if self._coco is None:
+            from pycocotools.coco import COCO
+            with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress
+                coco = COCO(self.instance_ann_file)
+            self._coco = (coco, {osp.basename(img['file_name']): img['id']
+                                 for img in coco.dataset['images']})
+        coco, id_of = self._coco
         instance_map = np.zeros(shape, np.int32)
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=id_of[osp.basename(path)]))
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=id_of[osp.basename(img_path)]))
         for number, ann in enumerate(anns, 1):
             instance_map[coco.annToMask(ann) > 0] = number
-        maps.append(instance_map)
-    return maps
+        return instance_map
+
+    def __getitem__(self, index: int) -> dict:
+        info = self.infos[index]
+        image = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"cannot read image {info['img_path']}")
+        label = self._label(info)
+        image = _resize_crop(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), self.img_size,
+                             cv2.INTER_LINEAR, self.crop)
+        item = dict(image=torch.as_tensor(image).permute(2, 0, 1).contiguous(),
+                    label=self._to_label_grid(label), index=index)
+        if self.instance_ann_file:
+            item['instances'] = self._to_label_grid(
+                self._instance_map(info['img_path'], label.shape))
+        return item
 
 
 def load_split(data_cfg: dict, split: str, num_samples: Optional[int] = None) -> Dict:
-    """The first ``num_samples`` samples of ``split`` as tensors.
+    """The first ``num_samples`` samples of ``split`` as tensors, all in memory.
 
-    Returns ``dict(images (N, 3, S, S) uint8 RGB, labels (N, S, S) long, instances (N, S, S)
-    long or None, img_paths)`` with ``S = data_cfg['img_size']``.
+    Returns ``dict(images (N, 3, S, S) uint8 RGB, labels (N, L, L) long, instances (N, L, L)
+    long or None, img_paths)`` (:class:`DenseEvalDataset` items stacked). For splits too large
+    for memory use :mod:`mmdense.evaluation.streaming`.
     """
-    if split not in data_cfg:
-        raise KeyError(f'dense-eval dataset config has no split {split!r}')
-    split_cfg = data_cfg[split]
-    dataset = build_seg_dataset(split_cfg)
-    count = len(dataset) if num_samples is None else min(num_samples, len(dataset))
-    if count == 0:
-        raise ValueError(f"no samples found for split {split!r} under {split_cfg.get('data_root')}")
-    size, ignore_index = data_cfg['img_size'], data_cfg.get('ignore_index', 255)
-    lut = LABEL_LUTS[data_cfg['label_lut']]() if data_cfg.get('label_lut') else None
-    images, labels, raw_shapes, img_paths = [], [], [], []
-    for index in range(count):
-        info = dataset.get_data_info(index)
-        image = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)
-        label = cv2.imread(info['seg_map_path'], cv2.IMREAD_UNCHANGED)
-        if image is None or label is None:
-            raise FileNotFoundError(f"cannot read {info['img_path']} or {info['seg_map_path']}")
-        label = label.astype(np.int64)
-        if info.get('reduce_zero_label'):
-            label = np.where(label == 0, ignore_index, label - 1)
-            label[label == ignore_index - 1] = ignore_index
-        for old, new in (info.get('label_map') or {}).items():
-            label[label == old] = new
-        if lut is not None:
-            label = lut[np.clip(label, 0, 255)].astype(np.int64)
-        raw_shapes.append(label.shape)
-        img_paths.append(info['img_path'])
-        images.append(_resize_crop(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), size,
-                                   cv2.INTER_LINEAR))
-        labels.append(_resize_crop(label.astype(np.int32), size, cv2.INTER_NEAREST))
-    instances = None
-    if split_cfg.get('instance_ann_file'):
-        ann_file = osp.join(split_cfg.get('data_root', ''), split_cfg['instance_ann_file'])
-        instances = torch.as_tensor(np.stack([
-            _resize_crop(m, size, cv2.INTER_NEAREST)
-            for m in _instance_maps(ann_file, img_paths, raw_shapes)
-        ])).long()
+    dataset = DenseEvalDataset(data_cfg, split, num_samples)
+    items = [dataset[i] for i in range(len(dataset))]
     return dict(
-        images=torch.as_tensor(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-        labels=torch.as_tensor(np.stack(labels)).long(),
-        instances=instances,
-        img_paths=img_paths)
+        images=torch.stack([item['image'] for item in items]),
+        labels=torch.stack([item['label'] for item in items]),
+        instances=torch.stack([item['instances'] for item in items])
+        if dataset.instance_ann_file else None,
+        img_paths=[info['img_path'] for info in dataset.infos])

@@ -23,15 +23,15 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_pred: int, num_classes: i
     return matrix, missed
 
 
-def segmentation_scores(pred: Tensor, target: Tensor, num_classes: int,
-                        ignore_index: int = 255) -> Dict[str, float]:
-    """mIoU and pixel accuracy of a label map ``pred`` against ``target``.
+def scores_from_confusion(matrix: Tensor, missed: Tensor) -> Dict[str, float]:
+    """mIoU and pixel accuracy from a square confusion ``matrix (C, C)`` (rows: ground truth) and
+    the per-class count of pixels predicted as no class ``missed (C,)`` (see
+    :func:`confusion_matrix`).
 
-    ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``, averaged over the classes present in ``target`` or
-    ``pred`` (classes absent from both are undefined and skipped).
+    ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``, averaged over the classes present in the target or
+    the prediction (classes absent from both are undefined and skipped).
     ``pAcc = Σ_c TP_c / #valid pixels``.
     """
-    matrix, missed = confusion_matrix(pred, target, num_classes, num_classes, ignore_index)
     matrix = matrix.double()
     tp = matrix.diag()
     gt_total = matrix.sum(1) + missed.double()
@@ -43,3 +43,11 @@ def segmentation_scores(pred: Tensor, target: Tensor, num_classes: int,
     return dict(
         mIoU=float(iou.mean()) if present.any() else float('nan'),
         pAcc=float(tp.sum() / num_valid) if num_valid > 0 else float('nan'))
+
+
+def segmentation_scores(pred: Tensor, target: Tensor, num_classes: int,
+                        ignore_index: int = 255) -> Dict[str, float]:
+    """mIoU and pixel accuracy of a label map ``pred`` against ``target``
+    (:func:`scores_from_confusion` of their :func:`confusion_matrix`)."""
+    return scores_from_confusion(
+        *confusion_matrix(pred, target, num_classes, num_classes, ignore_index))

@@ -4,7 +4,7 @@ Shapes: ``feats`` are patch/pixel feature maps ``(N, C, h, w)``; ``labels`` are 
 ``(N, H, W)`` with values in ``[0, num_classes)`` or ``ignore_index``. Predictions made on the
 feature grid are upsampled (nearest, or bilinear for logits) to ``(H, W)`` and scored per pixel.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from mmdense.models.utils import spherical_kmeans
 
-from .metrics import confusion_matrix, segmentation_scores
+from .metrics import confusion_matrix, scores_from_confusion, segmentation_scores
 
 PROTOCOLS = ('linear', 'cluster', 'knn', 'dispersion')
 
@@ -90,23 +90,49 @@ def match_clusters(matrix: Tensor, matching: str) -> Tensor:
     return mapping
 
 
+def cluster_scores(matrix: Tensor, matching: str) -> Dict[str, float]:
+    """Scores of a clustering from its class×cluster pixel counts ``matrix (C, K)``.
+
+    Clusters become classes by :func:`match_clusters`; the class×class confusion of the mapped
+    prediction sums the columns of the clusters mapped to each class, and the pixels of unmatched
+    clusters (-1) count as missed (false negatives), as :func:`segmentation_scores` would count
+    them on the mapped maps.
+    """
+    num_classes = matrix.shape[0]
+    mapping = match_clusters(matrix, matching)
+    matched = mapping >= 0
+    mapped = torch.zeros(num_classes, num_classes, dtype=matrix.dtype).index_add_(
+        1, mapping[matched], matrix[:, matched])
+    return scores_from_confusion(mapped, matrix[:, ~matched].sum(1))
+
+
 def cluster_segmentation(feats: Tensor, labels: Tensor, num_classes: int,
                          num_clusters: Optional[int] = None, matching: str = 'hungarian',
-                         ignore_index: int = 255, seed: int = 0) -> Dict[str, float]:
+                         ignore_index: int = 255, seed: int = 0, num_iters: int = 50,
+                         num_init: int = 3) -> Dict[str, float]:
     """Unsupervised segmentation: k-means on all patch features, clusters matched to classes.
 
     ``K = num_clusters`` (default ``num_classes``; over-clustering uses e.g. K=100, 300 with
-    majority matching). Cluster maps are upsampled to the label size, clusters are mapped to
-    classes with :func:`match_clusters` using all labelled pixels, and the mapped maps are scored
-    with :func:`segmentation_scores`.
+    majority matching); :func:`kmeans` with ``num_iters`` and ``num_init``. Cluster maps are
+    upsampled to the label size, their class×cluster pixel counts over all labelled pixels map
+    clusters to classes (:func:`cluster_scores`).
     """
     num_clusters = num_clusters or num_classes
     n, _, h, w = feats.shape
-    assign = kmeans(flatten_features(feats), num_clusters, seed=seed).reshape(n, h, w)
+    assign = kmeans(flatten_features(feats), num_clusters, num_iters, num_init,
+                    seed).reshape(n, h, w)
     cluster_map = upsample_labels(assign, labels.shape[-2:])
     matrix, _ = confusion_matrix(cluster_map, labels, num_clusters, num_classes, ignore_index)
-    mapping = match_clusters(matrix, matching)
-    return segmentation_scores(mapping[cluster_map], labels, num_classes, ignore_index)
+    return cluster_scores(matrix, matching)
+
+
+def knn_vote(sims: Tensor, neighbour_labels: Tensor, num_classes: int,
+             temperature: float) -> Tensor:
+    """Class of each query from its neighbours' similarities and labels ``(Q, k)``:
+    ``argmax_c Σ_j exp(s_j / T)·[y_j = c]`` (a neighbour with ``s = -inf`` has no weight)."""
+    votes = torch.zeros(len(sims), num_classes, device=sims.device).scatter_add_(
+        1, neighbour_labels, (sims / temperature).exp())
+    return votes.argmax(1)
 
 
 def knn_segmentation(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor,
@@ -132,33 +158,60 @@ def knn_segmentation(train_feats: Tensor, train_labels: Tensor, val_feats: Tenso
     preds = []
     for chunk in queries.split(chunk_size):
         sims, idx = (chunk @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(len(chunk), num_classes).scatter_add_(
-            1, bank_labels[idx], (sims / temperature).exp())
-        preds.append(votes.argmax(1))
+        preds.append(knn_vote(sims, bank_labels[idx], num_classes, temperature))
     n, _, h, w = val_feats.shape
     pred = upsample_labels(torch.cat(preds).reshape(n, h, w), val_labels.shape[-2:])
     return segmentation_scores(pred, val_labels, num_classes, ignore_index)
 
 
-def linear_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor,
-                 val_labels: Tensor, num_classes: int, epochs: int = 30, lr: float = 1e-2,
-                 batch_size: int = 16, ignore_index: int = 255,
-                 seed: int = 0) -> Dict[str, float]:
-    """Linear segmentation probe: a 1×1 conv on frozen features, logits upsampled bilinearly.
+def init_probe(channels: int, num_classes: int, seed: int) -> nn.Conv2d:
+    """The linear probe, a 1×1 conv ``channels → num_classes``, initialised from ``seed`` without
+    touching the global random state."""
+    probe = nn.Conv2d(channels, num_classes, 1)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        probe.reset_parameters()
+    return probe
 
-    Features are standardised per channel with the training mean/std; the probe is trained with
-    Adam on pixel-wise cross-entropy (``ignore_index`` excluded) at the label resolution and
-    scored on the validation maps.
+
+def build_probe_optimizer(probe: nn.Module, optimizer: str = 'adam', lr: float = 1e-2,
+                          momentum: float = 0.9, weight_decay: float = 0.0,
+                          lr_step: Optional[int] = None, lr_gamma: float = 0.1):
+    """``(optimizer, scheduler)`` of the linear probe.
+
+    ``optimizer``: ``'adam'`` (this project's default) or ``'sgd'`` (with ``momentum``, e.g.
+    Leopart's linear recipe: lr 0.01, momentum 0.9, weight decay 1e-4). ``scheduler``
+    multiplies the learning rate by ``lr_gamma`` every ``lr_step`` epochs (stepped once per
+    epoch), or is None when ``lr_step`` is None.
+    """
+    if optimizer == 'adam':
+        optim = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    elif optimizer == 'sgd':
+        optim = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum,
+                                weight_decay=weight_decay)
+    else:
+        raise ValueError(f"linear probe optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    scheduler = None if lr_step is None else torch.optim.lr_scheduler.StepLR(
+        optim, step_size=lr_step, gamma=lr_gamma)
+    return optim, scheduler
+
+
+def fit_linear_probe(train_feats: Tensor, train_labels: Tensor, num_classes: int,
+                     epochs: int = 30, batch_size: int = 16, ignore_index: int = 255,
+                     seed: int = 0, **optim_cfg) -> Tuple[nn.Conv2d, Tensor, Tensor]:
+    """Train the linear probe of :func:`linear_probe` on in-memory features.
+
+    Returns ``(probe, mean, std)``: the trained 1×1 conv and the per-channel training statistics
+    ``(1, C, 1, 1)`` that standardise its input. Each epoch visits the images in the order of a
+    ``torch.randperm`` drawn from a generator seeded with ``seed``, ``batch_size`` images per
+    step; ``optim_cfg`` goes to :func:`build_probe_optimizer`.
     """
     generator = torch.Generator().manual_seed(seed)
     mean = train_feats.mean((0, 2, 3), keepdim=True)
     std = train_feats.std((0, 2, 3), keepdim=True) + 1e-6
-    train_feats, val_feats = (train_feats - mean) / std, (val_feats - mean) / std
-    probe = nn.Conv2d(train_feats.shape[1], num_classes, 1)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        probe.reset_parameters()
-    optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
+    train_feats = (train_feats - mean) / std
+    probe = init_probe(train_feats.shape[1], num_classes, seed)
+    optimizer, scheduler = build_probe_optimizer(probe, **optim_cfg)
     labels_size = train_labels.shape[-2:]
     for _ in range(epochs):
         for idx in torch.randperm(len(train_feats), generator=generator).split(batch_size):
@@ -168,6 +221,25 @@ def linear_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor,
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return probe, mean, std
+
+
+def linear_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor,
+                 val_labels: Tensor, num_classes: int, epochs: int = 30, lr: float = 1e-2,
+                 batch_size: int = 16, ignore_index: int = 255, seed: int = 0,
+                 **optim_cfg) -> Dict[str, float]:
+    """Linear segmentation probe: a 1×1 conv on frozen features, logits upsampled bilinearly.
+
+    Features are standardised per channel with the training mean/std; the probe is trained
+    (:func:`fit_linear_probe`; Adam unless ``optim_cfg`` says otherwise) on pixel-wise
+    cross-entropy (``ignore_index`` excluded) at the label resolution and scored on the
+    validation maps.
+    """
+    probe, mean, std = fit_linear_probe(train_feats, train_labels, num_classes, epochs,
+                                        batch_size, ignore_index, seed, lr=lr, **optim_cfg)
+    val_feats = (val_feats - mean) / std
     with torch.no_grad():
         preds = [
             F.interpolate(probe(chunk), size=val_labels.shape[-2:], mode='bilinear',
@@ -176,10 +248,43 @@ def linear_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor,
     return segmentation_scores(torch.cat(preds), val_labels, num_classes, ignore_index)
 
 
-def _mean_pairwise(sums: Tensor, counts: Tensor) -> Tensor:
+def mean_pairwise_cosine(sums: Tensor, counts: Tensor) -> Tensor:
     """Mean cosine over distinct pairs inside each group: ``(‖Σx‖² − n) / (n(n − 1))``."""
     usable = counts > 1
     return (sums[usable].pow(2).sum(1) - counts[usable]) / (counts[usable] * (counts[usable] - 1))
+
+
+def class_dispersion(sums: Tensor, counts: Tensor) -> Dict[str, float]:
+    """``intra_class``, ``inter_class`` and ``class_gap`` of :func:`dispersion_stats` from the
+    per-class sums of unit patch features ``sums (K, C)`` and patch counts ``counts (K,)``."""
+    sums, counts = sums.double(), counts.double()
+    intra = mean_pairwise_cosine(sums, counts).mean()
+    present = torch.nonzero(counts > 0).flatten()
+    means = sums[present] / counts[present, None]
+    cross = means @ means.T
+    off_diagonal = ~torch.eye(len(present), dtype=torch.bool, device=cross.device)
+    inter = cross[off_diagonal].mean() if len(present) > 1 else torch.tensor(float('nan'))
+    return dict(intra_class=float(intra), inter_class=float(inter),
+                class_gap=float(intra - inter))
+
+
+def instance_sums(x: Tensor, instances: Tensor, grid) -> Tuple[Tensor, Tensor]:
+    """Per-instance sums of the unit patch features ``x (N·h·w, C)`` and patch counts.
+
+    A patch belongs to the majority instance of its cell of ``instances (N, H, W)`` (ids > 0 per
+    image, 0 = none); instances are told apart per image. Returns ``(sums (I, C), counts (I,))``
+    over the ``I`` instances that own at least one patch, in (image, id) order.
+    """
+    max_id = int(instances.max()) + 1
+    inst = torch.cat([
+        patch_labels(image[None], grid, max_id, -1).reshape(-1) + i * max_id
+        for i, image in enumerate(instances.long())
+    ])
+    keep = inst % max_id != 0  # id 0 = no instance
+    ids, inst = torch.unique(inst[keep], return_inverse=True)
+    sums = torch.zeros(len(ids), x.shape[1], dtype=x.dtype,
+                       device=x.device).index_add_(0, inst, x[keep])
+    return sums, torch.bincount(inst, minlength=len(ids))
 
 
 def dispersion_stats(feats: Tensor, labels: Tensor, num_classes: int,
@@ -199,24 +304,9 @@ def dispersion_stats(feats: Tensor, labels: Tensor, num_classes: int,
     y = patch_labels(labels, grid, num_classes, ignore_index).reshape(-1)
     keep = y != ignore_index
     sums = torch.zeros(num_classes, x.shape[1]).index_add_(0, y[keep], x[keep])
-    counts = torch.bincount(y[keep], minlength=num_classes).double()
-    intra = _mean_pairwise(sums.double(), counts).mean()
-    present = torch.nonzero(counts > 0).flatten()
-    means = sums.double()[present] / counts[present, None]
-    cross = means @ means.T
-    off_diagonal = ~torch.eye(len(present), dtype=torch.bool)
-    inter = cross[off_diagonal].mean() if len(present) > 1 else torch.tensor(float('nan'))
-    stats = dict(intra_class=float(intra), inter_class=float(inter),
-                 class_gap=float(intra - inter))
+    stats = class_dispersion(sums, torch.bincount(y[keep], minlength=num_classes))
     if instances is not None:
-        max_id = int(instances.max()) + 1
-        inst = torch.cat([
-            patch_labels(image[None], grid, max_id, -1).reshape(-1) + i * max_id
-            for i, image in enumerate(instances.long())
-        ])
-        keep = inst % max_id != 0  # id 0 = no instance
-        ids, inst = torch.unique(inst[keep], return_inverse=True)
-        inst_sums = torch.zeros(len(ids), x.shape[1]).index_add_(0, inst, x[keep])
-        inst_counts = torch.bincount(inst, minlength=len(ids)).double()
-        stats['intra_instance'] = float(_mean_pairwise(inst_sums.double(), inst_counts).mean())
+        inst_sums, inst_counts = instance_sums(x, instances, grid)
+        stats['intra_instance'] = float(
+            mean_pairwise_cosine(inst_sums.double(), inst_counts.double()).mean())
     return stats

@@ -24,7 +24,7 @@ its installed requirements and the toy data; on one H100 it takes a few minutes.
 
 ``--tiny`` (with ``--device cpu``) is a dry run of the same code on the CPU: each algorithm's
 toy config (small crops and models) at batch 2. fp16 and SyncBN need CUDA and report n/a there;
-DDP runs in a gloo group. ``tests/test_tools/test_gpu_check.py`` runs it, so the script cannot
+DDP runs in a gloo group. ``tests/test_gpu_check.py`` runs it, so the script cannot
 rot between GPU runs.
 """
 import argparse
@@ -94,21 +94,13 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------------------------ configs
-def ring_neighbours(data_root: str, out: str, num_neighbours: int = 2) -> str:
-    """A neighbour file pairing toy image i with images i+1..i+k (CoTAP needs pairs; which
-    images pair does not matter for this check)."""
-    with open(osp.join(data_root, 'meta', 'train.txt')) as f:
-        images = [line.strip() for line in f if line.strip()]
-    neighbours = [[(i + k) % len(images) for k in range(1, num_neighbours + 1)]
-                  for i in range(len(images))]
-    with open(out, 'w') as f:
-        json.dump(dict(images=images, neighbours=neighbours), f)
-    return out
 
 
 def check_config(algorithm: str, args, work_dir: str):
     """The algorithm's recipe (or toy) config on the toy scenes, at ``args.batch_size``."""
     from mmengine.config import Config
+
+    from mmdense.datasets.neighbour_pairs import write_ring_neighbours
     recipe, toy = RECIPES[algorithm]
     cfg = Config.fromfile(osp.join(REPO_ROOT, toy if args.tiny else recipe))
     loader = cfg.train_dataloader
@@ -117,8 +109,9 @@ def check_config(algorithm: str, args, work_dir: str):
     dataset = loader.dataset
     if dataset.type == 'NeighbourPairDataset':
         dataset.pop('data_root', None)
-        dataset.neighbours_file = ring_neighbours(args.data_root,
-                                                  osp.join(work_dir, 'neighbours.json'))
+        # CoTAP's pairs: which images pair does not matter for these checks
+        dataset.neighbours_file = write_ring_neighbours(args.data_root,
+                                                        osp.join(work_dir, 'neighbours.json'))
         dataset = dataset.dataset
     dataset.pop('data_prefix', None)
     dataset.update(data_root=args.data_root, ann_file='meta/train.txt')

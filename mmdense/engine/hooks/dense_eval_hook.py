@@ -1,33 +1,53 @@
-"""Periodic frozen-feature dense evaluation during pretraining."""
+"""Periodic frozen-feature dense evaluation during pretraining, streamed."""
+import shutil
+import tempfile
 from typing import Optional
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from mmdense.evaluation import check_protocol, load_dataset_config, load_split, run_protocol
+from mmdense.evaluation import DenseEvalDataset, check_protocol, load_dataset_config
+from mmdense.evaluation.presets import get_preset, preset_data_cfg
+from mmdense.evaluation.feature_store import FeatureStore, build_loader, extract_to_store
+from mmdense.evaluation.streaming import run_stream_protocol
 from mmdense.registry import HOOKS
 
 
 @HOOKS.register_module()
 class DenseEvalHook(Hook):
-    """Run a dense protocol on a small labelled subset every ``interval`` iterations.
+    """Run a dense protocol on a labelled subset every ``interval`` iterations, streamed.
 
-    The subset (``num_train`` / ``num_val`` images of the dense-eval dataset ``dataset``, a
-    ``dense_eval_data`` dict or a dataset name/config path, see :mod:`mmdense.evaluation.data`)
-    is loaded once before training. Metrics go to the visualizer backends as
-    ``dense_eval/<protocol>_<metric>`` at step ``iter + 1`` (TensorBoard, ``scalars.json``) and
-    to the message hub as ``train/dense_eval/<protocol>_<metric>`` so that LoggerHook prints
-    them (and adds them to its record) when it logs that iteration. The message-hub entries are
-    dropped before the next iteration, so no stale value is logged at later steps.
+    The subset is the first ``num_train`` / ``num_val`` images of each split of either a preset
+    (``preset``: its dataset, resolution, crop, scoring size, feature grid, image lists and the
+    options of its first ``protocol`` setting; see :mod:`mmdense.evaluation.presets`) or a
+    dense-eval dataset (``dataset``: a ``dense_eval_data`` dict, or a dataset name/config path,
+    see :mod:`mmdense.evaluation.data`). Only the file lists are held between evaluations; each
+    evaluation reads the images through a ``DataLoader``, stores their features on disk
+    (:mod:`mmdense.evaluation.streaming`, removed afterwards) and runs the streaming protocol, so
+    memory is bounded by the chunk sizes and time by the subset size. Under distributed
+    training every rank extracts its share of the images and gets the same metrics.
+
+    Metrics go to the visualizer backends as ``dense_eval/<protocol>_<metric>`` at step
+    ``iter + 1`` (TensorBoard, ``scalars.json``) and to the message hub as
+    ``train/dense_eval/<protocol>_<metric>`` so that LoggerHook prints them (and adds them to
+    its record) when it logs that iteration. The message-hub entries are dropped before the
+    next iteration, so no stale value is logged at later steps.
 
     Args:
-        dataset: dense-eval dataset config dict, name (``'toy'``) or config file path.
+        dataset: dense-eval dataset config dict, name (``'toy'``) or config file path (ignored
+            when ``preset`` is given).
         protocol: ``'linear'``, ``'cluster'``, ``'knn'`` or ``'dispersion'``.
         interval: evaluate every ``interval`` training iterations (and after the last one).
         num_train / num_val: images taken from the start of each split.
-        img_size: overrides the dataset's evaluation size.
+        img_size: overrides the evaluation size.
         data_root: overrides the dataset's root.
-        protocol_cfg: extra keyword arguments of :func:`mmdense.evaluation.run_protocol`.
+        protocol_cfg: options of the streaming protocol (e.g. ``epochs`` for linear, ``k``
+            for knn, ``num_clusters`` / ``matching`` for cluster, see
+            :func:`mmdense.evaluation.streaming.run_stream_protocol`), over the preset's.
+        preset: a preset name, e.g. ``'coco_stuff27'`` (a subset of it: the metrics are not
+            the preset's published numbers).
+        batch_size / num_workers: of the extraction ``DataLoader``.
+        cache_dir: where the feature stores go (default: the system temporary directory).
     """
     priority = 'NORMAL'  # before LoggerHook, so an evaluation on a logging iteration is printed
     _hub_prefix = 'train/dense_eval/'
@@ -40,21 +60,39 @@ class DenseEvalHook(Hook):
                  num_val: int = 16,
                  img_size: Optional[int] = None,
                  data_root: Optional[str] = None,
-                 protocol_cfg: Optional[dict] = None) -> None:
+                 protocol_cfg: Optional[dict] = None,
+                 preset: Optional[str] = None,
+                 batch_size: int = 8,
+                 num_workers: int = 0,
+                 cache_dir: Optional[str] = None) -> None:
         if interval < 1:
             raise ValueError(f'DenseEvalHook interval must be >= 1, got {interval}')
         self.protocol = check_protocol(protocol)
+        self.preset = get_preset(preset) if preset else None
         self.dataset = dataset
         self.interval = interval
         self.num_train, self.num_val = num_train, num_val
         self.img_size = img_size
         self.data_root = data_root
-        self.protocol_cfg = protocol_cfg or {}
+        self.protocol_cfg = dict(self._preset_options(), **(protocol_cfg or {}))
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.cache_dir = cache_dir
         self.data_cfg = None
-        self.splits = None
+        self.datasets = None
 
-    def before_train(self, runner) -> None:
-        if isinstance(self.dataset, str):
+    def _preset_options(self) -> dict:
+        if self.preset is None:
+            return {}
+        for protocol, options in self.preset.protocols:
+            if protocol == self.protocol:
+                return dict(options)
+        raise ValueError(f'preset {self.preset.name} has no {self.protocol!r} protocol; it has '
+                         f'{[protocol for protocol, _ in self.preset.protocols]}')
+
+    def _data_cfg(self) -> dict:
+        if self.preset is not None:
+            data_cfg = preset_data_cfg(self.preset, self.data_root)
+        elif isinstance(self.dataset, str):
             data_cfg = load_dataset_config(self.dataset, self.data_root)
         else:
             data_cfg = dict(self.dataset)
@@ -63,13 +101,23 @@ class DenseEvalHook(Hook):
                     data_cfg[split] = dict(data_cfg[split], data_root=self.data_root)
         if self.img_size is not None:
             data_cfg['img_size'] = self.img_size
-        self.data_cfg = data_cfg
+        for split in ('train', 'val'):  # instance maps serve dispersion only: not read otherwise
+            if split == 'train' or self.protocol != 'dispersion':
+                data_cfg[split] = dict(data_cfg[split])
+                data_cfg[split].pop('instance_ann_file', None)
+        return data_cfg
+
+    def before_train(self, runner) -> None:
+        self.data_cfg = self._data_cfg()
         needs_train = self.protocol in ('linear', 'knn')
-        self.splits = dict(
-            train=load_split(data_cfg, 'train', self.num_train) if needs_train else None,
-            val=load_split(data_cfg, 'val', self.num_val))
-        runner.logger.info(f'DenseEvalHook: {self.protocol} every {self.interval} iterations on '
-                           f"{self.num_val} val images ({data_cfg['num_classes']} classes)")
+        self.datasets = dict(val=DenseEvalDataset(self.data_cfg, 'val', self.num_val))
+        if needs_train:
+            self.datasets['train'] = DenseEvalDataset(self.data_cfg, 'train', self.num_train)
+        source = f'preset {self.preset.name} (subset)' if self.preset else 'dataset'
+        runner.logger.info(
+            f'DenseEvalHook: {self.protocol} every {self.interval} iterations on '
+            f"{len(self.datasets['val'])} val images of the {source} "
+            f"({self.data_cfg['num_classes']} classes)")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         for key in [k for k in runner.message_hub.log_scalars if k.startswith(self._hub_prefix)]:
@@ -79,12 +127,29 @@ class DenseEvalHook(Hook):
         if self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner):
             self.evaluate(runner)
 
+    def _grid(self):
+        if self.preset is None:
+            return None
+        side = self.data_cfg['img_size'] // self.preset.feature_stride
+        return side, side
+
     def evaluate(self, runner) -> dict:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        metrics = run_protocol(model, self.protocol, self.splits['train'], self.splits['val'],
-                               num_classes=self.data_cfg['num_classes'],
-                               ignore_index=self.data_cfg.get('ignore_index', 255),
-                               **self.protocol_cfg)
+        device = next(model.parameters()).device
+        folder = tempfile.mkdtemp(prefix='mmdense_dense_eval_hook_', dir=self.cache_dir)
+        try:
+            stores = {}
+            for split, dataset in self.datasets.items():
+                loader = build_loader(dataset, self.batch_size, self.num_workers,
+                                      pin_memory=device.type == 'cuda')
+                stores[split] = FeatureStore(f'{folder}/{split}')
+                extract_to_store(model, loader, stores[split], grid=self._grid())
+            metrics = run_stream_protocol(self.protocol, stores.get('train'), stores['val'],
+                                          self.data_cfg['num_classes'],
+                                          self.data_cfg.get('ignore_index', 255), device,
+                                          **self.protocol_cfg)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         scalars = {f'dense_eval/{self.protocol}_{name}': value for name, value in metrics.items()}
         for key, value in scalars.items():
             runner.message_hub.update_scalar(self._hub_prefix + key.partition('/')[2], value)

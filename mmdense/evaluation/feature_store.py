@@ -1,0 +1,168 @@
+"""On-disk dense feature stores, filled from a ``DataLoader`` (see :mod:`.streaming`).
+
+With ``W`` processes (``torch.distributed``), rank ``r`` owns images ``r, r + W, r + 2W, ...`` of
+a split and stores their features, labels and instance maps in its own files.
+"""
+import os
+import os.path as osp
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmdense.utils.dist import get_rank, get_world_size
+from .features import dense_features, normalize_images
+
+
+def _read_rows(path: str, dtype: np.dtype, row_shape: Tuple[int, ...],
+               positions: Sequence[int]) -> np.ndarray:
+    """Rows ``positions`` (ascending) of a file of rows of ``row_shape``, one read per run of
+    consecutive positions, without mapping the file into memory."""
+    row_count = int(np.prod(row_shape))
+    out = np.empty((len(positions), row_count), dtype)
+    start = 0
+    while start < len(positions):
+        stop = start + 1
+        while stop < len(positions) and positions[stop] == positions[stop - 1] + 1:
+            stop += 1
+        out[start:stop] = np.fromfile(
+            path, dtype, count=(stop - start) * row_count,
+            offset=int(positions[start]) * row_count * dtype.itemsize).reshape(stop - start, -1)
+        start = stop
+    return out.reshape(len(positions), *row_shape)
+
+
+class FeatureStore:
+    """Dense features ``(n, C, h, w)``, labels ``(n, L, L)`` and optional instance maps of the
+    ``n`` images one process owns, appended in batches to files under ``folder`` and read back
+    by position.
+
+    Args:
+        folder: directory for the files (created; :meth:`remove` deletes them).
+        dtype: feature precision on disk, ``'float32'`` (exact) or ``'float16'`` (half the disk
+            space; features are read back as float32).
+    """
+    FILES = dict(feats='feats.bin', labels='labels.bin', instances='instances.bin')
+    DTYPES = dict(labels=np.dtype(np.int16), instances=np.dtype(np.int32))
+
+    def __init__(self, folder: str, dtype: str = 'float32') -> None:
+        if dtype not in ('float32', 'float16'):
+            raise ValueError(f"FeatureStore dtype must be 'float32' or 'float16', got {dtype!r}")
+        os.makedirs(folder, exist_ok=True)
+        self.folder = folder
+        self.dtypes = dict(self.DTYPES, feats=np.dtype(dtype))
+        self.shapes: Dict[str, Tuple[int, ...]] = {}
+        self.indices: List[int] = []
+        for name in self.FILES:
+            if osp.exists(self._path(name)):
+                os.remove(self._path(name))
+
+    def _path(self, name: str) -> str:
+        return osp.join(self.folder, self.FILES[name])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def feat_shape(self) -> Tuple[int, int, int]:
+        """``(C, h, w)`` of the stored feature maps."""
+        if 'feats' not in self.shapes:
+            raise ValueError(f'feature store {self.folder} is empty: this process was given no '
+                             'images (more processes than images?)')
+        return self.shapes['feats']
+
+    @property
+    def has_instances(self) -> bool:
+        return 'instances' in self.shapes
+
+    def append(self, feats: Tensor, labels: Tensor, indices: Tensor,
+               instances: Optional[Tensor] = None) -> None:
+        """Add a batch: ``feats (B, C, h, w)``, ``labels (B, L, L)``, the images' indices in
+        the split ``(B,)`` and optionally ``instances (B, L, L)``."""
+        arrays = dict(feats=feats, labels=labels)
+        if instances is not None:
+            arrays['instances'] = instances
+        for name, tensor in arrays.items():
+            shape = tuple(tensor.shape[1:])
+            if self.shapes.setdefault(name, shape) != shape:
+                raise ValueError(f'feature store {self.folder}: {name} of shape {shape} after '
+                                 f'{self.shapes[name]}')
+            array = tensor.detach().cpu().numpy().astype(self.dtypes[name], copy=False)
+            with open(self._path(name), 'ab') as f:
+                f.write(np.ascontiguousarray(array).tobytes())
+        self.indices.extend(int(i) for i in indices)
+
+    def read(self, positions: Sequence[int],
+             fields: Sequence[str] = ('feats', 'labels', 'instances')) -> Dict[str, Tensor]:
+        """The images at ``positions`` (ascending) of this store: ``dict(indices long)`` and of
+        ``fields`` those stored: ``feats`` float32, ``labels`` long, ``instances`` long
+        (``None`` when not stored)."""
+        positions = list(positions)
+        out = dict(indices=torch.tensor([self.indices[p] for p in positions], dtype=torch.long))
+        for name in fields:
+            if name not in self.shapes:
+                out[name] = None
+                continue
+            array = torch.from_numpy(_read_rows(self._path(name), self.dtypes[name],
+                                                self.shapes[name], positions))
+            out[name] = array.float() if name == 'feats' else array.long()
+        return out
+
+    def chunks(self, chunk_images: int,
+               fields: Sequence[str] = ('feats', 'labels', 'instances')
+               ) -> Iterator[Dict[str, Tensor]]:
+        """:meth:`read` of consecutive blocks of ``chunk_images`` images."""
+        for start in range(0, len(self), chunk_images):
+            yield self.read(range(start, min(start + chunk_images, len(self))), fields)
+
+    def remove(self) -> None:
+        for name in self.FILES:
+            if osp.exists(self._path(name)):
+                os.remove(self._path(name))
+        if osp.isdir(self.folder) and not os.listdir(self.folder):
+            os.rmdir(self.folder)
+
+
+def shard_indices(num_samples: int, rank: Optional[int] = None,
+                  world_size: Optional[int] = None) -> List[int]:
+    """The samples rank ``rank`` of ``world_size`` owns: ``rank, rank + W, ...`` (no padding,
+    so no sample is seen twice)."""
+    rank = get_rank() if rank is None else rank
+    world_size = get_world_size() if world_size is None else world_size
+    return list(range(rank, num_samples, world_size))
+
+
+def build_loader(dataset, batch_size: int = 8, num_workers: int = 2,
+                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A ``DataLoader`` over this rank's shard of ``dataset`` (:func:`shard_indices`), in order."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=shard_indices(len(dataset)),
+        num_workers=num_workers, pin_memory=pin_memory)
+
+
+@torch.no_grad()
+def extract_to_store(model: nn.Module, loader, store: FeatureStore,
+                     grid: Optional[Tuple[int, int]] = None, progress: bool = False) -> None:
+    """Append :func:`~.features.dense_features` of every batch of ``loader`` (items of
+    :class:`~.data.DenseEvalDataset`) to ``store``, computed on the model's device.
+
+    ``grid``: resample the feature maps (bilinear) to this ``(h, w)`` when the backbone's own
+    grid differs (e.g. a stride-32 ResNet evaluated on a preset's stride-16 grid).
+    ``progress`` shows an mmengine progress bar on rank 0 (counting all ranks' images).
+    """
+    from mmengine.utils import ProgressBar
+    device = next(model.parameters()).device
+    bar = ProgressBar(len(loader.dataset)) if progress and get_rank() == 0 else None
+    for batch in loader:
+        images = batch['image'].to(device, non_blocking=True)
+        feats = dense_features(model, normalize_images(model, images))
+        if grid is not None and tuple(feats.shape[-2:]) != tuple(grid):
+            feats = F.interpolate(feats, size=tuple(grid), mode='bilinear', align_corners=False)
+        store.append(feats, batch['label'], batch['index'], batch.get('instances'))
+        if bar is not None:
+            for _ in range(min(len(images) * get_world_size(), bar.task_num - bar.completed)):
+                bar.update()
+    if bar is not None:
+        print(flush=True)

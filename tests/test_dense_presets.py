@@ -1,0 +1,221 @@
+"""Named dense-evaluation presets: documented, refused on subsets, and run end to end on mini
+datasets in each preset's on-disk layout (tiny images)."""
+import dataclasses
+import hashlib
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmdense.evaluation import DenseEvalDataset, coco_stuff_171_to_27
+from mmdense.evaluation.preset_eval import (SubsetError, evaluate_preset, format_markdown,
+                                            write_report)
+from mmdense.evaluation.presets import PRESETS, format_preset, get_preset, preset_data_cfg
+
+IDS = [f'{i:012d}' for i in (25, 30, 42, 64, 73, 74)]
+COCO_FINE = (0, 2, 100, 150)  # person, car, and two stuff classes of the 171
+
+
+def scene(seed, values, size=(48, 64)):
+    """An RGB image and a label map: four vertical bands, each class with its own colour."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros(size, np.uint8)
+    image = rng.integers(0, 40, (*size, 3), dtype=np.uint8)
+    for band, value in enumerate(rng.permutation(values)):
+        cols = slice(band * size[1] // 4, (band + 1) * size[1] // 4)
+        label[:, cols] = value
+        image[:, cols] += np.uint8(50 * (list(values).index(value) + 1) % 200)
+    label[:4] = 255  # an ignored border
+    return image, label
+
+
+def write(path, array, palette=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if array.ndim == 3:
+        cv2.imwrite(str(path), array)
+    else:
+        image = Image.fromarray(array, mode='P' if palette else 'L')
+        if palette:
+            image.putpalette([c for i in range(256) for c in (i, 255 - i, 7 * i % 256)])
+        image.save(path)
+
+
+def coco_stuff_mini(root):
+    """COCO-Stuff-164k as mmseg converts it (171-class ``*_labelTrainIds.png``) with curated
+    image lists that name 4 of the 6 train and 3 of the 4 val images."""
+    for split, ids, listed in (('train2017', IDS, IDS[1:5]), ('val2017', IDS[:4], IDS[:3])):
+        for i, image_id in enumerate(ids):
+            image, label = scene(i + len(split), COCO_FINE)
+            write(root / 'images' / split / f'{image_id}.jpg', image)
+            write(root / 'annotations' / split / f'{image_id}_labelTrainIds.png', label)
+        lst = root / 'curated' / split / 'Coco164kFull_Stuff_Coarse_7.txt'
+        lst.parent.mkdir(parents=True, exist_ok=True)
+        lst.write_text(''.join(f'{image_id}\n' for image_id in listed))
+    return root
+
+
+def voc_mini(root):
+    """VOC 2012 with palette PNG masks, trainaug.txt and val.txt."""
+    sets = dict(trainaug=['2007_000032', '2007_000039', '2008_000002', '2008_000003'],
+                val=['2007_000033', '2007_000042', '2009_000001'])
+    for split, ids in sets.items():
+        masks = 'SegmentationClassAug' if split == 'trainaug' else 'SegmentationClass'
+        for i, image_id in enumerate(ids):
+            image, label = scene(i + 10 * len(split), (0, 1, 15, 20))
+            write(root / 'JPEGImages' / f'{image_id}.jpg', image)
+            write(root / masks / f'{image_id}.png', label, palette=True)
+        lst = root / 'ImageSets' / 'Segmentation' / f'{split}.txt'
+        lst.parent.mkdir(parents=True, exist_ok=True)
+        lst.write_text('\n'.join(ids) + '\n')
+    return root
+
+
+def ade_mini(root):
+    for split, count in (('training', 4), ('validation', 3)):
+        for i in range(count):
+            image, label = scene(i + count, (0, 1, 7, 150))  # 0 = "other", reduced to ignore
+            write(root / 'images' / split / f'ADE_{split}_{i:08d}.jpg', image)
+            write(root / 'annotations' / split / f'ADE_{split}_{i:08d}.png', label)
+    return root
+
+
+def cityscapes_mini(root):
+    for split, count in (('train', 4), ('val', 3)):
+        for i in range(count):
+            image, label = scene(i + count, (0, 2, 11, 18), size=(32, 64))
+            name = f'aachen_{i:06d}_000019'
+            write(root / 'leftImg8bit' / split / 'aachen' / f'{name}_leftImg8bit.png', image)
+            write(root / 'gtFine' / split / 'aachen' / f'{name}_gtFine_labelTrainIds.png', label)
+    return root
+
+
+MINI = dict(coco_stuff27=coco_stuff_mini, voc12_leopart=voc_mini, ade20k_linear=ade_mini,
+            cityscapes_linear=cityscapes_mini)
+
+
+def tiny(preset):
+    """The preset at 64 px (a 4x4 grid), with short probes and at most 8 clusters."""
+    def shrink(protocol, options):
+        if protocol == 'cluster':
+            return protocol, dict(options, num_clusters=min(options['num_clusters'], 8),
+                                  num_iters=3, num_init=1)
+        if protocol == 'linear':
+            return protocol, dict(options, epochs=2, batch_size=2, lr_step=1)
+        return protocol, options
+
+    return dataclasses.replace(preset, img_size=64,
+                               protocols=tuple(shrink(*p) for p in preset.protocols))
+
+
+@pytest.fixture(scope='module')
+def vit():
+    from mmpretrain.models import VisionTransformer
+    torch.manual_seed(0)
+    return VisionTransformer(arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                                       feedforward_channels=64), img_size=64, patch_size=16)
+
+
+@pytest.mark.parametrize('name', sorted(PRESETS))
+def test_every_preset_names_its_source_and_settings(name):
+    preset = get_preset(name)
+    assert preset.source and preset.notes and preset.protocols
+    assert {protocol for protocol, _ in preset.protocols} <= {'linear', 'knn', 'cluster',
+                                                              'dispersion'}
+    if name != 'toy':
+        assert preset.num_train > 1000 and preset.num_val > 400
+    text = format_preset(preset)
+    for fact in (f'{preset.img_size} px', f'feature stride {preset.feature_stride}',
+                 preset.source):
+        assert fact in text
+    assert json.loads(json.dumps(preset.record()))['protocols'][0]['protocol'] == \
+        preset.protocols[0][0]
+    with pytest.raises(KeyError, match="unknown dense-eval preset 'nope'"):
+        get_preset('nope')
+
+
+def test_curated_lists_select_and_order_the_images(tmp_path):
+    root = coco_stuff_mini(tmp_path / 'coco')
+    data_cfg = preset_data_cfg(get_preset('coco_stuff27'), str(root))
+    train = DenseEvalDataset(data_cfg, 'train')
+    assert [info['img_path'].split('/')[-1] for info in train.infos] == \
+        [f'{i}.jpg' for i in IDS[1:5]]
+    # the 171 fine classes arrive as their 27 coarse ones
+    lut = coco_stuff_171_to_27()
+    coarse = {int(lut[c]) for c in COCO_FINE} | {255}
+    assert set(train[0]['label'].unique().tolist()) == coarse
+    (root / 'curated/val2017/Coco164kFull_Stuff_Coarse_7.txt').write_text('000000999999\n')
+    data_cfg = preset_data_cfg(get_preset('coco_stuff27'), str(root))
+    with pytest.raises(FileNotFoundError, match=r"1 of the 1 images listed in .*Coarse_7.txt "
+                       r"are not in the dataset \(first: \['000000999999'\]\)"):
+        DenseEvalDataset(data_cfg, 'val')
+    with pytest.raises(FileNotFoundError, match='needs the val image list .*janghyuncho/PiCIE'):
+        preset_data_cfg(get_preset('coco_stuff27'), str(root), val_list=str(tmp_path / 'x'))
+
+
+def test_voc_palette_masks_are_read_as_class_indices(tmp_path):
+    from mmdense.evaluation import load_dataset_config, load_split
+    root = voc_mini(tmp_path / 'voc')
+    labels = load_split(dict(load_dataset_config('voc12', str(root)), img_size=32), 'val',
+                        2)['labels']
+    assert labels.shape == (2, 32, 32)  # one channel: palette indices, not the colours
+    assert set(labels.unique().tolist()) == {0, 1, 15, 20, 255}
+    leopart = preset_data_cfg(get_preset('voc12_leopart'), str(root))
+    item = DenseEvalDataset(leopart, 'train')[0]  # 448x448 without aspect, scored at 100
+    assert item['image'].shape == (3, 448, 448) and item['label'].shape == (100, 100)
+
+
+def test_a_run_on_fewer_images_than_its_preset_is_refused_or_marked(tmp_path, vit, toy_root):
+    root = coco_stuff_mini(tmp_path / 'coco')
+    with pytest.raises(SubsetError, match=r'train uses 4 images, the preset 49,629; '
+                       r'val uses 3 images, the preset 2,175'):
+        evaluate_preset(vit, tiny(get_preset('coco_stuff27')), str(root), log=lambda *_: None)
+    toy = tiny(get_preset('toy'))
+    toy = dataclasses.replace(toy, protocols=(('dispersion', {}), ))
+    lines = []
+    record = evaluate_preset(vit, toy, toy_root, num_val=3, allow_subset=True, num_workers=0,
+                             log=lines.append)
+    assert record['subset'] and record['num_val'] == 3
+    assert any('WARNING: preset toy: val uses 3 images, the preset 8' in line for line in lines)
+    assert not evaluate_preset(vit, toy, toy_root, num_workers=0, log=lines.append)['subset']
+
+
+@pytest.mark.parametrize('name', sorted(PRESETS))
+def test_each_preset_runs_end_to_end_on_a_mini_dataset(name, tmp_path, vit, toy_root):
+    preset = tiny(get_preset(name))
+    root = MINI[name](tmp_path / name) if name in MINI else toy_root
+    record = evaluate_preset(vit, preset, str(root), allow_subset=True, batch_size=2,
+                             num_workers=1, feature_dtype='float32', cache_dir=str(tmp_path),
+                             log=lambda *_: None)
+    assert record['subset'] == (name != 'toy')
+    assert record['feature_grid'] == [4, 4] and record['preset']['name'] == name
+    assert [(r['protocol'], r['options']) for r in record['results']] == \
+        [(p, o) for p, o in preset.protocols]
+    for result in record['results']:
+        metrics = result['metrics']
+        if result['protocol'] != 'dispersion':
+            assert 0 <= metrics['pAcc'] <= 1 and 0 <= metrics['mIoU'] <= metrics['grid_mIoU']
+    expected = dict(coco_stuff27=(4, 3), voc12_leopart=(4, 3), ade20k_linear=(4, 3),
+                    cityscapes_linear=(4, 3), toy=(24, 8))[name]
+    assert (record['num_train'], record['num_val']) == expected
+    assert [p.name for p in tmp_path.glob('mmdense_dense_eval_*')] == []  # stores removed
+
+
+def test_report_is_written_as_json_and_markdown_with_the_checkpoint_hash(tmp_path, vit,
+                                                                         toy_root):
+    checkpoint = tmp_path / 'model.pth'
+    torch.save(dict(state_dict=vit.state_dict()), checkpoint)
+    preset = dataclasses.replace(tiny(get_preset('toy')), protocols=(('knn', dict(k=5)), ))
+    record = evaluate_preset(vit, preset, toy_root, num_val=4, allow_subset=True,
+                             num_workers=0, log=lambda *_: None)
+    paths = write_report(record, str(tmp_path / 'out' / 'result.json'), str(checkpoint),
+                         'configs/x.py')
+    stored = json.loads(open(paths['json']).read())
+    assert stored['checkpoint_sha256'] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert stored['preset']['img_size'] == 64 and stored['results'] == record['results']
+    markdown = open(paths['markdown']).read()
+    assert markdown == format_markdown(stored)
+    assert stored['checkpoint_sha256'] in markdown and '| knn | k=5 |' in markdown
+    assert 'SUBSET of the preset' in markdown
