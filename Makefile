@@ -3,6 +3,11 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 TOY_ROOT ?= data/toy_scenes
 PYTEST_ARGS ?=
+# `make demo DEVICE=cuda DEMO_ARGS="--resume-demo"`: options for tools/demo.py (--help lists them)
+DEVICE ?= auto
+DEMO_ARGS ?=
+# tools/install_env.sh's settings are environment variables (see its header); make passes those
+# given on its command line on: `make install TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"`.
 
 .PHONY: install toy-data demo test clean
 
@@ -12,13 +17,16 @@ install:
 toy-data: install
 	@$(PYTHON) tools/misc/make_toy_scenes.py --out $(TOY_ROOT)
 
-demo: toy-data
-	@$(PYTHON) tools/demo.py --data-root $(TOY_ROOT)
+# The demo writes its own data set (colour-free toy textures, data/toy_textures); see README.md.
+demo: install
+	@$(PYTHON) tools/demo.py --device $(DEVICE) $(DEMO_ARGS)
 
-# pytest exit code 5 means "no tests collected": report it instead of failing obscurely.
+# ruff (ruff.toml) first; pytest exit code 5 means "no tests collected": report it instead of
+# failing obscurely.
 test: install
+	@$(PYTHON) -m ruff check . || { echo "ruff: fix the lines above (configuration: ruff.toml)"; exit 1; }
 	@$(PYTHON) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests under tests/"; exit 1; fi; exit $$rc
 
 clean:
-	rm -rf work_dirs $(TOY_ROOT)
+	rm -rf work_dirs $(TOY_ROOT) data/toy_textures

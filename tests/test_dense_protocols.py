@@ -118,8 +118,11 @@ def test_dense_features_of_vit_and_resnet_models():
     class WithTeacher(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.backbone = torch.nn.Identity()  # not used: the teacher's backbone wins
+            self.backbone = torch.nn.Identity()  # not used: the transfer backbone wins
             self.teacher = {'backbone': ResNet(depth=18, out_indices=(3, ))}
+
+        def transfer_backbone(self):
+            return self.teacher['backbone']
 
     assert dense_features(WithTeacher(), torch.randn(1, 3, 64, 64)).shape == (1, 512, 2, 2)
 

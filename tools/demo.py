@@ -1,194 +1,523 @@
-"""The CPU demo on the embedded toy scenes: the whole CoTAP recipe, then what it bought.
+"""`make demo`: show what dense pretraining learns on the embedded toy scenes, in minutes.
 
-    python tools/demo.py [--data-root data/toy_scenes] [--work-dir work_dirs/demo]
-                         [--skip-dense-eval] [--skip-dense-curve] [--skip-transfer]
+    python tools/demo.py [--device auto|cpu|cuda] [--schedule cpu|gpu|tiny] [--resume-demo]
+                         [--work-dir work_dirs/demo] [--data-root data/toy_textures]
 
-1. DINO ViT-S/16 pretraining (configs/dino/vit-s16_toy.py), the baseline CoTAP starts from;
-2. nearest-neighbour pairs of the training images by the DINO teacher (build_nn_pairs.py);
-3. CoTAP post-training from the DINO teacher (configs/cotap/vit-s_toy.py): per-term losses;
-4. frozen dense evaluation (linear probe and kNN retrieval on the toy val split) of CoTAP, DINO
-   and three draws of a randomly initialised ViT-S/16;
-5. the dense-evaluation learning curve: DINO ViT-Ti/16 for 30 epochs
-   (configs/dino/vit-ti16_toy-30e.py, DenseEvalHook every 95 iterations), then its final
-   checkpoint against five random-init ViT-Ti/16 draws;
-6. transfer: the CoTAP backbone exported into mmdet Mask R-CNN and mmseg UperNet, trained
-   briefly and evaluated against random init (tools/benchmarks/toy_transfer.py).
+1. data: the colour-free toy textures (``tools/misc/make_toy_scenes.py --img-size 96
+   --random-hues --texture-period 4 8``): every object gets a random hue, so the 8 classes differ
+   only by shape and texture, and a random network's colour features do not give them away;
+2. SlotCon pretraining of a small ResNet (``configs/demo/slotcon_r18-w16_toy-textures.py``);
+3. the score of what it learnt against random-init draws of the same model (same evaluation):
+   its teacher's prototype assignment matched one-to-one to the 9 labels (Hungarian), k-means
+   on its frozen features (K = 9, Hungarian), and linear / kNN probes; the margin of the
+   pretrained score over the best draw in standard deviations of the draws;
+4. the CoTAP recipe end to end, briefly: DINO ViT-S/16, neighbour pairs by the DINO teacher,
+   CoTAP post-training from it (per-term losses);
+5. pictures (prototype maps, PCA-RGB of the features, a similarity map; pretrained beside
+   random init), loss curves and ``<work-dir>/report.md`` embedding them with the numbers.
+
+Schedules: ``cpu`` (the default without CUDA: 12 SlotCon epochs, kNN and prototype scores),
+``gpu`` (the default with ``--device cuda``: the same steps, 10x the SlotCon epochs, longer DINO
+/ CoTAP runs, and the linear probe and k-means too), and ``tiny`` (every step on 48 images, for
+tests). Without ``--resume-demo`` the work dir and
+the data are written afresh; with it, finished steps (data, checkpoints) are reused.
 """
 import argparse
 import json
 import os
 import os.path as osp
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 
-from mmengine.config import Config
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SLOTCON_CONFIG = 'configs/demo/slotcon_r18-w16_toy-textures.py'
 DINO_CONFIG = 'configs/dino/vit-s16_toy.py'
-DINO_CURVE_CONFIG = 'configs/dino/vit-ti16_toy-30e.py'
-NUM_RANDOM_DRAWS = 5
 COTAP_CONFIG = 'configs/cotap/vit-s_toy.py'
 COTAP_TERMS = ('loss_patch', 'loss_cls', 'loss_cross_patch', 'loss_cross_cls')
+SLOTCON_TERMS = ('loss', 'loss_group', 'loss_slot')
+SCORES = ('knn', 'linear', 'cluster', 'prototypes')
+SCORE_NAMES = dict(prototypes='prototype assignment, Hungarian', cluster='k-means K=9, Hungarian',
+                   linear='linear probe', knn='kNN (k=10)')
+TEXTURE_DATA = dict(img_size=96, class_hues=False, texture_period=(4.0, 8.0))
 
 
-def parse_args():
+@dataclass(frozen=True)
+class Schedule:
+    """How long each step runs; everything else is the same in every schedule."""
+    num_train: int  # toy texture images written (SlotCon trains on all of them)
+    num_val: int  # validation images (all scored)
+    probe_train: int  # training images the linear and kNN probes are fit on
+    slotcon_epochs: int
+    slotcon_batch: int
+    dino_images: int  # DINO ViT-S/16 runs one epoch over this many images, batch 8
+    cotap_iters: int  # CoTAP post-training iterations, 4 pairs each
+    random_draws: int
+    num_workers: int
+    scores: tuple  # of SCORES; the linear probe and k-means cost about 1 min a model on 2 cores
+
+
+SCHEDULES = dict(
+    cpu=Schedule(num_train=600, num_val=100, probe_train=200, slotcon_epochs=12, slotcon_batch=32,
+                 dino_images=80, cotap_iters=10, random_draws=5, num_workers=2,
+                 scores=('knn', 'prototypes')),
+    gpu=Schedule(num_train=600, num_val=100, probe_train=200, slotcon_epochs=120,
+                 slotcon_batch=32, dino_images=600, cotap_iters=100, random_draws=5,
+                 num_workers=8, scores=SCORES),
+    tiny=Schedule(num_train=48, num_val=8, probe_train=16, slotcon_epochs=1, slotcon_batch=8,
+                  dino_images=40, cotap_iters=2, random_draws=2, num_workers=0,
+                  scores=SCORES),
+)
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--data-root', default='data/toy_scenes')
+    parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto',
+                        help='auto: cuda when available')
+    parser.add_argument('--schedule', choices=sorted(SCHEDULES),
+                        help='default: gpu on cuda, cpu otherwise')
+    parser.add_argument('--resume-demo', action='store_true',
+                        help='reuse the data and the finished training runs of an earlier demo')
     parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--skip-dense-eval', action='store_true')
-    parser.add_argument('--skip-dense-curve', action='store_true',
-                        help='skip step 5 (16 minutes on 2 CPU cores)')
-    parser.add_argument('--skip-transfer', action='store_true')
-    return parser.parse_args()
+    parser.add_argument('--data-root', default='data/toy_textures')
+    args = parser.parse_args(argv)
+    if args.device == 'auto':
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    args.schedule = args.schedule or ('gpu' if args.device == 'cuda' else 'cpu')
+    return args
 
 
-def run(cmd):
-    print('[demo] $ ' + ' '.join(cmd), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True)
+# --- scores ----------------------------------------------------------------------------------
+def texture_data_cfg(data_root):
+    """The dense-evaluation dataset config of the toy set at ``data_root`` (96 px)."""
+    from mmdense.evaluation import load_dataset_config
+    data_cfg = load_dataset_config('toy', data_root)
+    data_cfg['img_size'] = TEXTURE_DATA['img_size']
+    return data_cfg
 
 
-def read_scalars(work_dir, key='loss'):
-    """Records holding ``key`` in MMEngine's scalars.json of the latest run in ``work_dir``."""
+@torch.no_grad()
+def prototype_assignment(model, images, batch_size=16):
+    """Argmax prototype ``(N, h, w)`` of the SlotCon teacher for RGB 0-255 ``images (N, 3, S, S)``.
+
+    The teacher's backbone → projector → prototypes (``SlotCon.encode_view``) gives the scores
+    ``<normalise(z_ij), normalise(prototype_k)>`` on the feature grid; each cell takes the best
+    ``k``.
+    """
+    from mmdense.evaluation import normalize_images
+    device = next(model.parameters()).device
+    winners = []
+    for batch in images.split(batch_size):
+        _, dots = model.encode_view(model.teacher, normalize_images(model, batch.to(device)))
+        winners.append(dots.argmax(1).cpu())
+    return torch.cat(winners)
+
+
+def prototype_scores(model, val, num_classes, ignore_index=255):
+    """What SlotCon learnt, scored directly: its prototype map of each val image, upsampled to
+    the labels, prototypes matched one-to-one to the classes by the Hungarian algorithm on the
+    class×prototype pixel counts; unmatched prototypes' pixels count as wrong (mIoU, pAcc)."""
+    from mmdense.evaluation import confusion_matrix
+    from mmdense.evaluation.protocols import cluster_scores, upsample_labels
+    assignment = upsample_labels(prototype_assignment(model, val['images']),
+                                 val['labels'].shape[-2:])
+    matrix, _ = confusion_matrix(assignment, val['labels'], model.head.num_prototypes,
+                                 num_classes, ignore_index)
+    return cluster_scores(matrix, 'hungarian')
+
+
+def score_model(model, train, val, data_cfg, which=SCORES):
+    """mIoU of each score named in ``which`` (of :data:`SCORES`) for one model, and the ceiling
+    the feature grid sets (``grid_ceiling``)."""
+    from mmdense.evaluation import grid_majority_scores, run_protocol
+    common = dict(num_classes=data_cfg['num_classes'], ignore_index=data_cfg['ignore_index'])
+    scores = {}
+    for score in which:
+        if score == 'prototypes':
+            scores[score] = prototype_scores(model, val, **common)['mIoU']
+        else:
+            scores[score] = run_protocol(model, score, train, val, batch_size=16,
+                                         **common)['mIoU']
+    grid = prototype_assignment(model, val['images'][:1]).shape[-2:]
+    scores['grid_ceiling'] = grid_majority_scores(val['labels'], grid, **common)['mIoU']
+    return scores
+
+
+def evaluate_models(config, models, data_root, num_train, num_val, device='cpu',
+                    which=SCORES):
+    """``{name: scores}`` for ``models = [(name, checkpoint or 'random', seed), ...]``, all on
+    the same ``num_train`` / ``num_val`` images; the seed is set before each model is built (it
+    picks a random init's draw)."""
+    from mmdense.evaluation import load_model, load_split
+    data_cfg = texture_data_cfg(data_root)
+    train = load_split(data_cfg, 'train', num_train)
+    val = load_split(data_cfg, 'val', num_val)
+    results = {}
+    for name, checkpoint, seed in models:
+        torch.manual_seed(seed)
+        model = load_model(config, checkpoint, device, log=lambda *_: None)
+        results[name] = score_model(model, train, val, data_cfg, which)
+        print(f'[demo] {name}: ' + ', '.join(f'{k} {v:.4f}' for k, v in results[name].items()),
+              flush=True)
+    return results
+
+
+def summarise(results):
+    """Per score: the pretrained value, every random draw, their mean / std / max, and the
+    margins ``(pretrained - max) / std`` and ``(pretrained - mean) / std``."""
+    summary = {}
+    for score in (s for s in SCORES if s in results['pretrained']):
+        draws = [scores[score] for name, scores in results.items() if name != 'pretrained']
+        mean, std = statistics.mean(draws), statistics.stdev(draws)
+        value = results['pretrained'][score]
+        summary[score] = dict(pretrained=value, draws=draws, mean=mean, std=std, max=max(draws),
+                              margin_over_max_std=(value - max(draws)) / std if std else None,
+                              margin_over_mean_std=(value - mean) / std if std else None)
+    return summary
+
+
+def format_summary(summary, times):
+    lines = ['[demo] ===== what SlotCon pretraining learnt vs random init (val mIoU) =====',
+             '[demo] score                              | pretrained | random draws (mean ± std,'
+             ' max)          | margin over max']
+    for score, row in summary.items():
+        margin = row['margin_over_max_std']
+        lines.append(f'[demo] {SCORE_NAMES[score]:<34} | {row["pretrained"]:.4f}     | '
+                     f'{row["mean"]:.4f} ± {row["std"]:.4f}, max {row["max"]:.4f}    | '
+                     + ('n/a' if margin is None else f'{margin:+.1f} std'))
+    lines += [f'[demo] time: {name} {seconds:.0f} s' for name, seconds in times.items()]
+    return '\n'.join(lines)
+
+
+# --- pictures --------------------------------------------------------------------------------
+def query_point(labels, instances=None):
+    """``(image index, (y, x))``: the innermost pixel (relative coordinates) of the largest
+    object in the first image whose class appears as two or more separate objects, so that a
+    good similarity map lights up the other one too (else the largest object of image 0)."""
+    import cv2
+    import numpy as np
+    fallback = None
+    for index, label in enumerate(labels.numpy()):
+        for cls in np.unique(label):
+            if cls in (0, 255):
+                continue
+            count, components = cv2.connectedComponents((label == cls).astype(np.uint8))
+            sizes = np.bincount(components.ravel())[1:]
+            largest = (components == 1 + sizes.argmax()).astype(np.uint8)
+            depth = cv2.distanceTransform(largest, cv2.DIST_L2, 3)
+            y, x = np.unravel_index(depth.argmax(), depth.shape)
+            point = (index, ((y + 0.5) / label.shape[0], (x + 0.5) / label.shape[1]))
+            if count - 1 >= 2:
+                return point
+            if fallback is None or (index == 0 and sizes.max() > fallback[0]):
+                fallback = (sizes.max(), point) if index == 0 else fallback
+    return fallback[1] if fallback else (0, (0.5, 0.5))
+
+
+def draw_pictures(config, checkpoint, data_root, work_dir, device='cpu', num_images=4):
+    """Write the demo's PNGs (pretrained beside random init, seed 0) and return their paths:
+    ``prototypes.png`` (image | labels | argmax prototype maps), ``features_pca.png`` (first
+    three principal components of the backbone's feature map as RGB, fitted over the shown
+    images) and ``similarity.png`` (cosine similarity of every feature to one query point)."""
+    import cv2
+    import numpy as np
+    from mmdense.evaluation import extract_features, load_model, load_split
+    from mmdense.evaluation.visuals import (colorize, heatmap, image_grid, palette, pca_rgb,
+                                            similarity_map)
+    data_cfg = texture_data_cfg(data_root)
+    val = load_split(data_cfg, 'val', max(num_images, 16))
+    images = val['images'][:num_images]
+    shown = [image.permute(1, 2, 0).numpy() for image in images]
+    label_colours = np.concatenate([[[40, 40, 40]], palette(data_cfg['num_classes'] - 1)])
+    truth = [colorize(label.numpy(), label_colours) for label in val['labels'][:num_images]]
+    models = {}
+    for name, ckpt in (('pretrained', checkpoint), ('random init', 'random')):
+        torch.manual_seed(0)
+        models[name] = load_model(config, ckpt, device, log=lambda *_: None)
+    size, paths = 2 * data_cfg['img_size'], {}
+
+    prototype_colours = palette(models['pretrained'].head.num_prototypes)
+    maps = {name: prototype_assignment(model, images).numpy() for name, model in models.items()}
+    rows = [[shown[i], truth[i]] + [colorize(maps[name][i], prototype_colours) for name in maps]
+            for i in range(num_images)]
+    paths['prototypes'] = _write_png(
+        image_grid(rows, ['image', 'labels'] + [f'{name} prototypes' for name in maps], size),
+        osp.join(work_dir, 'prototypes.png'))
+
+    feats = {name: extract_features(model, images) for name, model in models.items()}
+    pcas = {name: pca_rgb(f) for name, f in feats.items()}
+    rows = [[shown[i]] + [pcas[name][i] for name in pcas] for i in range(num_images)]
+    paths['features_pca'] = _write_png(
+        image_grid(rows, ['image'] + [f'{name} PCA-RGB' for name in pcas], size),
+        osp.join(work_dir, 'features_pca.png'))
+
+    index, point = query_point(val['labels'], val.get('instances'))
+    query_image = val['images'][index:index + 1]
+    marked = heatmap(np.zeros((2, 2)), size, point)  # only the white circle is kept
+    tile = cv2.resize(query_image[0].permute(1, 2, 0).numpy(), (size, size),
+                      interpolation=cv2.INTER_NEAREST)
+    tile[(marked == 255).all(-1)] = 255
+    row = [tile, colorize(val['labels'][index].numpy(), label_colours)]
+    for model in models.values():
+        row.append(heatmap(similarity_map(extract_features(model, query_image)[0], point), size,
+                           point))
+    paths['similarity'] = _write_png(
+        image_grid([row], ['image, query', 'labels'] +
+                   [f'{name} similarity' for name in models], size),
+        osp.join(work_dir, 'similarity.png'))
+    return paths
+
+
+def _write_png(rgb, path):
+    import cv2
+    if not cv2.imwrite(path, rgb[..., ::-1]):
+        raise OSError(f'could not write {path}')
+    return path
+
+
+# --- curves and report -----------------------------------------------------------------------
+def read_scalars(work_dir):
+    """Training records of MMEngine's ``vis_data/scalars.json`` (latest run under ``work_dir``)."""
     runs = sorted(d for d in os.listdir(work_dir)
                   if osp.isfile(osp.join(work_dir, d, 'vis_data', 'scalars.json')))
     if not runs:
         raise FileNotFoundError(f'no vis_data/scalars.json under {work_dir}: did training log?')
     with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')) as f:
-        return [record for record in map(json.loads, f) if key in record]
+        return [json.loads(line) for line in f if line.strip()]
 
 
-def curve(records, key):
-    """``step:value`` pairs, one per step (the LoggerHook repeats a hook's value at its step)."""
+def loss_curve(records, key):
+    """``[(step, value)]``, one per logged step holding ``key``."""
     by_step = {}
     for record in records:
-        by_step.setdefault(record['step'], record[key])
-    return ' '.join(f'{step}:{value:.3f}' for step, value in by_step.items())
+        if key in record:
+            by_step.setdefault(record['step'], record[key])
+    return sorted(by_step.items())
 
 
-def print_dense_table(results):
-    print('[demo]   backbone      | linear mIoU | kNN mIoU')
-    for name, metrics in results.items():
-        print(f'[demo]   {name:<13} | {metrics["linear"]["mIoU"]:.4f}      | '
-              f'{metrics["knn"]["mIoU"]:.4f}')
+def read_curves(slotcon_dir, dino_dir, cotap_dir):
+    """``{run: {term: [(step, value)]}}`` of the three training runs."""
+    runs = dict(SlotCon=(slotcon_dir, SLOTCON_TERMS), DINO=(dino_dir, ('loss', )),
+                CoTAP=(cotap_dir, COTAP_TERMS))
+    curves = {}
+    for run, (work_dir, terms) in runs.items():
+        records = read_scalars(work_dir)
+        curves[run] = {term: loss_curve(records, term) for term in terms}
+    return curves
 
 
-def print_ceiling(results):
-    ceiling = next(iter(results.values()))['knn']['grid_mIoU']
-    print(f'[demo]   ceiling set by the 6 x 6 patch grid (majority label per cell): '
-          f'mIoU {ceiling:.4f}')
+def plot_losses(curves, path):
+    """One panel per run, one line per loss term, against the iteration (matplotlib)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6))
+    for ax, (run, terms) in zip(axes, curves.items()):
+        for term, points in terms.items():
+            if points:
+                ax.plot(*zip(*points), marker='.', label=term)
+        ax.set_title(run)
+        ax.set_xlabel('iteration')
+        ax.set_ylabel('loss')
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
-def dense_eval(config, checkpoint, out, data_root, seed=0):
-    run([sys.executable, 'tools/test_dense.py', config, checkpoint, '--protocol', 'linear', 'knn',
-         '--dataset', 'toy', '--data-root', data_root, '--img-size', '96', '--num-train', '120',
-         '--num-val', '40', '--seed', str(seed), '--out', out])
-    with open(osp.join(ROOT, out)) as f:
-        return {r['protocol']: r['metrics'] for r in json.load(f)['results']}
+def write_report(path, args, schedule, summary, results, curves, pictures, times):
+    """``report.md``: the margin table with every draw, the pictures, the loss curves, timings."""
+    rel = {name: osp.relpath(p, osp.dirname(path)) for name, p in pictures.items()}
+    draws = [name for name in results if name != 'pretrained']
+    lines = [
+        '# mmdense demo report', '',
+        f'Schedule `{args.schedule}` on `{args.device}`; data `{args.data_root}` (colour-free toy '
+        f'textures: {schedule.num_train} train / {schedule.num_val} val scenes, 96 px, random '
+        'hue per object, 8 classes that differ only by shape and texture).', '',
+        f'SlotCon (`{SLOTCON_CONFIG}`), {schedule.slotcon_epochs} epochs at batch '
+        f'{schedule.slotcon_batch}, against {len(draws)} random initialisations of the same model '
+        '(torch seeds 0..), all scored the same way on the val images: the teacher\'s frozen '
+        f'features, kNN / linear probes fit on {schedule.probe_train} train images; k-means and '
+        'the prototype assignment matched to the labels by the Hungarian algorithm.', '',
+        '## Pretrained vs random init (val mIoU)', '',
+        '| score | pretrained | ' + ' | '.join(draws) +
+        ' | draws mean ± std | margin over best draw | over mean |',
+        '|---|---|' + '---|' * len(draws) + '---|---|---|',
+    ]
+    for score, row in summary.items():
+        over_max, over_mean = row['margin_over_max_std'], row['margin_over_mean_std']
+        lines.append(
+            f'| {SCORE_NAMES[score]} | **{row["pretrained"]:.4f}** | ' +
+            ' | '.join(f'{value:.4f}' for value in row['draws']) +
+            f' | {row["mean"]:.4f} ± {row["std"]:.4f} | ' +
+            ('n/a' if over_max is None else f'{row["pretrained"] - row["max"]:+.4f} = '
+             f'{over_max:+.1f} std') + ' | ' +
+            ('n/a' if over_mean is None else f'{over_mean:+.1f} std') + ' |')
+    ceiling = results['pretrained'].get('grid_ceiling')
+    if ceiling is not None:
+        lines += ['', f'Ceiling the feature grid sets (majority label per cell): mIoU '
+                  f'{ceiling:.4f}. Chance-level mIoU is about 1/9 of the background IoU.']
+    lines += [
+        '', '## What the pictures show', '',
+        'Prototype maps: each colour is one of the 16 SlotCon prototypes, the argmax over the '
+        'teacher\'s projected feature map (12 x 12 cells at 96 px).', '',
+        f'![prototype maps]({rel["prototypes"]})', '',
+        'PCA-RGB: the first three principal components of the backbone\'s feature maps of these '
+        'images, as colour; similar features get similar colours.', '',
+        f'![PCA-RGB]({rel["features_pca"]})', '',
+        'Similarity: cosine similarity of every feature cell to the one under the white circle '
+        '(red: most similar).', '',
+        f'![similarity]({rel["similarity"]})', '',
+        '## Loss curves', '',
+        f'![losses]({rel["losses"]})', '',
+    ]
+    for run, terms in curves.items():
+        for term, points in terms.items():
+            if points:
+                lines.append(f'- {run} `{term}`: {points[0][1]:.3f} at iteration {points[0][0]} '
+                             f'→ {points[-1][1]:.3f} at iteration {points[-1][0]}')
+    lines += ['', '## Time', '']
+    lines += [f'- {name}: {seconds:.0f} s' for name, seconds in times.items()]
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
 
 
-def main():
-    args = parse_args()
-    if not osp.isfile(osp.join(ROOT, args.data_root, 'meta', 'train.txt')):
-        raise FileNotFoundError(f'toy data not found under {args.data_root}: run '
-                                '`python tools/misc/make_toy_scenes.py` (make demo does)')
+class Demo:
+    """The demo's steps, sharing the work dir, the schedule and the timings."""
+
+    def __init__(self, args):
+        self.args = args
+        self.schedule = SCHEDULES[args.schedule]
+        self.work_dir = args.work_dir
+        self.times = {}
+        self.env = dict(os.environ)
+        if args.device == 'cpu':
+            self.env['CUDA_VISIBLE_DEVICES'] = ''  # MMEngine would pick a visible GPU
+
+    def path(self, *parts):
+        return osp.join(self.work_dir, *parts)
+
+    def run(self, cmd):
+        print('[demo] $ ' + ' '.join(cmd), flush=True)
+        subprocess.run(cmd, cwd=ROOT, env=self.env, check=True)
+
+    def timed(self, name, fn, *args):
+        start = time.time()
+        result = fn(*args)
+        self.times[name] = time.time() - start
+        return result
+
+    def train(self, config, work_dir, checkpoint, options):
+        """``tools/train.py`` unless ``--resume-demo`` finds ``checkpoint`` already written."""
+        if self.args.resume_demo and osp.isfile(checkpoint):
+            print(f'[demo] reusing {checkpoint}')
+            return
+        shutil.rmtree(work_dir, ignore_errors=True)
+        self.run([sys.executable, 'tools/train.py', config, '--work-dir', work_dir,
+                  '--cfg-options'] + options)
+
+    # --- steps -------------------------------------------------------------------------------
+    def make_data(self):
+        from mmdense.datasets.toy_scenes import generate_toy_scenes, toy_scenes_exist
+        settings = dict(TEXTURE_DATA, num_train=self.schedule.num_train,
+                        num_val=self.schedule.num_val)
+        root = self.args.data_root
+        if self.args.resume_demo and toy_scenes_exist(root, **settings):
+            print(f'[demo] reusing the toy textures in {root}')
+            return
+        generate_toy_scenes(root, **settings)
+        print(f'[demo] wrote {settings["num_train"]} + {settings["num_val"]} toy texture scenes '
+              f'to {root}')
+
+    def pretrain_slotcon(self):
+        s = self.schedule
+        work_dir = self.path('pretrain_slotcon')
+        checkpoint = osp.join(work_dir, f'epoch_{s.slotcon_epochs}.pth')
+        warmup = min(1, s.slotcon_epochs / 2)
+        self.train(SLOTCON_CONFIG, work_dir, checkpoint, [
+            f'train_dataloader.dataset.data_root={self.args.data_root}',
+            f'train_dataloader.batch_size={s.slotcon_batch}',
+            f'train_dataloader.num_workers={s.num_workers}',
+            f'train_dataloader.persistent_workers={s.num_workers > 0}',
+            f'train_cfg.max_epochs={s.slotcon_epochs}',
+            f'param_scheduler.0.end={warmup}',
+            f'param_scheduler.1.begin={warmup}',
+            f'param_scheduler.1.T_max={s.slotcon_epochs - warmup}',
+            f'param_scheduler.1.end={s.slotcon_epochs}',
+            f'default_hooks.checkpoint.interval={s.slotcon_epochs}',
+        ])
+        return checkpoint
+
+    def cotap_recipe(self):
+        """DINO ViT-S/16 → neighbour pairs by its teacher → CoTAP post-training from it."""
+        s, root = self.schedule, self.args.data_root
+        workers = [f'train_dataloader.num_workers={s.num_workers}',
+                   f'train_dataloader.persistent_workers={s.num_workers > 0}',
+                   'default_hooks.logger.interval=1']
+        dino_dir = self.path('pretrain_dino')
+        dino_ckpt = osp.join(dino_dir, 'epoch_1.pth')
+        self.train(DINO_CONFIG, dino_dir, dino_ckpt, [
+            f'train_dataloader.dataset.data_root={root}',
+            f'train_dataloader.dataset.indices={s.dino_images}'] + workers)
+        neighbours = self.path('toy_neighbours.json')
+        if not (self.args.resume_demo and osp.isfile(neighbours)):
+            self.run([sys.executable, 'tools/misc/build_nn_pairs.py', COTAP_CONFIG, dino_ckpt,
+                      '--out', neighbours, '--topk', '5', '--img-size', '96', '--data-root',
+                      root, '--num-workers', str(s.num_workers), '--device', self.args.device])
+        cotap_dir = self.path('pretrain_cotap')
+        cotap_ckpt = osp.join(cotap_dir, f'iter_{s.cotap_iters}.pth')
+        self.train(COTAP_CONFIG, cotap_dir, cotap_ckpt, [
+            f'train_dataloader.dataset.dataset.data_root={root}',
+            f'train_dataloader.dataset.neighbours_file={neighbours}',
+            f'model.backbone_checkpoint.path={dino_ckpt}',
+            f'train_cfg.max_iters={s.cotap_iters}',
+            f'default_hooks.checkpoint.interval={s.cotap_iters}'] + workers)
+        return dino_dir, cotap_dir
+
+    def evaluate(self, checkpoint):
+        """Scores of the pretrained checkpoint and of ``random_draws`` random inits."""
+        models = [('pretrained', checkpoint, 0)] + [
+            (f'random init {seed}', 'random', seed) for seed in range(self.schedule.random_draws)]
+        results = evaluate_models(SLOTCON_CONFIG, models, self.args.data_root,
+                                  self.schedule.probe_train, self.schedule.num_val,
+                                  self.args.device, self.schedule.scores)
+        with open(self.path('scores.json'), 'w') as f:
+            json.dump(results, f, indent=2)
+        return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda, but torch sees no CUDA device')
+    demo = Demo(args)
+    if not args.resume_demo:
+        shutil.rmtree(args.work_dir, ignore_errors=True)
+    os.makedirs(args.work_dir, exist_ok=True)
     start = time.time()
-    times = {}
-    dino_dir = osp.join(args.work_dir, 'pretrain_dino')
-    run([sys.executable, 'tools/train.py', DINO_CONFIG, '--work-dir', dino_dir,
-         '--cfg-options', f'train_dataloader.dataset.data_root={args.data_root}'])
-    dino_ckpt = osp.join(dino_dir, 'epoch_1.pth')
-    times['DINO pretraining'] = time.time() - start
-
-    step = time.time()
-    neighbours = osp.join(args.work_dir, 'toy_neighbours.json')
-    run([sys.executable, 'tools/misc/build_nn_pairs.py', COTAP_CONFIG, dino_ckpt, '--out',
-         neighbours, '--topk', '5', '--img-size', '96', '--data-root', args.data_root])
-    times['neighbour pairs'] = time.time() - step
-
-    step = time.time()
-    cotap_dir = osp.join(args.work_dir, 'pretrain_cotap')
-    run([sys.executable, 'tools/train.py', COTAP_CONFIG, '--work-dir', cotap_dir,
-         '--cfg-options', f'train_dataloader.dataset.dataset.data_root={args.data_root}',
-         f'train_dataloader.dataset.neighbours_file={neighbours}',
-         f'model.backbone_checkpoint.path={dino_ckpt}'])
-    cotap_ckpt = osp.join(cotap_dir, 'iter_100.pth')
-    times['CoTAP post-training'] = time.time() - step
-
-    dense, curve_dense, curve_dir = {}, {}, osp.join(args.work_dir, 'pretrain_dino_vit-ti_30e')
-    if not args.skip_dense_eval:
-        step = time.time()
-        eval_dir = osp.join(args.work_dir, 'dense_eval')
-        # the random-init scores move with the draw: three draws show the spread
-        for name, config, ckpt, seed in (('CoTAP', COTAP_CONFIG, cotap_ckpt, 0),
-                                         ('DINO', DINO_CONFIG, dino_ckpt, 0),
-                                         *((f'random init {seed}', DINO_CONFIG, 'random', seed)
-                                           for seed in range(3))):
-            out = osp.join(eval_dir, name.replace(' ', '_') + '.json')
-            dense[name] = dense_eval(config, ckpt, out, args.data_root, seed)
-        times['dense evaluation'] = time.time() - step
-
-    if not args.skip_dense_curve:
-        step = time.time()
-        hooks = Config.fromfile(osp.join(ROOT, DINO_CURVE_CONFIG)).custom_hooks
-        run([sys.executable, 'tools/train.py', DINO_CURVE_CONFIG, '--work-dir', curve_dir,
-             '--cfg-options', f'train_dataloader.dataset.data_root={args.data_root}'] +
-            [f'custom_hooks.{i}.data_root={args.data_root}'
-             for i, hook in enumerate(hooks) if hook['type'] == 'DenseEvalHook'])
-        eval_dir = osp.join(args.work_dir, 'dense_eval_vit-ti')
-        for name, ckpt, seed in (('DINO 30 ep', osp.join(curve_dir, 'epoch_30.pth'), 0),
-                                 *((f'random init {seed}', 'random', seed)
-                                   for seed in range(NUM_RANDOM_DRAWS))):
-            out = osp.join(eval_dir, name.replace(' ', '_') + '.json')
-            curve_dense[name] = dense_eval(DINO_CURVE_CONFIG, ckpt, out, args.data_root, seed)
-        times['dense-evaluation curve (DINO ViT-Ti/16)'] = time.time() - step
-
-    transfer = None
-    if not args.skip_transfer:
-        step = time.time()
-        transfer_dir = osp.join(args.work_dir, 'transfer')
-        run([sys.executable, 'tools/benchmarks/toy_transfer.py', cotap_ckpt, '--work-dir',
-             transfer_dir, '--data-root', args.data_root, '--random-baseline'])
-        with open(osp.join(ROOT, transfer_dir, 'toy_transfer.json')) as f:
-            transfer = json.load(f)
-        times['transfer (Mask R-CNN + UperNet)'] = time.time() - step
-
-    dino_records = read_scalars(osp.join(ROOT, dino_dir))
-    cotap_records = read_scalars(osp.join(ROOT, cotap_dir))
-    print('\n[demo] ================ summary ================')
-    print(f'[demo] DINO ({DINO_CONFIG}): loss {curve(dino_records, "loss")}')
-    print(f'[demo] CoTAP ({COTAP_CONFIG}), from the DINO teacher, on neighbour pairs:')
-    for term in COTAP_TERMS:
-        print(f'[demo]   {term:<17} {curve(cotap_records, term)}')
-    if dense:
-        print('[demo] frozen dense evaluation, toy val (40 images, 96 px; fit on 120 train):')
-        print_dense_table(dense)
-        print_ceiling(dense)
-    if curve_dense:
-        print(f'[demo] DINO ViT-Ti/16 ({DINO_CURVE_CONFIG}), DenseEvalHook during training:')
-        for protocol in ('linear', 'knn'):
-            key = f'dense_eval/{protocol}_mIoU'
-            print(f'[demo]   {protocol:<6} mIoU ' +
-                  curve(read_scalars(osp.join(ROOT, curve_dir), key), key))
-        print('[demo] its final checkpoint against random-init ViT-Ti/16 draws (same evaluation):')
-        print_dense_table(curve_dense)
-        for protocol in ('linear', 'knn'):
-            draws = [metrics[protocol]['mIoU'] for name, metrics in curve_dense.items()
-                     if name.startswith('random')]
-            print(f'[demo]   random init, {protocol} mIoU over {len(draws)} draws: mean '
-                  f'{statistics.mean(draws):.4f}, std {statistics.stdev(draws):.4f}, '
-                  f'max {max(draws):.4f}')
-        print_ceiling(curve_dense)
-    if transfer:
-        print('[demo] transfer of the CoTAP backbone vs random init (same schedule):')
-        for row in transfer['table']:
-            print('[demo]   ' + ', '.join(f'{k} {v:.1f}' if isinstance(v, float) else f'{k} {v}'
-                                         for k, v in row.items()))
-    for name, seconds in times.items():
-        print(f'[demo] time: {name} {seconds:.0f} s')
-    print(f'[demo] time: total {time.time() - start:.0f} s; outputs under {args.work_dir}')
+    print(f'[demo] schedule {args.schedule} on {args.device}: {asdict(demo.schedule)}')
+    demo.timed('toy textures', demo.make_data)
+    checkpoint = demo.timed('SlotCon pretraining', demo.pretrain_slotcon)
+    results = demo.timed('scores vs random init', demo.evaluate, checkpoint)
+    dino_dir, cotap_dir = demo.timed('CoTAP recipe (DINO, pairs, CoTAP)', demo.cotap_recipe)
+    pictures = demo.timed('pictures', draw_pictures, SLOTCON_CONFIG, checkpoint,
+                          args.data_root, args.work_dir, args.device)
+    curves = read_curves(demo.path('pretrain_slotcon'), dino_dir, cotap_dir)
+    pictures['losses'] = plot_losses(curves, demo.path('losses.png'))
+    demo.times['total'] = time.time() - start
+    summary = summarise(results)
+    report = write_report(demo.path('report.md'), args, demo.schedule, summary, results, curves,
+                          pictures, demo.times)
+    print(format_summary(summary, demo.times))
+    print(f'[demo] report: {report}')
 
 
 if __name__ == '__main__':

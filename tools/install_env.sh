@@ -18,7 +18,8 @@ CACHE="${MMDENSE_CACHE:-$HOME/.cache/mmdense}"
 MMCV_VERSION="2.1.0"
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 
-log() { printf '[install %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+# one line per stage: the clock time and the seconds since the script started
+log() { printf '[install %s +%ss] %s\n' "$(date +%H:%M:%S)" "$SECONDS" "$*"; }
 
 fingerprint() {
     cat "$ROOT/tools/install_env.sh" "$ROOT"/requirements/*.txt "$ROOT/setup.py"
@@ -40,6 +41,7 @@ pip_quiet() {
     "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2> >(grep -v '^WARNING: Location' >&2)
 }
 PIP=(pip_quiet)
+log "upgrading pip, setuptools, wheel and ninja in $VENV"
 "${PIP[@]}" install -q --upgrade pip "setuptools>=77,<81" wheel ninja
 
 log "installing $TORCH_SPEC (several GB on first install)"

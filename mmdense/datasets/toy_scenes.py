@@ -22,7 +22,7 @@ import json
 import os
 import os.path as osp
 import shutil
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -153,11 +153,13 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     return first + weight[..., None] * (second - first)
 
 
-def _render_scene(size: int, rng: np.random.Generator, class_hues: bool = True):
+def _render_scene(size: int, rng: np.random.Generator, class_hues: bool = True,
+                  texture_period: Optional[Tuple[float, float]] = None):
     """Draw one scene; returns (RGB uint8 image, instance id map, category id per instance).
 
     With ``class_hues=False`` every object gets a random hue, so only shape and texture tell the
-    categories apart.
+    categories apart. ``texture_period`` is the (low, high) range, in pixels, of an object's
+    texture period; by default it is 5-10 px scaled by ``size / 224``.
     """
     canvas = _background(size, rng)
     instance_map = np.zeros((size, size), np.uint8)  # 0 background, k = k-th placed instance
@@ -187,7 +189,8 @@ def _render_scene(size: int, rng: np.random.Generator, class_hues: bool = True):
         ys, xs = np.mgrid[y:y + h, x:x + w].astype(np.float32)
         u = (xs - cx) * np.cos(angle) + (ys - cy) * np.sin(angle)
         v = (ys - cy) * np.cos(angle) - (xs - cx) * np.sin(angle)
-        period = size / 224 * rng.uniform(5, 10)
+        period = (rng.uniform(*texture_period) if texture_period else
+                  size / 224 * rng.uniform(5, 10))
         weight = _texture(texture, u, v, radius, period, rng)[..., None]
         hue = hue + rng.uniform(-4, 4) if class_hues else rng.uniform(0, 180)
         bright = _hsv_to_rgb(hue, rng.uniform(170, 255), rng.uniform(190, 255))
@@ -236,7 +239,7 @@ def _write_json(path: str, obj) -> None:
 
 
 def _generate_split(root: str, split: str, num_images: int, img_size: int, seed: int,
-                    class_hues: bool) -> int:
+                    class_hues: bool, texture_period: Optional[Tuple[float, float]]) -> int:
     split_code = SPLITS.index(split)
     image_dir = osp.join(root, 'images', split)
     semantic_dir = osp.join(root, 'semantic', split)
@@ -246,7 +249,8 @@ def _generate_split(root: str, split: str, num_images: int, img_size: int, seed:
     images, annotations, listed = [], [], []
     for index in range(num_images):
         rng = np.random.default_rng([seed, split_code, index])
-        image, instance_map, category_ids = _render_scene(img_size, rng, class_hues)
+        image, instance_map, category_ids = _render_scene(img_size, rng, class_hues,
+                                                            texture_period)
         stem = f'{index:06d}'
         cv2.imwrite(osp.join(image_dir, stem + '.jpg'), image[..., ::-1],
                     [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
@@ -269,11 +273,14 @@ def _generate_split(root: str, split: str, num_images: int, img_size: int, seed:
 
 
 def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
-                        img_size: int = 224, seed: int = 0, class_hues: bool = True) -> Dict:
+                        img_size: int = 224, seed: int = 0, class_hues: bool = True,
+                        texture_period: Optional[Tuple[float, float]] = None) -> Dict:
     """Write the toy-scene dataset under ``out_dir`` and return a summary dict.
 
     ``class_hues=False`` writes the colour-free variant: objects get random hues, so a category is
     recognisable only by its shape and texture (a test of what features encode beyond colour).
+    ``texture_period=(low, high)`` fixes the texture period range in pixels (default: 5-10 px
+    scaled by ``img_size / 224``, which leaves small images with 1-3 px textures).
     Existing ``images/<split>`` and ``semantic/<split>`` folders under ``out_dir`` are replaced.
     The summary (also saved as ``meta/summary.json``) holds the settings, the classes and the
     image and instance counts per split.
@@ -284,6 +291,9 @@ def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
         raise ValueError(f'img_size must be at least 32 pixels, got {img_size}')
     if seed < 0:
         raise ValueError(f'seed must be non-negative, got {seed}')
+    if texture_period is not None and not 0 < texture_period[0] <= texture_period[1]:
+        raise ValueError(f'texture_period must be (low, high) with 0 < low <= high pixels, '
+                         f'got {texture_period}')
     summary_path = osp.join(out_dir, 'meta', 'summary.json')
     if osp.exists(summary_path):
         os.remove(summary_path)  # an interrupted run must not look complete
@@ -296,8 +306,11 @@ def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
     counts = dict(train=num_train, val=num_val)
     summary = dict(root=osp.abspath(out_dir), img_size=img_size, seed=seed,
                    class_hues=class_hues, classes=CLASSES, splits={})
+    if texture_period is not None:
+        summary['texture_period'] = [float(p) for p in texture_period]
     for split in SPLITS:
-        instances = _generate_split(out_dir, split, counts[split], img_size, seed, class_hues)
+        instances = _generate_split(out_dir, split, counts[split], img_size, seed, class_hues,
+                                    texture_period)
         summary['splits'][split] = dict(images=counts[split], instances=instances)
     _write_json(summary_path, {key: val for key, val in summary.items() if key != 'root'})
     return summary
@@ -305,8 +318,12 @@ def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
 
 def toy_scenes_exist(root: str, num_train: Optional[int] = None, num_val: Optional[int] = None,
                      img_size: Optional[int] = None, seed: Optional[int] = None,
-                     class_hues: Optional[bool] = None) -> bool:
-    """Whether ``root`` holds a complete toy-scene set (matching the given settings, if any)."""
+                     class_hues: Optional[bool] = None,
+                     texture_period: Optional[Tuple[float, float]] = None) -> bool:
+    """Whether ``root`` holds a complete toy-scene set (matching the given settings, if any).
+
+    ``texture_period`` is always compared: ``None`` matches only a set drawn with the default
+    size-scaled periods."""
     summary_path = osp.join(root, 'meta', 'summary.json')
     if not osp.isfile(summary_path):
         return False
@@ -315,6 +332,9 @@ def toy_scenes_exist(root: str, num_train: Optional[int] = None, num_val: Option
     summary.setdefault('class_hues', True)  # written before the colour-free variant existed
     wanted = dict(img_size=img_size, seed=seed, class_hues=class_hues)
     if any(value is not None and summary.get(key) != value for key, value in wanted.items()):
+        return False
+    given_period = None if texture_period is None else [float(p) for p in texture_period]
+    if summary.get('texture_period') != given_period:
         return False
     for split, count in (('train', num_train), ('val', num_val)):
         expected = summary['splits'][split]['images']

@@ -9,12 +9,11 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def dense_backbone(model: nn.Module) -> nn.Module:
-    """The backbone to evaluate: the EMA teacher's if the model has one (unless the model's
-    ``feat_branch`` is ``'student'``), else ``model.backbone``; a model without ``backbone`` is
-    taken to be a backbone itself."""
-    teacher = getattr(model, 'teacher', None)
-    if teacher is not None and getattr(model, 'feat_branch', 'teacher') == 'teacher':
-        return teacher['backbone']
+    """The backbone to evaluate: a teacher–student algorithm's transfer backbone (its
+    ``transfer_backbone()``, the branch export also takes), else ``model.backbone``; a model
+    without ``backbone`` is taken to be a backbone itself."""
+    if hasattr(model, 'transfer_backbone'):
+        return model.transfer_backbone()
     return getattr(model, 'backbone', model)
 
 

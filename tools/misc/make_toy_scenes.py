@@ -20,6 +20,9 @@ def parse_args():
     parser.add_argument('--random-hues', action='store_true',
                         help='colour-free variant: every object gets a random hue, so only shape '
                         'and texture tell the categories apart')
+    parser.add_argument('--texture-period', type=float, nargs=2, metavar=('LOW', 'HIGH'),
+                        help='texture period range in pixels (default: 5-10 px scaled by '
+                        'img-size/224); keeps textures visible in small images')
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if a complete set with these settings exists')
     return parser.parse_args()
@@ -28,7 +31,8 @@ def parse_args():
 def main():
     args = parse_args()
     settings = dict(num_train=args.num_train, num_val=args.num_val, img_size=args.img_size,
-                    seed=args.seed, class_hues=not args.random_hues)
+                    seed=args.seed, class_hues=not args.random_hues,
+                    texture_period=args.texture_period)
     if not args.force and toy_scenes_exist(args.out, **settings):
         print(f'{args.out} already holds a complete toy-scene set with {settings}; '
               'skipping (use --force to regenerate)')
