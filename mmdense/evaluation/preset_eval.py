@@ -8,7 +8,6 @@ as JSON and Markdown with the checkpoint's SHA-256. It runs the same on CPU, one
 and are identical on all of them).
 """
 import datetime
-import hashlib
 import json
 import os.path as osp
 import shutil
@@ -20,6 +19,7 @@ from torch import nn
 
 from mmdense.utils.cli import UserValueError
 from mmdense.utils.dist import get_rank, get_world_size
+from mmdense.utils.fileio import sha256sum
 from .data import DenseEvalDataset
 from .presets import DensePreset, describe_setting, format_preset, get_preset, preset_data_cfg
 from .feature_store import FeatureStore, build_loader, extract_to_store
@@ -143,13 +143,7 @@ def evaluate_preset(model: nn.Module, preset: Union[str, DensePreset],
 
 def checkpoint_sha256(path: str) -> Optional[str]:
     """SHA-256 of a checkpoint file (None for ``'random'``)."""
-    if path == 'random':
-        return None
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
+    return None if path == 'random' else sha256sum(path)
 
 
 def format_markdown(record: dict) -> str:

@@ -9,7 +9,6 @@ algorithm layout: ``backbone.*`` (student) and ``teacher.module.backbone.*`` (EM
 can be exported like a pretraining checkpoint or used as ``load_from`` to continue training.
 """
 import argparse
-import hashlib
 import json
 import os.path as osp
 from typing import Dict, Optional, Tuple
@@ -18,6 +17,7 @@ import torch
 
 from mmdense.engine.checkpoint import refuse_overwriting_inputs
 from mmdense.utils.cli import UserKeyError, UserValueError
+from mmdense.utils.fileio import sha256sum
 
 from .keys import (StateDict, backbone_kind, describe_backbone, detect_vit_layout, from_layout,
                    target_layout, to_layout)
@@ -48,14 +48,6 @@ IMPORT_FORMATS = {
     'torchvision': ('torchvision', 'torchvision'),
 }
 SIDECAR_FORMAT = 'mmdense-transfer/1'
-
-
-def sha256sum(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 22), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sidecar_path(path: str) -> str:

@@ -16,7 +16,6 @@ O(chunk × N), never N × N (COCO's 118k images fit). The image itself is never 
 neighbour. The JSON output is what ``NeighbourPairDataset`` reads; it is replaced atomically.
 """
 import argparse
-import hashlib
 import json
 import os.path as osp
 import sys
@@ -112,14 +111,6 @@ def check_topk(k: int, num_images: int) -> None:
                              f'images, got {k}')
 
 
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def main():
     args = parse_args()
     from mmengine.dataset import default_collate
@@ -129,6 +120,7 @@ def main():
     from mmdense.evaluation.runner import load_model
     from mmdense.registry import DATASETS
     from mmdense.utils.cli import UserKeyError, load_config
+    from mmdense.utils.fileio import sha256sum
 
     for path in (args.config, args.checkpoint):
         if not osp.isfile(path):
@@ -160,7 +152,7 @@ def main():
     images = [osp.relpath(dataset.get_data_info(i)['img_path'], img_dir)
               for i in range(len(dataset))]
     record = dict(config=args.config, checkpoint=args.checkpoint,
-                  checkpoint_sha256=file_digest(args.checkpoint), embedding='backbone CLS',
+                  checkpoint_sha256=sha256sum(args.checkpoint), embedding='backbone CLS',
                   img_size=args.img_size, topk=args.topk, images=images,
                   neighbours=neighbours.tolist())
     write_atomically(json.dumps(record).encode(), args.out)

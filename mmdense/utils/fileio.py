@@ -1,0 +1,11 @@
+"""File helpers shared by the tools."""
+import hashlib
+
+
+def sha256sum(path: str) -> str:
+    """Hex SHA-256 of the file at ``path``, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            digest.update(block)
+    return digest.hexdigest()
