@@ -17,6 +17,17 @@ def toy_root(tmp_path_factory):
     return str(root)
 
 
+@pytest.fixture(scope='module')
+def one_thread():
+    """One torch thread for a module of tiny models: several threads only contend on a small
+    shared CPU. Use with ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def message_hub_max_iters():
     """Give CosineEMA the runner info it reads (max_iters) outside a runner."""

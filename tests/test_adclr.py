@@ -20,13 +20,7 @@ from test_train_resume import ROOT
 TINY_ARCH = dict(embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=96)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny models run much faster on one thread than on a busy multi-core CPU."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tiny_vit(training=True, arch=TINY_ARCH, **kwargs):

@@ -21,11 +21,14 @@ from mmengine.runner import Runner
 
 from algorithm_table import ALGORITHMS
 from mmdense.registry import MODELS
-from test_reliability_algorithms import one_thread  # noqa: F401  (autouse: tiny models)
+from mmdense.utils import register_all_modules
+
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def build(algorithm, toy_root):
     """The tiny model of ``algorithm`` in train mode, its config and three batches."""
+    register_all_modules(init_default_scope=False)
     torch.manual_seed(0)
     cfg = ALGORITHMS[algorithm](toy_root, max_iters=10)
     model = MODELS.build(cfg.model)

@@ -20,13 +20,7 @@ from mmdense.utils import register_all_modules
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The models here are tiny: several threads only contend on a small shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tiny_dsc(**kwargs):

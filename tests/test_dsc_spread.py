@@ -28,13 +28,7 @@ TOY_CONFIG = osp.join(ROOT, 'configs/dsc/r18_toy.py')
 R50_CONFIG = osp.join(ROOT, 'configs/dsc/r50_coco-800e.py')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The model here is tiny: several threads only contend on a small shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

@@ -47,14 +47,8 @@ TOY_CONFIGS = dict(dino='configs/dino/vit-s16_toy.py', adclr='configs/adclr/vit-
 ALGORITHMS = list(TINY_CONFIGS)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The models here are tiny: several threads only contend on a small shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    register_all_modules(init_default_scope=False)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_thread')
+register_all_modules(init_default_scope=False)
 
 
 def image_dataset_cfg(cfg):
