@@ -39,6 +39,12 @@ def test_preset_run_refuses_a_subset_then_reports_one(toy_root, tmp_path):
     assert (tmp_path / 'toy.md').exists()
 
 
+def test_a_preset_refuses_settings_it_fixes(toy_root):
+    result = run('configs/dino/vit-s16_toy.py', 'random', '--preset', 'toy', '--data-root',
+                 toy_root, '--img-size', '64')
+    assert result.returncode == 2 and 'fixes the dataset and the image size' in result.stderr
+
+
 def test_preset_or_protocol_is_required():
     result = run('configs/dino/vit-s16_toy.py', 'random')
     assert result.returncode == 2 and '--preset' in result.stderr

@@ -89,6 +89,9 @@ def parse_args():
             parser.error('CONFIG and CKPT are required (or --list-presets)')
         if bool(args.preset) == bool(args.protocol):
             raise UserValueError('give one of --preset (a published protocol) or --protocol')
+        if args.preset and (args.img_size or args.dataset != 'toy'):
+            raise UserValueError(f'--preset {args.preset} fixes the dataset and the image size: '
+                                 'drop --dataset / --img-size (or use --protocol)')
     return args
 
 
