@@ -101,11 +101,11 @@ def test_attention_mask_image_tokens_never_see_queries_queries_see_image_and_que
         attend_queries):
     """One layer, so an output token changes iff it attends to a changed input token: the
     attention mask itself. 2 crops of 32 px = 2 x 4 query tokens next to 1 + 4 image tokens.
-    'recipe': the backbone settings of configs/adclr/vit-s16_in1k.py, where query tokens see
+    'recipe': the backbone settings of configs/adclr/vit-s_in1k.py, where query tokens see
     the other crops (the authors' public code)."""
     flags = dict(query_attend_queries=attend_queries, query_pos_embed=True)
     if attend_queries == 'recipe':
-        backbone = Config.fromfile(f'{ROOT}/configs/adclr/vit-s16_in1k.py').model.backbone
+        backbone = Config.fromfile(f'{ROOT}/configs/adclr/vit-s_in1k.py').model.backbone
         flags = {key: backbone[key] for key in flags}
         attend_queries = True
     vit = tiny_vit(training=False, arch=dict(TINY_ARCH, num_layers=1), out_type='raw', **flags)
@@ -259,7 +259,7 @@ def test_parameter_count_equals_dino_with_the_same_head():
     init_default_scope('mmdense')
     counts = {}
     for method in ('dino', 'adclr'):
-        cfg = Config.fromfile(f'{ROOT}/configs/{method}/vit-s16_in1k.py').model
+        cfg = Config.fromfile(f'{ROOT}/configs/{method}/vit-s_in1k.py').model
         cfg.head.out_channels = cfg.loss.out_channels = 8192  # ADCLR's prototypes
         model = MODELS.build(cfg)
         counts[method] = (sum(p.numel() for p in model.parameters()),
@@ -269,7 +269,7 @@ def test_parameter_count_equals_dino_with_the_same_head():
     assert counts['dino'][0] == 2 * counts['dino'][1]  # + the EMA teacher
 
 
-RECIPES = ['vit-s16_in1k.py', 'vit-s16_coco.py', 'vit-b16_in1k.py']
+RECIPES = ['vit-s_in1k.py', 'vit-s_coco.py', 'vit-b_in1k.py']
 
 
 @pytest.mark.parametrize('config', RECIPES)
@@ -295,7 +295,7 @@ def test_recipe_views_are_two_globals_then_the_96px_query_crops(config):
 
 
 def test_single_token_variant_config_keeps_the_dino_views_and_16px_queries():
-    cfg = Config.fromfile(f'{ROOT}/configs/adclr/vit-s16_in1k_cls-queries.py')
+    cfg = Config.fromfile(f'{ROOT}/configs/adclr/vit-s_in1k_cls-queries.py')
     assert cfg.model.query_target == 'cls_token'
     assert not cfg.model.backbone.query_attend_queries and not cfg.model.backbone.query_pos_embed
     assert cfg.model.head.out_channels == cfg.model.loss.out_channels == 65536  # DINO's
@@ -307,7 +307,7 @@ def test_single_token_variant_config_keeps_the_dino_views_and_16px_queries():
 def toy_recipe_batch_and_model(algorithm):
     """Two images through the toy config's real crop pipeline, and its model shrunk to the tiny
     ViT (``algorithm='DINO'``: the same model as plain DINO)."""
-    cfg = Config.fromfile(f'{ROOT}/configs/adclr/vit-s16_toy.py')
+    cfg = Config.fromfile(f'{ROOT}/configs/adclr/vit-s_toy.py')
     register_all_modules(init_default_scope=False)
     pipeline = Compose(cfg.train_dataloader.dataset.pipeline[1:])
     rng = np.random.default_rng(0)

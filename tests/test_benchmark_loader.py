@@ -19,6 +19,6 @@ def test_reports_images_per_worker_and_workers_needed(tmp_path):
     assert [row['config'] for row in rows] == ['configs/slotcon/r50_coco-800e.py',
                                                'configs/cotap/vit-s_coco.py']
     for row in rows:
-        assert row['images_per_s_per_worker'] > 0
+        assert row['images_per_s_per_worker'] > 0 and row['images_per_cpu_s'] > 0
         assert row['workers_needed'] * row['images_per_s_per_worker'] >= 100
         assert (row['workers_needed'] - 1) * row['images_per_s_per_worker'] < 100

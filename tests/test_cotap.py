@@ -12,6 +12,7 @@ from mmengine.registry import init_default_scope
 from mmpretrain.structures import DataSample
 
 from mmdense.engine.hooks import PrototypeInitHook
+from mmdense.models.losses import ContinuousAPLoss, SinkhornCrossEntropyLoss
 from mmdense.registry import DATASETS, MODELS
 from mmdense.utils import register_all_modules
 from test_train_resume import run_train, tiny_cotap_config, tiny_dino_config
@@ -98,6 +99,40 @@ def test_cross_terms_need_pairs_and_bad_config_is_refused(message_hub_max_iters)
         tiny_cotap(patch_head=head)
 
 
+def test_losses_are_stateless_modules_with_the_paper_defaults(message_hub_max_iters):
+    model = tiny_cotap()
+    assert isinstance(model.loss_distill, SinkhornCrossEntropyLoss)
+    assert isinstance(model.loss_rank, ContinuousAPLoss)
+    distill, rank = model.loss_distill, model.loss_rank
+    assert (distill.student_temp, distill.sinkhorn_epsilon, distill.sinkhorn_iters) == (0.1, 0.05,
+                                                                                       3)
+    assert (rank.margin, rank.threshold, rank.chunk_size, rank.eps) == (0.1, 0.0, None, 1e-5)
+    # no parameters or buffers: checkpoints keep the keys they had before the loss modules
+    assert not any(key.startswith('loss_') for key in model.state_dict())
+    # the hyper-parameters that moved into the modules are no longer CoTAP's
+    for moved in ('student_temp', 'sinkhorn_epsilon', 'ranking_margin'):
+        with pytest.raises(TypeError, match=moved):
+            tiny_cotap(**{moved: 0.1})
+
+
+def test_loss_module_configs_reach_only_their_terms(message_hub_max_iters):
+    inputs, samples = pair_batch()
+
+    def losses(**kwargs):
+        return {k: v.item() for k, v in tiny_cotap(**kwargs).loss(inputs, samples).items()}
+
+    default = losses()
+    chunked = losses(loss_rank=dict(type='ContinuousAPLoss', chunk_size=3))
+    assert chunked == pytest.approx(default, rel=1e-6)
+    wider_margin = losses(loss_rank=dict(type='ContinuousAPLoss', margin=0.5))
+    sharper_codes = losses(loss_distill=dict(type='SinkhornCrossEntropyLoss',
+                                             sinkhorn_epsilon=0.01))
+    for term in ('loss_patch', 'loss_cls', 'loss_cross_patch', 'loss_cross_cls'):
+        ranking = term == 'loss_cross_patch'
+        assert (wider_margin[term] == default[term]) != ranking, term
+        assert (sharper_codes[term] == default[term]) == ranking, term
+
+
 def test_negatives_are_never_the_image_or_its_neighbour():
     model = tiny_cotap(num_negatives=20)
     batch = 6
@@ -118,8 +153,9 @@ def test_patch_loss_is_aligned_cross_entropy_against_sinkhorn_codes(message_hub_
     student = [dict(patch=logits * 2), dict(patch=logits * 2)]
     loss = model.patch_loss(student, teacher, boxes, flips, boxes[:, :1], flips[:, :1])
     # identical full-view boxes: plain per-pixel cross-entropy, averaged over both pairs
-    codes = model.sinkhorn_codes(logits)
-    expected = -(codes * F.log_softmax(logits * 2 / model.student_temp, 1)).sum(1).mean()
+    codes = model.loss_distill.codes(logits, dim=1)
+    student_temp = model.loss_distill.student_temp
+    expected = -(codes * F.log_softmax(logits * 2 / student_temp, 1)).sum(1).mean()
     torch.testing.assert_close(loss, expected)
 
 
@@ -174,7 +210,7 @@ def test_nn_tool_on_toy_set_excludes_self_and_is_deterministic(toy_root, tmp_pat
     save_tiny_dino_checkpoint(tmp_path / 'dino.pth')
     outputs = []
     for name in ('a.json', 'b.json'):
-        cmd = [sys.executable, 'tools/misc/build_nn_pairs.py', 'configs/dino/vit-s16_toy.py',
+        cmd = [sys.executable, 'tools/misc/build_nn_pairs.py', 'configs/dino/vit-s_toy.py',
                str(tmp_path / 'dino.pth'), '--out', str(tmp_path / name), '--topk', '3',
                '--img-size', '64', '--num-workers', '0', '--data-root', toy_root,
                '--batch-size', '7', '--chunk-size', '5']
@@ -192,7 +228,7 @@ def test_nn_tool_on_toy_set_excludes_self_and_is_deterministic(toy_root, tmp_pat
         type='NeighbourPairDataset', neighbours_file=str(tmp_path / 'a.json'),
         dataset=dict(type='UnlabeledImageDataset', data_root=toy_root,
                      ann_file='meta/train.txt', pipeline=Config.fromfile(
-                         'configs/cotap/vit-s_toy.py').view_pipeline)))
+                         'configs/cotap/vit-s_toy.py').train_pipeline)))
     sample = dataset[5]
     assert len(sample['inputs']) == 2 * 8
     assert sample['data_samples'].crop_boxes.shape == (16, 4)

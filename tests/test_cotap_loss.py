@@ -3,10 +3,12 @@ import math
 import pytest
 import torch
 
-from mmdense.models.losses import cotap_loss, smooth_hinge
+from mmdense.models.losses import ContinuousAPLoss, cotap_loss, smooth_hinge
+from mmdense.registry import MODELS
+from mmdense.utils import register_all_modules
 
 
-def reference_loss(pred, target, margin, threshold, scale=None):
+def reference_loss(pred, target, margin, threshold, scale=None, eps=1e-5):
     """Plain-Python CoTAP loss over one list, straight from the formula."""
     n = len(pred)
     scale = scale or [1.0] * n
@@ -18,7 +20,7 @@ def reference_loss(pred, target, margin, threshold, scale=None):
             hinge = (min(x, margin) / margin - 1)**2 if x >= 0 else 1 - 2 * x / margin
             fp += max(target[i] - target[j], 0.0) * hinge
             tp += float(target[j] >= target[i] and pred[j] >= pred[i])
-        r = fp / (tp + 1e-5)
+        r = fp / (tp + eps)
         w = max(target[i] - threshold, 0.0) * scale[i]
         num += w * r / (1 + r)
         den += w
@@ -169,3 +171,50 @@ def test_stable_for_extreme_inputs():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match='same shape'):
         cotap_loss(torch.zeros(3), torch.zeros(4))
+
+
+def build_ranking_loss(**kwargs):
+    register_all_modules(init_default_scope=False)
+    return MODELS.build(dict(type='ContinuousAPLoss', **kwargs))
+
+
+def test_module_from_config_matches_the_hand_computed_reference():
+    # Every hyper-parameter set in the config reaches the formula, eps included: with
+    # eps = 0.5 the ratios r_i = FP_i / (TP_i + eps) differ visibly from eps = 1e-5.
+    gen = torch.Generator().manual_seed(2)
+    pred = torch.rand(6, generator=gen) * 2 - 1
+    target = torch.rand(6, generator=gen) * 2 - 1
+    scale = torch.tensor([1.0, 1.0, 1.0, 0.1, 0.1, 0.1])
+    loss = build_ranking_loss(margin=0.3, threshold=-0.2, chunk_size=4, eps=0.5)
+    assert isinstance(loss, ContinuousAPLoss)
+    want = reference_loss(pred.tolist(), target.tolist(), 0.3, -0.2, scale.tolist(), eps=0.5)
+    assert loss(pred, target, item_scale=scale).item() == pytest.approx(want, rel=1e-5)
+    default_eps = reference_loss(pred.tolist(), target.tolist(), 0.3, -0.2, scale.tolist())
+    assert want != pytest.approx(default_eps, rel=1e-3)
+
+
+def test_module_defaults_and_gradient_equal_the_functional_core():
+    gen = torch.Generator().manual_seed(3)
+    pred = (torch.rand(2, 3, 11, generator=gen) * 2 - 1).double().requires_grad_(True)
+    target = (torch.rand(2, 3, 11, generator=gen) * 2 - 1).double()
+    scale = torch.where(torch.rand(2, 3, 11, generator=gen) < 0.5, 0.1, 1.0).double()
+    module = build_ranking_loss()
+    assert (module.margin, module.threshold, module.chunk_size, module.eps) == (0.1, 0.0, None,
+                                                                                1e-5)
+    got = module(pred, target, item_scale=scale)
+    (grad_got, ) = torch.autograd.grad(got, pred)
+    want = cotap_loss(pred, target, margin=0.1, threshold=0.0, item_scale=scale)
+    (grad_want, ) = torch.autograd.grad(want, pred)
+    assert torch.equal(got, want) and torch.equal(grad_got, grad_want)
+    assert torch.autograd.gradcheck(lambda p: module(p, target, item_scale=scale), (pred, ))
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(margin=0.0), 'margin must be positive, got 0.0'),
+    (dict(margin=-0.1), 'margin must be positive, got -0.1'),
+    (dict(chunk_size=0), 'chunk_size must be None or at least 1, got 0'),
+    (dict(eps=0.0), 'eps must be positive, got 0.0'),
+])
+def test_bad_hyper_parameters_are_refused_at_build_time(kwargs, message):
+    with pytest.raises(ValueError, match=f'ContinuousAPLoss: {message}'):
+        build_ranking_loss(**kwargs)

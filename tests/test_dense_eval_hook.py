@@ -16,7 +16,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def tiny_dino_config(toy_root, work_dir):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs/dino/vit-s16_toy.py'))
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/dino/vit-s_toy.py'))
     cfg.model.backbone.arch = dict(embed_dims=32, num_layers=2, num_heads=2,
                                    feedforward_channels=64)
     cfg.model.head.update(in_channels=32, hidden_channels=64, bottleneck_channels=32,

@@ -24,7 +24,7 @@ def test_list_presets_prints_every_preset_with_its_source():
 
 
 def test_preset_run_refuses_a_subset_then_reports_one(toy_root, tmp_path):
-    common = ('configs/dino/vit-s16_toy.py', 'random', '--preset', 'toy', '--data-root', toy_root,
+    common = ('configs/dino/vit-s_toy.py', 'random', '--preset', 'toy', '--data-root', toy_root,
               '--num-train', '8', '--num-val', '4', '--num-workers', '0')
     refused = run(*common, '--out', str(tmp_path / 'refused.json'))
     assert refused.returncode == 2, refused.stderr[-2000:]
@@ -40,11 +40,11 @@ def test_preset_run_refuses_a_subset_then_reports_one(toy_root, tmp_path):
 
 
 def test_a_preset_refuses_settings_it_fixes(toy_root):
-    result = run('configs/dino/vit-s16_toy.py', 'random', '--preset', 'toy', '--data-root',
+    result = run('configs/dino/vit-s_toy.py', 'random', '--preset', 'toy', '--data-root',
                  toy_root, '--img-size', '64')
     assert result.returncode == 2 and 'fixes the dataset and the image size' in result.stderr
 
 
 def test_preset_or_protocol_is_required():
-    result = run('configs/dino/vit-s16_toy.py', 'random')
+    result = run('configs/dino/vit-s_toy.py', 'random')
     assert result.returncode == 2 and '--preset' in result.stderr

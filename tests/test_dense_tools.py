@@ -20,7 +20,7 @@ VISUALIZE = osp.join(ROOT, 'tools/analysis_tools/visualize_dense.py')
 def tiny_model(tmp_path_factory):
     """A tiny DINO ViT config and a checkpoint of its (random) weights."""
     folder = tmp_path_factory.mktemp('tiny_dino')
-    cfg = Config.fromfile(osp.join(ROOT, 'configs/dino/vit-s16_toy.py'))
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/dino/vit-s_toy.py'))
     cfg.model.backbone.update(arch=dict(embed_dims=32, num_layers=2, num_heads=2,
                                         feedforward_channels=64), img_size=64)
     cfg.model.head.update(in_channels=32, hidden_channels=64, bottleneck_channels=32,

@@ -11,10 +11,11 @@ from mmpretrain.structures import DataSample
 
 from mmdense.datasets.transforms import MultiCropWithGeometry
 from mmdense.models.algorithms.dsc import ViewEmbedding
-from mmdense.models.losses import (feature_neighbours, geometric_positives, info_nce_with_queue,
-                                   multi_positive_info_nce, per_image_to_batch_mask, pixel_cells,
+from mmdense.models.losses import (feature_neighbours, info_nce_with_queue,
+                                   multi_positive_info_nce, per_image_to_batch_mask,
                                    prototype_assignment_loss)
 from mmdense.registry import MODELS
+from mmdense.structures import geometric_positives, pixel_cells
 from mmdense.utils import register_all_modules
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -148,8 +149,13 @@ def test_multi_positive_info_nce_equals_a_hand_computation():
         logp = log_softmax_list([(q[i][0] * kk[0] + q[i][1] * kk[1]) / tau for kk in k])
         per_query.append(-sum(logp[p] for p in pos) / len(pos))
     expected = sum(per_query) / 2
-    loss = multi_positive_info_nce(queries, keys, positives, tau)
-    assert math.isclose(float(loss), expected, rel_tol=1e-5)
+    loss_module = MODELS.build(dict(type='MultiPositiveInfoNCELoss', temp=tau))
+    keys.requires_grad_()
+    loss = loss_module(queries, keys, positives)
+    assert math.isclose(float(loss.detach()), expected, rel_tol=1e-5)
+    assert torch.equal(loss, multi_positive_info_nce(queries, keys, positives, tau))
+    # the keys come from the momentum encoder: no gradient flows to them
+    assert not loss.requires_grad
 
 
 def test_info_nce_with_queue_equals_a_hand_computation():
@@ -160,12 +166,24 @@ def test_info_nce_with_queue_equals_a_hand_computation():
     q = [[0.6, 0.8], [0., 1.]]
     k = [[1., 0.], [0., 1.]]
     dot = lambda a, b: a[0] * b[0] + a[1] * b[1]  # noqa: E731
-    expected = 0.0
+    expected, expected_grad = 0.0, []
     for i in range(2):
-        logits = [dot(q[i], k[i]) / tau] + [dot(q[i], n) / tau for n in queue.tolist()]
-        expected += -log_softmax_list(logits)[0] / 2
-    assert math.isclose(float(info_nce_with_queue(queries, keys, queue, tau)), expected,
-                        rel_tol=1e-5)
+        candidates = [k[i]] + queue.tolist()  # the positive first, then the negatives
+        log_probs = log_softmax_list([dot(q[i], c) / tau for c in candidates])
+        expected += -log_probs[0] / 2
+        # d/dq of −log p_0 for unit q: (Σ_j p_j c_j − c_0)/τ, projected orthogonally to q and
+        # divided by |q| (the normalisation), and by B = 2 (the mean)
+        g = [(sum(math.exp(lp) * c[d] for lp, c in zip(log_probs, candidates))
+              - candidates[0][d]) / tau for d in range(2)]
+        norm = math.hypot(*queries[i].tolist())
+        expected_grad.append([(g[d] - dot(g, q[i]) * q[i][d]) / norm / 2 for d in range(2)])
+    loss_module = MODELS.build(dict(type='InfoNCEWithQueueLoss', temp=tau))
+    queries.requires_grad_()
+    loss = loss_module(queries, keys, queue)
+    assert math.isclose(float(loss.detach()), expected, rel_tol=1e-5)
+    assert torch.equal(loss, info_nce_with_queue(queries, keys, queue, tau))
+    loss.backward()
+    assert torch.allclose(queries.grad, torch.tensor(expected_grad), atol=1e-5)
 
 
 def test_prototype_assignment_loss_equals_a_hand_computation():
@@ -174,11 +192,25 @@ def test_prototype_assignment_loss_equals_a_hand_computation():
     codes = torch.tensor([[0.75, 0.25], [0.5, 0.5]])
     tau = 0.1
     expected = 0.0
+    expected_logit_grad = []  # d/d(z·c_k): (softmax_k − Q_k) / (τ · N)
     for z, q in zip([[1., 0.], [0., -1.]], codes.tolist()):
         logp = log_softmax_list([z[0] / tau, z[1] / tau])
         expected += -(q[0] * logp[0] + q[1] * logp[1]) / 2
-    loss = prototype_assignment_loss(pixels, prototypes, codes, tau)
-    assert math.isclose(float(loss), expected, rel_tol=1e-5)
+        expected_logit_grad.append([(math.exp(logp[k]) - q[k]) / (tau * 2) for k in range(2)])
+    loss_module = MODELS.build(dict(type='PrototypeAssignmentLoss', temp=tau))
+    prototypes.requires_grad_()
+    loss = loss_module(pixels, prototypes, codes)
+    assert math.isclose(float(loss.detach()), expected, rel_tol=1e-5)
+    assert torch.equal(loss, prototype_assignment_loss(pixels, prototypes, codes, tau))
+    # the prototypes learn: d/dc_k = Σ_i grad_ik z_i, projected orthogonally to c_k / |c_k|
+    loss.backward()
+    unit_pixels, unit_prototypes = [[1., 0.], [0., -1.]], [[1., 0.], [0., 1.]]
+    for k, (c, norm) in enumerate(zip(unit_prototypes, (1., 5.))):
+        g = [sum(expected_logit_grad[i][k] * unit_pixels[i][d] for i in range(2))
+             for d in range(2)]
+        along = g[0] * c[0] + g[1] * c[1]
+        expected_grad = [(g[d] - along * c[d]) / norm for d in range(2)]
+        assert torch.allclose(prototypes.grad[k], torch.tensor(expected_grad), atol=1e-5), k
 
 
 # ----------------------------------------------------------------------------- pseudo-classes
@@ -290,6 +322,35 @@ def test_configuration_errors_are_clear(message_hub_max_iters):
         tiny_dsc(num_classes=20).loss([torch.randn(2, 3, 64, 64)] * 2, samples(2))
     with pytest.raises(ValueError, match='2 views'):
         model.loss([torch.randn(2, 3, 64, 64)] * 3, samples(2))
+
+
+def test_losses_default_to_the_recipe_values(message_hub_max_iters):
+    """Without loss configs DSC trains with the R50 recipe's losses and temperatures; the
+    prototype loss exists for ``'pm'`` only."""
+    from mmengine.config import Config
+    recipe = Config.fromfile(osp.join(ROOT, 'configs/_base_/models/dsc_r50.py')).model
+    model = tiny_dsc(semantic_variant='pm')
+    for name in ('loss_instance', 'loss_pixel', 'loss_semantic', 'loss_prototype'):
+        module = getattr(model, name)
+        assert (type(module).__name__, module.temp) == (recipe[name].type, recipe[name].temp), \
+            name
+    assert not hasattr(tiny_dsc(semantic_variant='km'), 'loss_prototype')
+
+
+def test_pixel_and_semantic_contrasts_take_their_own_temperatures(message_hub_max_iters):
+    """One loss class serves both contrasts, each configured on its own."""
+    inputs = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+              for _ in range(2)]
+    losses = {}
+    for temp in (0.2, 0.5):
+        torch.manual_seed(0)
+        model = tiny_dsc(loss_semantic=dict(type='MultiPositiveInfoNCELoss', temp=temp))
+        model.eval()
+        assert (model.loss_pixel.temp, model.loss_semantic.temp) == (0.2, temp)
+        losses[temp] = model.loss(inputs, samples(2))
+    assert torch.equal(losses[0.2]['loss_pixel'], losses[0.5]['loss_pixel'])
+    assert torch.equal(losses[0.2]['loss_instance'], losses[0.5]['loss_instance'])
+    assert not torch.isclose(losses[0.2]['loss_semantic'], losses[0.5]['loss_semantic'])
 
 
 def test_extract_feat_uses_the_trained_encoder_by_default(message_hub_max_iters):

@@ -41,7 +41,7 @@ from test_train_resume import (ROOT, ring_neighbours_file, tiny_adclr_config, ti
 
 TINY_CONFIGS = dict(dino=tiny_dino_config, adclr=tiny_adclr_config, cotap=tiny_cotap_config,
                     slotcon=tiny_slotcon_config, dsc=tiny_dsc_config)
-TOY_CONFIGS = dict(dino='configs/dino/vit-s16_toy.py', adclr='configs/adclr/vit-s16_toy.py',
+TOY_CONFIGS = dict(dino='configs/dino/vit-s_toy.py', adclr='configs/adclr/vit-s_toy.py',
                    cotap='configs/cotap/vit-s_toy.py', slotcon='configs/slotcon/r18_toy.py',
                    dsc='configs/dsc/r18_toy.py')
 ALGORITHMS = list(TINY_CONFIGS)
@@ -75,10 +75,15 @@ MISTYPED = [
     ('adclr', 'head', 'DINOHead'),
     ('cotap', 'model', 'CoTAP'), ('cotap', 'backbone', 'VisionTransformer'),
     ('cotap', 'patch_head', 'DINOHead'), ('cotap', 'cls_head', 'DINOHead'),
+    ('cotap', 'loss_distill', 'SinkhornCrossEntropyLoss'),
+    ('cotap', 'loss_rank', 'ContinuousAPLoss'),
     ('slotcon', 'model', 'SlotCon'), ('slotcon', 'backbone', 'ResNet'),
     ('slotcon', 'neck', 'ConvMLPProjector'), ('slotcon', 'head', 'SemanticGrouping'),
-    ('slotcon', 'predictor', 'SlotPredictor'),
+    ('slotcon', 'predictor', 'SlotPredictor'), ('slotcon', 'loss_group', 'SlotConGroupLoss'),
+    ('slotcon', 'loss_slot', 'SlotContrastLoss'),
     ('dsc', 'model', 'DSC'), ('dsc', 'backbone', 'ResNet'), ('dsc', 'neck', 'DenseCLNeck'),
+    ('dsc', 'loss_instance', 'InfoNCEWithQueueLoss'),
+    ('dsc', 'loss_semantic', 'MultiPositiveInfoNCELoss'),
 ]
 
 
@@ -118,11 +123,18 @@ MISMATCHED = {
         r'CoTAP: cls_head.in_channels=48 but the backbone outputs 96 channels'),
     'cotap-loss-term': ('cotap', lambda m: m.update(loss_weights=dict(cross_patches=1.0)),
                         r"CoTAP: unknown loss_weights \['cross_patches'\]"),
+    'cotap-ranking-threshold': (
+        'cotap', lambda m: m.loss_rank.update(threshold=1.0),
+        r'CoTAP: loss_rank.threshold=1.0 leaves no anchor: the ranking targets are cosine '
+        r'similarities, at most 1'),
     'slotcon-projector-input': (
         'slotcon', lambda m: m.neck.update(in_channels=256),
         r'SlotCon: the backbone gives 512 channels but the projector expects in_channels=256'),
     'slotcon-slot-dim': ('slotcon', lambda m: m.predictor.update(in_channels=128),
                          r"SlotCon needs one slot dimension throughout, got .*'predictor_in': 128"),
+    'slotcon-group-loss-centre': (
+        'slotcon', lambda m: m.loss_group.update(num_prototypes=16),
+        r'SlotCon: loss_group num_prototypes=16 does not match the head num_prototypes=8'),
     'slotcon-stage-3-output': (
         'slotcon', lambda m: m.backbone.update(out_indices=(2, )),
         r'SlotCon: the backbone gives 256 channels but the projector expects in_channels=512'),
@@ -197,28 +209,9 @@ def poison(monkeypatch, owner, name, condition=lambda *args: True):
     monkeypatch.setattr(owner, name, poisoned)
 
 
-def poison_dsc_pixel_or_semantic(monkeypatch, model, term, active):
-    """``multi_positive_info_nce`` computes both: the pixel contrast with the masks of
-    ``pixel_positives``, the semantic one with same-class masks."""
-    from mmdense.models.algorithms import dsc
-    pixel_masks = []
-    original_positives = model.pixel_positives
-
-    def recording(*args, **kwargs):
-        mask = original_positives(*args, **kwargs)
-        pixel_masks.append(mask)
-        return mask
-
-    monkeypatch.setattr(model, 'pixel_positives', recording)
-    is_pixel = lambda q, k, positives, *rest: any(positives is m for m in pixel_masks)  # noqa
-    wanted = is_pixel if term == 'loss_pixel' else lambda *a: not is_pixel(*a)
-    poison(monkeypatch, dsc, 'multi_positive_info_nce', lambda *a: active() and wanted(*a))
-
-
 def poison_term(monkeypatch, model, term, active=lambda: True):
     """Make the computation of one loss term of ``model`` non-finite, where it is computed,
     whenever ``active()``."""
-    from mmdense.models.algorithms import dsc, slotcon
     name = type(model).__name__
     when = lambda *args: active()  # noqa: E731
     if name in ('DINO', 'ADCLR'):
@@ -226,14 +219,8 @@ def poison_term(monkeypatch, model, term, active=lambda: True):
         poison(monkeypatch, module, 'forward', when)
     elif name == 'CoTAP':
         poison(monkeypatch, model, f'{term[len("loss_"):]}_loss', when)
-    elif name == 'SlotCon':
-        poison(monkeypatch, slotcon, dict(loss_group='group_loss',
-                                          loss_slot='slot_contrast_loss')[term], when)
-    elif term in ('loss_pixel', 'loss_semantic'):
-        poison_dsc_pixel_or_semantic(monkeypatch, model, term, active)
-    else:
-        poison(monkeypatch, dsc, dict(loss_instance='info_nce_with_queue',
-                                      loss_prototype='prototype_assignment_loss')[term], when)
+    else:  # SlotCon, DSC: one loss module per term, named as the term
+        poison(monkeypatch, getattr(model, term), 'forward', when)
 
 
 TERMS = {

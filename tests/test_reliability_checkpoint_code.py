@@ -49,7 +49,7 @@ def tiny_models(tmp_path_factory):
     a tiny SlotCon ResNet-18."""
     folder = tmp_path_factory.mktemp('tiny_models')
     files = {}
-    for name, config, edit in (('dino', 'configs/dino/vit-s16_toy.py', tiny_dino),
+    for name, config, edit in (('dino', 'configs/dino/vit-s_toy.py', tiny_dino),
                                ('slotcon', 'configs/slotcon/r18_toy.py', tiny_slotcon)):
         cfg, model = build_algorithm(config, edit)
         cfg.dump(str(folder / f'{name}.py'))

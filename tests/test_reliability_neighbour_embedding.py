@@ -30,7 +30,7 @@ def converted_dino(tmp_path_factory, toy_root):
     """The DINO config, the converted checkpoint, the teacher's mmpretrain-layout weights and a
     CoTAP config over the toy images."""
     folder = tmp_path_factory.mktemp('converted_dino')
-    cfg, model = build_algorithm('configs/dino/vit-s16_toy.py', tiny_dino)
+    cfg, model = build_algorithm('configs/dino/vit-s_toy.py', tiny_dino)
     cfg.dump(str(folder / 'dino.py'))
     teacher = model.teacher.module.backbone.state_dict()
     student = model.backbone.state_dict()  # perturbed away from the teacher by build_algorithm
@@ -98,5 +98,5 @@ def test_uninitialised_object_prototypes_are_refused(converted_dino, toy_root, t
 def test_the_cotap_recipe_builds_pairs_with_the_dino_config():
     with open(osp.join(ROOT, 'configs/cotap/README.md')) as f:
         recipe = f.read().split('## Recipe', 1)[1].split('```', 2)[1]
-    assert '--model-config configs/dino/vit-s16_coco.py' in ' '.join(recipe.split())
-    assert Config.fromfile(osp.join(ROOT, 'configs/dino/vit-s16_coco.py')).model.type == 'DINO'
+    assert '--model-config configs/dino/vit-s_coco.py' in ' '.join(recipe.split())
+    assert Config.fromfile(osp.join(ROOT, 'configs/dino/vit-s_coco.py')).model.type == 'DINO'

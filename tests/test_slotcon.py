@@ -11,7 +11,8 @@ from mmpretrain.structures import DataSample
 
 from mmdense.datasets.transforms import MultiCropWithGeometry
 from mmdense.models.heads import SemanticGrouping
-from mmdense.models.losses import group_loss, kept_slots, slot_contrast_loss
+from mmdense.models.losses import (SlotConGroupLoss, group_loss, kept_slots,
+                                   slot_contrast_loss)
 from mmdense.registry import MODELS
 from mmdense.utils import register_all_modules
 
@@ -73,27 +74,105 @@ def test_mismatched_dimensions_are_a_clear_error():
         tiny_slotcon(neck=dict(type='ConvMLPProjector', in_channels=2048, out_channels=16))
     with pytest.raises(ValueError, match='feat_branch'):
         tiny_slotcon(feat_branch='both')
+    with pytest.raises(ValueError, match='loss_group num_prototypes=4 does not match the head '
+                       'num_prototypes=8'):
+        tiny_slotcon(loss_group=dict(type='SlotConGroupLoss', num_prototypes=4))
+
+
+def test_losses_default_to_the_recipe_values_and_follow_their_configs():
+    """Without loss configs SlotCon trains with the R50 recipe's values; a config sets them."""
+    from mmengine.config import Config
+    recipe = Config.fromfile(osp.join(ROOT, 'configs/_base_/models/slotcon_r50.py')).model
+    model = tiny_slotcon()
+    group, slot = model.loss_group, model.loss_slot
+    assert (type(group).__name__, group.student_temp, group.teacher_temp,
+            group.center_momentum) == (recipe.loss_group.type, recipe.loss_group.student_temp,
+                                       recipe.loss_group.teacher_temp,
+                                       recipe.loss_group.center_momentum)
+    assert (type(slot).__name__, slot.temp) == (recipe.loss_slot.type, recipe.loss_slot.temp)
+    assert group.center.shape == (1, 8)  # sized by the head's prototypes
+    model = tiny_slotcon(loss_group=dict(type='SlotConGroupLoss', teacher_temp=0.04),
+                         loss_slot=dict(type='SlotContrastLoss', temp=0.5))
+    assert (model.loss_group.teacher_temp, model.loss_group.student_temp,
+            model.loss_slot.temp) == (0.04, 0.1, 0.5)
+
+
+def test_checkpoints_with_the_centre_at_its_old_key_still_load(tmp_path):
+    """Checkpoints written while the centre was SlotCon's own buffer (``center``) load, strictly,
+    into ``loss_group.center``: through ``load_state_dict`` and mmengine's checkpoint loader
+    (which ``runner.resume`` uses)."""
+    from mmengine.runner.checkpoint import load_checkpoint
+    trained = tiny_slotcon()
+    trained.loss_group.center.copy_(torch.arange(8.0)[None])
+    old_layout = {('center' if k == 'loss_group.center' else k): v
+                  for k, v in trained.state_dict().items()}
+    assert 'center' in old_layout and 'loss_group.center' not in old_layout
+
+    model = tiny_slotcon()
+    model.load_state_dict(old_layout, strict=True)
+    assert torch.equal(model.loss_group.center, trained.loss_group.center)
+
+    torch.save(dict(state_dict=old_layout), tmp_path / 'old.pth')
+    model = tiny_slotcon()
+    load_checkpoint(model, str(tmp_path / 'old.pth'), strict=True)
+    assert torch.equal(model.loss_group.center, trained.loss_group.center)
+    # the current layout loads as it is
+    model = tiny_slotcon()
+    model.load_state_dict(trained.state_dict(), strict=True)
+    assert torch.equal(model.loss_group.center, trained.loss_group.center)
 
 
 # ----------------------------------------------------------------------------- group loss
 
 def test_group_loss_is_centred_sharpened_cross_entropy_per_pixel():
+    """The module (built from its config) and its functional core against the formula by hand,
+    and the gradient: ``(softmax(s/τ_s) − target) / (τ_s · valid pixels)`` at valid pixels, 0 at
+    the others, none to the teacher."""
     student = torch.tensor([[1.0, -0.5], [0.2, 0.3]])  # 2 pixels, K = 2
     teacher = torch.tensor([[0.4, 0.1], [-0.3, 0.6]])
     center = torch.tensor([[0.05, -0.02]])
     tau_s, tau_t = 0.1, 0.07
-    expected = 0.0
+    expected, expected_grad = 0.0, []
     for s, t in zip(student, teacher):
         target = [math.exp((t[k] - center[0, k]) / tau_t) for k in range(2)]
         target = [v / sum(target) for v in target]
         log_norm = math.log(sum(math.exp(s[k] / tau_s) for k in range(2)))
         expected += -sum(target[k] * (s[k] / tau_s - log_norm) for k in range(2)) / 2
+        expected_grad.append([(math.exp(s[k] / tau_s - log_norm) - target[k]) / (tau_s * 2)
+                              for k in range(2)])
     # (B=1, K, h=1, w=2) maps; a second, invalid image must not count.
-    student_maps = torch.stack([student.t()[:, None], torch.randn(2, 1, 2)])
-    teacher_maps = torch.stack([teacher.t()[:, None], torch.randn(2, 1, 2)])
-    loss = group_loss(student_maps, teacher_maps, center, tau_s, tau_t,
-                      valid=torch.tensor([True, False]))
+    student_maps = torch.stack([student.t()[:, None], torch.randn(2, 1, 2)]).requires_grad_()
+    teacher_maps = torch.stack([teacher.t()[:, None], torch.randn(2, 1, 2)]).requires_grad_()
+    valid = torch.tensor([True, False])
+    loss_module = MODELS.build(dict(type='SlotConGroupLoss', num_prototypes=2, student_temp=tau_s,
+                                    teacher_temp=tau_t, center_momentum=0.9))
+    loss_module.center.copy_(center)
+    loss = loss_module(student_maps, teacher_maps, valid)
     assert torch.isclose(loss, torch.tensor(float(expected)), atol=1e-5)
+    assert torch.equal(loss, group_loss(student_maps, teacher_maps, center, tau_s, tau_t, valid))
+    loss.backward()
+    grad = student_maps.grad
+    assert torch.allclose(grad[0, :, 0].t(), torch.tensor(expected_grad), atol=1e-5)
+    assert torch.equal(grad[1], torch.zeros_like(grad[1])) and teacher_maps.grad is None
+
+
+def test_group_loss_centre_follows_the_mean_teacher_score_of_every_pixel():
+    """``c ← m·c + (1 − m)·mean(t)`` over all pixels of all views (not only the overlap)."""
+    g = torch.Generator().manual_seed(0)
+    teacher_dots = [torch.randn(2, 3, 2, 2, generator=g), torch.randn(2, 3, 1, 3, generator=g)]
+    loss_module = SlotConGroupLoss(num_prototypes=3, center_momentum=0.8)
+    loss_module.center.copy_(torch.tensor([[0.5, -1.0, 2.0]]))
+    sums, count = [0.0] * 3, 0
+    for dots in teacher_dots:
+        for b in range(dots.shape[0]):
+            for i in range(dots.shape[2]):
+                for j in range(dots.shape[3]):
+                    count += 1
+                    for k in range(3):
+                        sums[k] += float(dots[b, k, i, j])
+    expected = [0.8 * c + 0.2 * total / count for c, total in zip([0.5, -1.0, 2.0], sums)]
+    loss_module.update_center(teacher_dots)
+    assert torch.allclose(loss_module.center, torch.tensor([expected]), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- slot loss
@@ -110,6 +189,8 @@ def test_slot_loss_positives_masking_and_scaling():
     teacher_dots = one_hot_dots([[0, 0], [1, 2]])  # kept: image 0 {0},    image 1 {1, 2}
     tau = 0.2
     loss = slot_contrast_loss(student_slots, teacher_slots, student_dots, teacher_dots, tau)
+    loss_module = MODELS.build(dict(type='SlotContrastLoss', temp=tau))
+    assert torch.equal(loss_module(student_slots, teacher_slots, student_dots, teacher_dots), loss)
 
     # queries: kept in both views → (0, 0) and (1, 2); keys: (0, 0), (1, 1), (1, 2).
     queries = F.normalize(torch.stack([student_slots[0, 0], student_slots[1, 2]]), dim=1)
@@ -206,7 +287,7 @@ def test_loss_is_finite_and_only_the_student_gets_gradients(message_hub_max_iter
     assert all(p.grad is not None for n, p in model.named_parameters() if n in student), \
         [n for n, p in model.named_parameters() if n in student and p.grad is None]
     assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
-    assert model.center.abs().sum() > 0 and int(model.teacher.steps) == 1
+    assert model.loss_group.center.abs().sum() > 0 and int(model.teacher.steps) == 1
 
 
 def test_invalid_overlaps_are_left_out_of_the_group_loss(message_hub_max_iters):

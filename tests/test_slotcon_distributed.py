@@ -42,7 +42,7 @@ def build_model():
     model = tiny_slotcon()
     model.init_weights()
     model.eval()
-    model.center.fill_(0.01)
+    model.loss_group.center.fill_(0.01)
     return model
 
 
@@ -57,7 +57,7 @@ def compute(rows):
     losses = model.loss([view[rows] for view in inputs], samples[rows])
     (losses['loss_group'] + losses['loss_slot']).backward()
     return dict(losses={k: v.detach() for k, v in losses.items()}, grads=gradients(model),
-                center=model.center.clone())
+                center=model.loss_group.center.clone())
 
 
 def hand_losses(model, normalisation='rank'):
@@ -77,9 +77,10 @@ def hand_losses(model, normalisation='rank'):
     totals = {key: [[], []] for key in ('loss_group', 'loss_slot')}  # [rank][view pair]
     counts = {key: torch.zeros(WORLD_SIZE, 2) for key in totals}
     for pair, (s, t) in enumerate(((0, 1), (1, 0))):
-        targets = F.softmax((teacher_maps[t] - model.center[..., None, None])
-                            / model.teacher_temp, dim=1)
-        pixel_losses = -(targets * F.log_softmax(student_maps[s] / model.student_temp,
+        group = model.loss_group
+        targets = F.softmax((teacher_maps[t] - group.center[..., None, None])
+                            / group.teacher_temp, dim=1)
+        pixel_losses = -(targets * F.log_softmax(student_maps[s] / group.student_temp,
                                                  dim=1)).sum(1)  # (B, h, w)
         (student_slots, student_dots), (teacher_slots, teacher_dots) = student[s], teacher[t]
         teacher_kept = kept_slots(teacher_dots)  # (B, K), rank-major as gathered
@@ -93,9 +94,10 @@ def hand_losses(model, normalisation='rank'):
             query_mask = kept_slots(student_dots[rows]) & teacher_kept[rows]
             queries = F.normalize(model.predictor(student_slots[rows][query_mask]), dim=1)
             labels = key_index[rows][query_mask]
-            cross_entropy = F.cross_entropy(queries @ keys.t() / model.slot_temp, labels,
+            slot_temp = model.loss_slot.temp
+            cross_entropy = F.cross_entropy(queries @ keys.t() / slot_temp, labels,
                                             reduction='sum')
-            totals['loss_slot'][rank].append(cross_entropy * 2 * model.slot_temp)
+            totals['loss_slot'][rank].append(cross_entropy * 2 * slot_temp)
             counts['loss_slot'][rank, pair] = len(labels)
     weights = dict(loss_group=model.group_loss_weight, loss_slot=1 - model.group_loss_weight)
     losses = [{} for _ in range(WORLD_SIZE)]

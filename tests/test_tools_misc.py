@@ -38,7 +38,7 @@ def test_print_config_names_a_missing_file():
 
 def test_browse_dataset_draws_every_view_and_its_crop_box(toy_root, tmp_path):
     out = tmp_path / 'views'
-    result = run_tool('tools/misc/browse_dataset.py', 'configs/dino/vit-s16_toy.py', '--out',
+    result = run_tool('tools/misc/browse_dataset.py', 'configs/dino/vit-s_toy.py', '--out',
                       str(out), '--num-images', '2', '--tile', '64', '--cfg-options',
                       f'train_dataloader.dataset.data_root={toy_root}')
     files = sorted(os.listdir(out))

@@ -25,7 +25,7 @@ def tiny_run_config(config, toy_root, max_iters):
 
 
 def tiny_dino_config(toy_root, max_iters):
-    cfg = tiny_run_config('configs/dino/vit-s16_toy.py', toy_root, max_iters)
+    cfg = tiny_run_config('configs/dino/vit-s_toy.py', toy_root, max_iters)
     cfg.model.backbone.arch = dict(embed_dims=48, num_layers=2, num_heads=3,
                                    feedforward_channels=96)
     cfg.model.head.update(in_channels=48, hidden_channels=64, bottleneck_channels=32,
@@ -67,7 +67,7 @@ def tiny_cotap_config(toy_root, max_iters):
 
 
 def tiny_adclr_config(toy_root, max_iters):
-    cfg = tiny_run_config('configs/adclr/vit-s16_toy.py', toy_root, max_iters)
+    cfg = tiny_run_config('configs/adclr/vit-s_toy.py', toy_root, max_iters)
     cfg.model.backbone.arch = dict(embed_dims=48, num_layers=2, num_heads=3,
                                    feedforward_channels=96)
     cfg.model.head.update(in_channels=48, hidden_channels=64, bottleneck_channels=32,

@@ -69,7 +69,7 @@ def tiny_slotcon(cfg):
 
 @pytest.fixture(scope='module')
 def dino(tmp_path_factory):
-    cfg, model = build_algorithm('configs/dino/vit-s16_toy.py', tiny_dino)
+    cfg, model = build_algorithm('configs/dino/vit-s_toy.py', tiny_dino)
     path = tmp_path_factory.mktemp('dino') / 'epoch_1.pth'
     save_runner_checkpoint(cfg, model, path)
     return argparse.Namespace(path=str(path), model=model, dir=path.parent)

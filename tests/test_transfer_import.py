@@ -69,7 +69,7 @@ def test_continue_training_from_an_import(tmp_path):
                       student=prefixed('module.backbone.', student.state_dict()))
     _, _, imported = import_and_export(tmp_path, checkpoint, 'dino', 'timm')
     assert set(torch.load(imported, weights_only=True)) == {'meta', 'state_dict'}
-    _, model = build_algorithm('configs/dino/vit-s16_toy.py', tiny_dino)
+    _, model = build_algorithm('configs/dino/vit-s_toy.py', tiny_dino)
     load_checkpoint(model, str(imported), map_location='cpu', logger='silent')
     for module, reference in ((model.backbone, student), (model.teacher['backbone'], teacher)):
         assert torch.equal(module.layers[2].attn.qkv.weight, reference.blocks[2].attn.qkv.weight)

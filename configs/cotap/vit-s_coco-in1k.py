@@ -2,20 +2,20 @@
 # ImageNet-1K pairs. Every batch comes from one source (SourceGroupedBatchSampler, the same source
 # on all ranks at each step), in equal proportion; each source's NeighbourPairDataset names the
 # loss terms it feeds. Build both neighbour files with tools/misc/build_nn_pairs.py first (for
-# ImageNet, use a config whose train_dataloader lists ImageNet, e.g. configs/dino/vit-s16_in1k.py).
+# ImageNet, use a config whose train_dataloader lists ImageNet, e.g. configs/dino/vit-s_in1k.py).
 _base_ = ['./vit-s_coco.py']
 coco_pairs = dict(
     type='NeighbourPairDataset',
     neighbours_file='data/coco/meta/nn_dino_vit-s16_top20.json',
     loss_terms=['patch', 'cross_patch'],
     dataset=dict(type='UnlabeledImageDataset', data_root='data/coco/', data_prefix='train2017/',
-                 pipeline={{_base_.view_pipeline}}))
+                 pipeline={{_base_.train_pipeline}}))
 imagenet_pairs = dict(
     type='NeighbourPairDataset',
     neighbours_file='data/imagenet/meta/nn_dino_vit-s16_top20.json',
     loss_terms=['cls', 'cross_cls'],
     dataset=dict(type='UnlabeledImageDataset', data_root='data/imagenet/', data_prefix='train/',
-                 check_files=False, pipeline={{_base_.view_pipeline}}))
+                 check_files=False, pipeline={{_base_.train_pipeline}}))
 train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True),
     batch_sampler=dict(type='SourceGroupedBatchSampler', source_ratios=(1, 1)),

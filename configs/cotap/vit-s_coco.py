@@ -18,7 +18,7 @@ train_dataloader = dict(
         type='NeighbourPairDataset',
         neighbours_file='data/coco/meta/nn_dino_vit-s16_top20.json',
         dataset=dict(type='UnlabeledImageDataset', data_root='data/coco/',
-                     data_prefix='train2017/', pipeline={{_base_.view_pipeline}})))
+                     data_prefix='train2017/', pipeline={{_base_.train_pipeline}})))
 model = dict(backbone_checkpoint=dict(path='checkpoints/dino_vit-s16_mmdense.pth',
                                       prefix='teacher.module.backbone.'))
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10000))

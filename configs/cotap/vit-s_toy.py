@@ -1,8 +1,8 @@
 # CoTAP ViT-S/16 sized for the 2-core CPU demo on the toy scenes, post-training the DINO toy
-# checkpoint (configs/dino/vit-s16_toy.py) as the paper post-trains DINO. Same crops as the DINO
+# checkpoint (configs/dino/vit-s_toy.py) as the paper post-trains DINO. Same crops as the DINO
 # toy config (2 x 96 px global + 4 x 48 px local, plus the teacher's clean global copies) and the
 # same 8 images per step (4 pairs). `make demo` writes the checkpoint and the neighbour file:
-#   python tools/train.py configs/dino/vit-s16_toy.py --work-dir work_dirs/demo/pretrain_dino
+#   python tools/train.py configs/dino/vit-s_toy.py --work-dir work_dirs/demo/pretrain_dino
 #   python tools/misc/build_nn_pairs.py configs/cotap/vit-s_toy.py \
 #       work_dirs/demo/pretrain_dino/epoch_1.pth --img-size 96 --topk 5 \
 #       --out work_dirs/demo/toy_neighbours.json
@@ -18,7 +18,7 @@ _base_ = [
     '../_base_/schedules/cotap_adamw.py',
     '../_base_/default_runtime.py',
 ]
-view_pipeline = [
+train_pipeline = [
     dict(type='LoadRGBImage'),
     dict(
         type='MultiCropWithGeometry',
@@ -38,12 +38,12 @@ train_dataloader = dict(
         type='NeighbourPairDataset',
         neighbours_file='work_dirs/demo/toy_neighbours.json',
         dataset=dict(type='UnlabeledImageDataset', data_root='data/toy_scenes',
-                     ann_file='meta/train.txt', pipeline=view_pipeline)))
+                     ann_file='meta/train.txt', pipeline=train_pipeline)))
 model = dict(
     backbone=dict(num_prototypes=16),
     patch_head=dict(out_channels=64),
     cls_head=dict(out_channels=256),
-    sinkhorn_epsilon=0.02,
+    loss_distill=dict(sinkhorn_epsilon=0.02),
     cross_pool_sizes=(3, ),
     teacher_momentum=0.99,
     end_teacher_momentum=0.999,

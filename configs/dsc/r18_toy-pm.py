@@ -1,4 +1,3 @@
-# DSC-PM on the toy scenes: as r18_toy.py, with 16 learnable prototypes and Sinkhorn-balanced
-# assignment instead of batch k-means.
-_base_ = ['./r18_toy.py']
-model = dict(semantic_variant='pm')
+# Deprecated: the old name of ./r18_toy_pm.py (configs/README.md, naming scheme),
+# removed in mmdense 0.2.0.
+_base_ = './r18_toy_pm.py'

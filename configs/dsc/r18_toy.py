@@ -5,6 +5,7 @@
 # queue and the global embeddings of all images collapse to one direction (configs/dsc/README.md).
 _base_ = [
     '../_base_/datasets/toy_scenes_unlabeled.py',
+    '../_base_/pipelines/two_view_geometry.py',
     '../_base_/models/dsc_r50.py',
     '../_base_/schedules/dsc_sgd.py',
     '../_base_/default_runtime.py',

@@ -1,4 +1,3 @@
-# DSC-PM: as r50_coco-800e.py, with semantic classes from 128 learnable prototypes and
-# Sinkhorn-balanced assignment instead of batch k-means.
-_base_ = ['./r50_coco-800e.py']
-model = dict(semantic_variant='pm')
+# Deprecated: the old name of ./r50_coco-800e_pm.py (configs/README.md, naming scheme),
+# removed in mmdense 0.2.0.
+_base_ = './r50_coco-800e_pm.py'

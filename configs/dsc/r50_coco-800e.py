@@ -2,6 +2,7 @@
 # 800 epochs, 8 GPUs x 32 images.
 _base_ = [
     '../_base_/datasets/coco_unlabeled.py',
+    '../_base_/pipelines/two_view_geometry.py',
     '../_base_/models/dsc_r50.py',
     '../_base_/schedules/dsc_sgd.py',
     '../_base_/default_runtime.py',

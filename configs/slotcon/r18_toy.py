@@ -5,6 +5,7 @@
 # would leave a 3-epoch run almost unchanged.
 _base_ = [
     '../_base_/datasets/toy_scenes_unlabeled.py',
+    '../_base_/pipelines/two_view_geometry.py',
     '../_base_/models/slotcon_r50.py',
     '../_base_/schedules/slotcon_lars.py',
     '../_base_/default_runtime.py',

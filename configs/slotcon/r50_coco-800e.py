@@ -2,6 +2,7 @@
 # official scripts/slotcon_coco_r50_800ep.sh (256 prototypes).
 _base_ = [
     '../_base_/datasets/coco_unlabeled.py',
+    '../_base_/pipelines/two_view_geometry.py',
     '../_base_/models/slotcon_r50.py',
     '../_base_/schedules/slotcon_lars.py',
     '../_base_/default_runtime.py',

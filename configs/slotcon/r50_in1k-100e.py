@@ -2,6 +2,7 @@
 # scripts/slotcon_imagenet_r50_100ep.sh (2048 prototypes).
 _base_ = [
     '../_base_/datasets/imagenet_unlabeled.py',
+    '../_base_/pipelines/two_view_geometry.py',
     '../_base_/models/slotcon_r50.py',
     '../_base_/schedules/slotcon_lars.py',
     '../_base_/default_runtime.py',

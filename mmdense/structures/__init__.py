@@ -1,4 +1,4 @@
 """Data structures and geometry shared by ``mmdense.datasets`` and ``mmdense.models``."""
-from .crop_geometry import intersection_area, overlap_in_views
+from .crop_geometry import geometric_positives, intersection_area, overlap_in_views, pixel_cells
 
-__all__ = ['intersection_area', 'overlap_in_views']
+__all__ = ['geometric_positives', 'intersection_area', 'overlap_in_views', 'pixel_cells']

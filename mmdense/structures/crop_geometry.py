@@ -56,3 +56,66 @@ def overlap_in_views(boxes_a: Tensor,
     overlap_b = torch.where(valid[:, None], _to_view_frame(region, boxes_b, flips_b.bool()),
                             full_view)
     return overlap_a, overlap_b, valid
+
+
+def pixel_cells(boxes: Tensor, flips: Tensor, size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """Where the pixels of an (h, w) feature map of each view lie in the original image.
+
+    Pixels are indexed row-major over the (h, w) map of the view as displayed.
+
+    Args:
+        boxes: (B, 4) crop boxes of the views in original-image pixels.
+        flips: (B,) bool, whether each view was flipped horizontally.
+        size: (h, w) of the feature map.
+
+    Returns:
+        ``(centres, cells)``: (B, h·w, 2) ``(x, y)`` centres and (B, h·w, 4) ``(x1, y1, x2, y2)``
+        extents of the pixels, in original-image coordinates.
+    """
+    height, width = size
+    boxes = boxes.float()
+    edges_x = torch.arange(width + 1, device=boxes.device, dtype=boxes.dtype) / width
+    edges_y = torch.arange(height + 1, device=boxes.device, dtype=boxes.dtype) / height
+    # displayed column j covers [j, j+1)/w of the view; a flipped view shows it mirrored
+    left, right = edges_x[:-1].expand(len(boxes), -1), edges_x[1:].expand(len(boxes), -1)
+    flipped = flips.bool()[:, None]
+    left, right = torch.where(flipped, 1 - right, left), torch.where(flipped, 1 - left, right)
+    x1, y1, x2, y2 = boxes.unbind(dim=1)
+    span_x, span_y = (x2 - x1)[:, None], (y2 - y1)[:, None]
+    left, right = x1[:, None] + left * span_x, x1[:, None] + right * span_x  # (B, w)
+    top, bottom = y1[:, None] + edges_y[:-1] * span_y, y1[:, None] + edges_y[1:] * span_y
+    cells = torch.stack([left[:, None, :].expand(-1, height, -1),
+                         top[:, :, None].expand(-1, -1, width),
+                         right[:, None, :].expand(-1, height, -1),
+                         bottom[:, :, None].expand(-1, -1, width)], dim=-1).flatten(1, 2)
+    centres = (cells[..., :2] + cells[..., 2:]) / 2
+    return centres, cells
+
+
+def _contains(cells: Tensor, points: Tensor) -> Tensor:
+    """(B, n, 4) cells, (B, m, 2) points → (B, n, m) bool: point in the half-open cell."""
+    x, y = points[:, None, :, 0], points[:, None, :, 1]
+    x1, y1, x2, y2 = (c[..., None] for c in cells.unbind(dim=-1))
+    return (x >= x1) & (x < x2) & (y >= y1) & (y < y2)
+
+
+def geometric_positives(boxes_1: Tensor, flips_1: Tensor, size_1: Tuple[int, int],
+                        boxes_2: Tensor, flips_2: Tensor, size_2: Tuple[int, int]) -> Tensor:
+    """Cross-view pixel correspondence from the crop geometry.
+
+    Pixel j of view 2 corresponds to pixel i of view 1 when they cover the same image location:
+    the centre of either lies inside the other's cell (so a coarse pixel matches every finer
+    pixel it contains, and a fine pixel the coarse pixel containing it). Pixels outside the
+    views' overlap have none.
+
+    Args:
+        boxes_1, boxes_2: (B, 4) crop boxes of the two views in original-image pixels.
+        flips_1, flips_2: (B,) bool, whether each view was flipped horizontally.
+        size_1, size_2: (h, w) of each view's feature map.
+
+    Returns:
+        (B, h1·w1, h2·w2) bool.
+    """
+    centres_1, cells_1 = pixel_cells(boxes_1, flips_1, size_1)
+    centres_2, cells_2 = pixel_cells(boxes_2, flips_2, size_2)
+    return _contains(cells_2, centres_1).transpose(1, 2) | _contains(cells_1, centres_2)

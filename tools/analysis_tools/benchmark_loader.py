@@ -5,9 +5,14 @@
 
 Each config's own training pipeline (decode, multi-crop, photometric jitter, packing) runs in
 this one process (= one loader worker) on ``--images`` synthetic JPEGs of COCO's typical size
-(640 x 480, written once to a temporary folder), after one untimed warm-up image. Reported:
-images/s per worker and, for ``--step-rate`` (the images/s one GPU trains at, e.g. from
-``benchmark_table.py --device cuda``), the workers needed to keep that GPU fed.
+(640 x 480, written once to a temporary folder), after one untimed warm-up image. The process
+first takes the thread settings of a loader worker: one torch thread (``DataLoader`` workers call
+``torch.set_num_threads(1)``) and the config's ``env_cfg.mp_cfg.opencv_num_threads`` for OpenCV
+(mmengine's default 0); with torch's default of one thread per core, uint8 tensor copies such as
+``PackInputs``' permute cost ~30x more, which no real worker pays. Reported: images/s per
+worker, images per CPU second of the worker and, for ``--step-rate`` (the images/s one GPU
+trains at, e.g. from ``benchmark_table.py --device cuda``), the workers needed to keep that GPU
+fed at the images/s per worker.
 """
 import argparse
 import json
@@ -59,17 +64,29 @@ def image_pipeline(cfg: Config):
     return dataset.pipeline
 
 
-def images_per_second(config: str, paths: list) -> float:
+def use_worker_threads(cfg: Config) -> None:
+    """The thread settings of a data-loader worker started by mmengine for ``cfg``."""
+    import cv2
+    import torch
+    torch.set_num_threads(1)
+    cv2.setNumThreads(cfg.get('env_cfg', {}).get('mp_cfg', {}).get('opencv_num_threads', 0))
+
+
+def images_per_second(config: str, paths: list) -> tuple:
+    """Images per wall-clock second and per CPU second of this process (the two agree on an
+    idle core; on a shared machine the second is the steadier estimate of a worker's rate)."""
     from mmcv.transforms import Compose
     from mmengine.registry import DefaultScope
     cfg = Config.fromfile(config)
+    use_worker_threads(cfg)
     with DefaultScope.overwrite_default_scope('mmdense'):
         pipeline = Compose(image_pipeline(cfg))
         pipeline(dict(img_path=paths[0]))  # warm-up: lazy imports, first allocations
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for path in paths[1:]:
             pipeline(dict(img_path=path))
-    return (len(paths) - 1) / (time.perf_counter() - start)
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    return (len(paths) - 1) / wall, (len(paths) - 1) / cpu
 
 
 def main(argv=None) -> int:
@@ -83,8 +100,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         paths = write_jpegs(folder, args.images + 1, args.image_size)
         for i, config in enumerate(args.configs):
-            per_worker = round(images_per_second(config, paths), 2)
-            result = dict(config=config, images_per_s_per_worker=per_worker)
+            per_worker, per_cpu_s = (round(rate, 2) for rate in images_per_second(config, paths))
+            result = dict(config=config, images_per_s_per_worker=per_worker,
+                          images_per_cpu_s=per_cpu_s)
             if rates:
                 rate = rates[0] if len(rates) == 1 else rates[i]
                 result.update(step_rate=rate, workers_needed=math.ceil(rate / per_worker))

@@ -47,8 +47,8 @@ from mmengine.hooks import Hook
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # algorithm -> (recipe config, toy config for --tiny)
 RECIPES = {
-    'DINO': ('configs/dino/vit-s16_coco.py', 'configs/dino/vit-s16_toy.py'),
-    'ADCLR': ('configs/adclr/vit-s16_coco.py', 'configs/adclr/vit-s16_toy.py'),
+    'DINO': ('configs/dino/vit-s_coco.py', 'configs/dino/vit-s_toy.py'),
+    'ADCLR': ('configs/adclr/vit-s_coco.py', 'configs/adclr/vit-s_toy.py'),
     'CoTAP': ('configs/cotap/vit-s_coco.py', 'configs/cotap/vit-s_toy.py'),
     'SlotCon': ('configs/slotcon/r50_coco-800e.py', 'configs/slotcon/r18_toy.py'),
     'DSC': ('configs/dsc/r50_coco-800e.py', 'configs/dsc/r18_toy.py'),

@@ -1,18 +1,16 @@
-# ADCLR's additions to a DINO ViT-S/16 config, merged in by the configs of configs/adclr/ (the
-# keys are named adclr_* so that they do not clash with the DINO config's own keys). Where each
-# value comes from (the authors' public code, the paper, our choice): configs/adclr/README.md.
+# ADCLR ViT-S/16: DINO's ViT-S/16, head and loss (./dino_vit-s16.py) with a backbone that takes
+# query tokens and 8192 prototypes, as in the authors' public code. Query tokens see the image
+# tokens and the tokens of every query crop, carry the positional embedding of their place in
+# their crop, and each one's target is the teacher's patch token at the same place of the crop
+# encoded alone; the head and the prototypes are shared with the DINO term (λ = 1; τ_q 0.04 ->
+# 0.07 when the schedule warms τ_t up). Where each value comes from: configs/adclr/README.md.
+_base_ = ['./dino_vit-s16.py']
 
-# Query tokens see the image tokens and the tokens of every query crop, carry the positional
-# embedding of their place in their crop, and each one's target is the teacher's patch token
-# at the same place of the crop encoded alone; the head and the prototypes are shared with the
-# DINO term (τ_q 0.04 -> 0.07 with τ_t's warm-up, λ = 1).
-adclr_model = dict(
+model = dict(
     type='ADCLR',
     backbone=dict(type='QueryVisionTransformer', query_attend_queries=True, query_pos_embed=True),
+    head=dict(out_channels=8192),
+    loss=dict(out_channels=8192),
     query_target='patch_tokens',
     query_loss_weight=1.0,
     query_teacher_temp=0.07)
-
-# The query crops replace the local views: 4 crops of 96 px (6 x 6 = 36 tokens each), 5-25 %
-# of the image, not flipped, with the local views' photometric pipeline.
-adclr_query_crops = dict(num=4, size=96, scale=(0.05, 0.25), flip_prob=0.0)

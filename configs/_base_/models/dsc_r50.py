@@ -1,8 +1,6 @@
-# DSC with a ResNet-50 and the two-view pipeline it needs (../pipelines/two_view_geometry.py):
-# two overlapping 224 px crops with BYOL photometric augmentation, plus each view's crop box and
-# flip, from which the pixel level finds the pixels of both views that cover the same image spot.
-_base_ = ['../pipelines/two_view_geometry.py']
-
+# DSC with a ResNet-50. It trains on two views with their crop boxes and flips, from which the
+# pixel level finds the pixels of both views that cover the same image spot: its configs also
+# inherit ../pipelines/two_view_geometry.py.
 model = dict(
     type='DSC',
     data_preprocessor=dict(
@@ -14,10 +12,10 @@ model = dict(
                   zero_init_residual=False),
     # mmpretrain's DenseCL neck: global fc-relu-fc and dense 1x1 conv-relu-conv (7x7 at 224 px)
     neck=dict(type='DenseCLNeck', in_channels=2048, hid_channels=2048, out_channels=128),
+    loss_instance=dict(type='InfoNCEWithQueueLoss', temp=0.2),
+    loss_pixel=dict(type='MultiPositiveInfoNCELoss', temp=0.2),
+    loss_semantic=dict(type='MultiPositiveInfoNCELoss', temp=0.2),
     queue_len=65536,
-    instance_temp=0.2,
-    pixel_temp=0.2,
-    semantic_temp=0.2,
     pixel_loss_weight=1.0,
     semantic_loss_weight=0.5,
     num_neighbours=4,
@@ -27,7 +25,7 @@ model = dict(
     # used by semantic_variant='pm' only
     sinkhorn_epsilon=0.05,
     sinkhorn_iters=3,
-    prototype_temp=0.1,
+    loss_prototype=dict(type='PrototypeAssignmentLoss', temp=0.1),
     teacher_momentum=0.999,
     end_teacher_momentum=0.999,
     # MoCo's key encoder: parameters are averaged, BN running statistics are its own

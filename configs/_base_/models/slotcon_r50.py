@@ -1,8 +1,5 @@
-# SlotCon with a ResNet-50, and the two-view pipeline it needs (../pipelines/two_view_geometry.py):
-# two overlapping 224 px crops with BYOL photometric augmentation, plus each view's crop box and
-# flip for the inverse augmentation.
-_base_ = ['../pipelines/two_view_geometry.py']
-
+# SlotCon with a ResNet-50. It trains on two views with their crop boxes and flips (for the
+# inverse augmentation): its configs also inherit ../pipelines/two_view_geometry.py.
 model = dict(
     type='SlotCon',
     data_preprocessor=dict(
@@ -18,11 +15,10 @@ model = dict(
     # 256 prototypes: the official COCO recipes (the ImageNet-1K ones use 2048)
     head=dict(type='SemanticGrouping', num_prototypes=256, dim=256, temp=0.07),
     predictor=dict(type='SlotPredictor', in_channels=256, hidden_channels=4096, out_channels=256),
+    loss_group=dict(type='SlotConGroupLoss', student_temp=0.1, teacher_temp=0.07,
+                    center_momentum=0.9),
+    loss_slot=dict(type='SlotContrastLoss', temp=0.2),
     group_loss_weight=0.5,
-    student_temp=0.1,
-    teacher_temp=0.07,
-    slot_temp=0.2,
-    center_momentum=0.9,
     teacher_momentum=0.99,
     end_teacher_momentum=1.0,
     teacher_buffers='own',  # official: only parameters are EMA'd

@@ -11,7 +11,7 @@ student_photometric = [
          channel_weights=(0.114, 0.587, 0.2989)),
     dict(type='GaussianBlur', magnitude_range=(0.1, 2.0), magnitude_std='inf', prob=0.5),
 ]
-view_pipeline = [
+train_pipeline = [
     dict(type='LoadRGBImage'),
     dict(
         type='MultiCropWithGeometry',

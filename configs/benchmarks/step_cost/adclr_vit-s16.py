@@ -1,9 +1,9 @@
 # Step cost, ViT-S/16 group: ADCLR (target: at most 1.15 x DINO's time per image). The COCO
-# recipe of ../../adclr/vit-s16_coco.py with the group's views and batch (2 x 96 px global
+# recipe of ../../adclr/vit-s_coco.py with the group's views and batch (2 x 96 px global
 # crops, 8 images per step, toy scenes). ADCLR's local crops are its query crops (the recipe's
 # 4 x 96 px, one patch token each per 16 px): here the group's 4 x 48 px local crops become
 # its 4 queries of 3 x 3 tokens, so its step sees the same pixels as DINO's.
-_base_ = ['../../adclr/vit-s16_coco.py']
+_base_ = ['../../adclr/vit-s_coco.py']
 
 # train_pipeline = [LoadRGBImage, MultiCropWithQueries, PackMultiViewInputs]
 train_pipeline = _base_.train_pipeline

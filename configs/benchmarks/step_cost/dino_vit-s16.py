@@ -1,9 +1,9 @@
-# Step cost, ViT-S/16 group, baseline: DINO. The COCO recipe of ../../dino/vit-s16_coco.py
+# Step cost, ViT-S/16 group, baseline: DINO. The COCO recipe of ../../dino/vit-s_coco.py
 # (ViT-S/16, 65536-prototype head, AdamW, gradient clipping) with only the views and the batch
 # changed to the group's common CPU-affordable setting: 2 global crops of 96 px + 4 local crops
 # of 48 px per image, 8 images per step, read from the toy scenes (`make toy-data`).
 # tools/analysis_tools/benchmark_table.py runs it; benchmarks/README.md explains the table.
-_base_ = ['../../dino/vit-s16_coco.py']
+_base_ = ['../../dino/vit-s_coco.py']
 
 # train_pipeline = [LoadRGBImage, MultiCropWithGeometry, PackMultiViewInputs]
 train_pipeline = _base_.train_pipeline

@@ -1,8 +1,12 @@
 from .formatting import PackMultiViewInputs
 from .loading import ImageLoadError, LoadRGBImage
 from .multi_crop import MultiCropWithGeometry
+from .photometric import ColorJitter, GaussianBlur, RandomGrayscale
 
-__all__ = ['ImageLoadError', 'LoadRGBImage', 'MultiCropWithGeometry', 'PackMultiViewInputs']
+__all__ = [
+    'ColorJitter', 'GaussianBlur', 'ImageLoadError', 'LoadRGBImage', 'MultiCropWithGeometry',
+    'PackMultiViewInputs', 'RandomGrayscale'
+]
 from .query_crops import MultiCropWithQueries  # noqa: E402
 
 __all__ += ['MultiCropWithQueries']

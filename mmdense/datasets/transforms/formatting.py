@@ -16,7 +16,19 @@ class PackMultiViewInputs(PackInputs):
     algorithm keys unchanged, so numpy geometry such as ``crop_boxes`` (V, 4) and ``flips`` (V,)
     would reach the model as arrays left on the CPU. Here numpy arrays become tensors, which the
     data preprocessor then moves to the model's device with the data samples.
+
+    Each ``(H, W, C)`` view becomes a ``(C, H, W)`` tensor as in ``PackInputs``, but transposed by
+    numpy: torch's ``permute(2, 0, 1).contiguous()`` of a uint8 tensor, which ``PackInputs``
+    uses, costs about 10 times as much in a one-thread loader worker.
     """
+
+    @staticmethod
+    def format_input(input_):
+        if isinstance(input_, list):
+            return [PackMultiViewInputs.format_input(item) for item in input_]
+        if isinstance(input_, np.ndarray) and input_.ndim == 3:
+            return torch.from_numpy(np.ascontiguousarray(input_.transpose(2, 0, 1)))
+        return PackInputs.format_input(input_)
 
     def __init__(self,
                  input_key: str = 'img',

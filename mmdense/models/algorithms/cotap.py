@@ -5,8 +5,7 @@ import torch.nn.functional as F
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-from mmdense.models.losses import cotap_loss, multicrop_cross_entropy
-from mmdense.models.utils import align_to_boxes, sinkhorn_knopp
+from mmdense.models.utils import align_to_boxes
 from mmdense.registry import MODELS
 from mmdense.structures import overlap_in_views
 from mmdense.utils.dist import (all_reduce_sum, broadcast_from_rank0, concat_all_gather,
@@ -44,27 +43,29 @@ class CoTAP(TeacherStudentSelfSupervisor):
     3. ``cross_patch``: patch maps of an image and its neighbour, average-pooled to ks×ks, keep
        the cells the teacher's CLS attends to most; every kept cell ranks the neighbour's cells
        (and those of images from random derangements of the pairs of all ranks, weight × α)
-       by student cosine similarity, with teacher similarities as continuous targets
-       (:func:`cotap_loss`);
+       by student cosine similarity, with teacher similarities as continuous targets;
     4. ``cross_cls``: the student's CLS prediction of an image follows the teacher's Sinkhorn
        code of its neighbour, both directions.
+
+    Terms 1, 2 and 4 are the cross-entropy of ``loss_distill`` (τ_s, Sinkhorn ε and
+    iterations), term 3 the ranking loss ``loss_rank`` (margin τ, threshold θ).
 
     Args:
         backbone: :class:`ObjectAwareViT` config (outputs 2·D channels).
         patch_head / cls_head: :class:`DINOHead` configs (512 / 4096 outputs in the paper).
+        loss_distill: :class:`SinkhornCrossEntropyLoss` config of the ``patch``, ``cls`` and
+            ``cross_cls`` terms (student_temp, sinkhorn_epsilon, sinkhorn_iters).
+        loss_rank: :class:`ContinuousAPLoss` config of the ``cross_patch`` term (margin,
+            threshold, chunk_size, eps).
         loss_weights: weight per term of ``LOSS_TERMS``; a term with weight 0 is not computed.
         num_global_views: G, global crops per image, first among its views.
         clean_teacher_views: the pipeline appended clean copies of the G globals
             (``MultiCropWithGeometry(clean_global_copies=True)``) for the teacher.
-        student_temp: τ_s of both heads.
-        sinkhorn_epsilon / sinkhorn_iters: teacher code sharpness and Sinkhorn iterations.
         patch_attention_weighting: weight the patch loss by the teacher's CLS attention.
         cross_pool_sizes: ks values of the cross-image patch loss (averaged over them).
         kept_cell_ratio: fraction of the ks² cells kept by teacher attention.
         num_negatives / negative_weight: derangements of the (global) batch used as negatives,
-            and α.
-        ranking_margin / ranking_threshold: τ and θ of :func:`cotap_loss`.
-        ranking_chunk_size: anchors per chunk of the ranking loss (None: all at once).
+            and α, the multiplier of their anchor weights in the ranking loss.
         teacher_momentum / end_teacher_momentum: cosine EMA schedule (0.9997 → 0.9999).
         backbone_checkpoint: ``dict(path=..., prefix=...)`` to initialise the backbone from,
             e.g. a DINO checkpoint with ``prefix='teacher.module.backbone.'``. Every backbone
@@ -76,20 +77,16 @@ class CoTAP(TeacherStudentSelfSupervisor):
                  backbone: dict,
                  patch_head: dict,
                  cls_head: dict,
+                 loss_distill: dict = dict(type='SinkhornCrossEntropyLoss'),
+                 loss_rank: dict = dict(type='ContinuousAPLoss'),
                  loss_weights: Optional[Dict[str, float]] = None,
                  num_global_views: int = 2,
                  clean_teacher_views: bool = True,
-                 student_temp: float = 0.1,
-                 sinkhorn_epsilon: float = 0.05,
-                 sinkhorn_iters: int = 3,
                  patch_attention_weighting: bool = False,
                  cross_pool_sizes: Sequence[int] = (7, ),
                  kept_cell_ratio: float = 0.5,
                  num_negatives: int = 5,
                  negative_weight: float = 0.1,
-                 ranking_margin: float = 0.1,
-                 ranking_threshold: float = 0.0,
-                 ranking_chunk_size: Optional[int] = None,
                  teacher_momentum: float = 0.9997,
                  end_teacher_momentum: float = 0.9999,
                  backbone_checkpoint: Optional[dict] = None,
@@ -101,6 +98,8 @@ class CoTAP(TeacherStudentSelfSupervisor):
                          backbone_checkpoint=backbone_checkpoint)
         self.patch_head = MODELS.build(patch_head)
         self.cls_head = MODELS.build(cls_head)
+        self.loss_distill = MODELS.build(loss_distill)
+        self.loss_rank = MODELS.build(loss_rank)
         out_channels = getattr(self.backbone, 'out_channels', None)
         if out_channels is None:
             raise TypeError(f'CoTAP needs an ObjectAwareViT backbone (with forward_dense), got '
@@ -115,21 +114,19 @@ class CoTAP(TeacherStudentSelfSupervisor):
             raise KeyError(f'CoTAP: unknown loss_weights {sorted(unknown)}; terms are '
                            f'{LOSS_TERMS}')
         self.loss_weights.update(loss_weights or {})
+        threshold = getattr(self.loss_rank, 'threshold', None)
+        if threshold is not None and threshold >= 1:
+            raise ValueError(f'CoTAP: loss_rank.threshold={threshold} leaves no anchor: the '
+                             'ranking targets are cosine similarities, at most 1')
         if not 0 < kept_cell_ratio <= 1:
             raise ValueError(f'CoTAP: kept_cell_ratio must lie in (0, 1], got {kept_cell_ratio}')
         self.num_global_views = num_global_views
         self.clean_teacher_views = clean_teacher_views
-        self.student_temp = student_temp
-        self.sinkhorn_epsilon = sinkhorn_epsilon
-        self.sinkhorn_iters = sinkhorn_iters
         self.patch_attention_weighting = patch_attention_weighting
         self.cross_pool_sizes = tuple(cross_pool_sizes)
         self.kept_cell_ratio = kept_cell_ratio
         self.num_negatives = num_negatives
         self.negative_weight = negative_weight
-        self.ranking_margin = ranking_margin
-        self.ranking_threshold = ranking_threshold
-        self.ranking_chunk_size = ranking_chunk_size
         self.build_teacher(teacher_momentum, end_teacher_momentum)
 
     def student_modules(self) -> dict:
@@ -159,15 +156,6 @@ class CoTAP(TeacherStudentSelfSupervisor):
 
         return encode_by_size(views, encode_batch)
 
-    def sinkhorn_codes(self, logits: Tensor) -> Tensor:
-        """Balanced teacher codes over the last dim of (..., K) logits."""
-        flat = logits.movedim(1, -1).flatten(0, -2) if logits.dim() == 4 else logits
-        codes = sinkhorn_knopp(flat, self.sinkhorn_epsilon, self.sinkhorn_iters)
-        if logits.dim() == 4:
-            batch, channels, height, width = logits.shape
-            codes = codes.view(batch, height, width, channels).permute(0, 3, 1, 2)
-        return codes
-
     # -- losses -----------------------------------------------------------------------------
     def patch_loss(self, student: List[dict], teacher: List[dict], boxes: Tensor,
                    flips: Tensor, teacher_boxes: Tensor, teacher_flips: Tensor) -> Tensor:
@@ -184,7 +172,7 @@ class CoTAP(TeacherStudentSelfSupervisor):
         num_valid = all_reduce_sum(torch.stack([o[2].sum() for o in overlaps.values()])).tolist()
         totals, weight_sums = [], []
         for g, teacher_view in enumerate(teacher):
-            codes = self.sinkhorn_codes(teacher_view['patch'])
+            codes = self.loss_distill.codes(teacher_view['patch'], dim=1)
             for (pair_g, v), count in zip(overlaps, num_valid):
                 if pair_g != g or count == 0:
                     continue
@@ -192,7 +180,7 @@ class CoTAP(TeacherStudentSelfSupervisor):
                 student_view = student[v]
                 size = student_view['patch'].shape[-2:]
                 targets = align_to_boxes(codes, overlap_t, teacher_flips[:, g], size)
-                log_probs = F.log_softmax(student_view['patch'].float() / self.student_temp, 1)
+                log_probs = self.loss_distill.log_probs(student_view['patch'], dim=1)
                 log_probs = align_to_boxes(log_probs, overlap_s, flips[:, v], size)
                 pixel_loss = -(targets * log_probs).sum(1)  # (B, h, w)
                 weight = valid[:, None, None].float().expand_as(pixel_loss)
@@ -211,10 +199,9 @@ class CoTAP(TeacherStudentSelfSupervisor):
 
     def cls_loss(self, student: List[dict], teacher: List[dict]) -> Tensor:
         """Swapped prediction between crops against Sinkhorn teacher codes."""
-        codes = torch.stack([self.sinkhorn_codes(view['cls']) for view in teacher])
-        logits = torch.stack([view['cls'] for view in student])
-        return multicrop_cross_entropy(logits, codes, self.student_temp,
-                                       skip_same_view=not self.clean_teacher_views)
+        return self.loss_distill(torch.stack([view['cls'] for view in student]),
+                                 torch.stack([view['cls'] for view in teacher]),
+                                 skip_same_view=not self.clean_teacher_views)
 
     @staticmethod
     def pooled_cells(patch_logits: Tensor, kept: Tensor, pool_size: int) -> Tensor:
@@ -261,15 +248,15 @@ class CoTAP(TeacherStudentSelfSupervisor):
             preds = torch.cat([student_cells @ o.transpose(1, 2) for o in student_others], 2)
             scale = torch.ones_like(targets)
             scale[..., num_kept:] = self.negative_weight
-            losses.append(cotap_loss(preds, targets, self.ranking_margin,
-                                     self.ranking_threshold, scale, self.ranking_chunk_size))
+            losses.append(self.loss_rank(preds, targets, item_scale=scale))
         return torch.stack(losses).mean()
 
     def cross_cls_loss(self, student: List[dict], teacher: List[dict], partner: Tensor) -> Tensor:
         """The student's CLS predictions of an image follow its partner's teacher codes."""
-        codes = torch.stack([self.sinkhorn_codes(view['cls'])[partner] for view in teacher])
-        logits = torch.stack([view['cls'] for view in student[:self.num_global_views]])
-        return multicrop_cross_entropy(logits, codes, self.student_temp, skip_same_view=False)
+        return self.loss_distill(
+            torch.stack([view['cls'] for view in student[:self.num_global_views]]),
+            torch.stack([view['cls'] for view in teacher]),
+            skip_same_view=False, target_index=partner)
 
     # -- training step ----------------------------------------------------------------------
     def split_views(self, inputs: List[Tensor],

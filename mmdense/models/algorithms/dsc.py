@@ -6,11 +6,10 @@ import torch.nn.functional as F
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-from mmdense.models.losses import (feature_neighbours, geometric_positives, info_nce_with_queue,
-                                   multi_positive_info_nce, per_image_to_batch_mask,
-                                   prototype_assignment_loss)
+from mmdense.models.losses import feature_neighbours, per_image_to_batch_mask
 from mmdense.models.utils import gathered_spherical_kmeans, last_output_channels, sinkhorn_knopp
 from mmdense.registry import MODELS
+from mmdense.structures import geometric_positives
 from mmdense.utils.dist import concat_all_gather, get_rank, get_world_size
 from .base import TeacherStudentSelfSupervisor, view_geometry
 
@@ -34,29 +33,33 @@ class DSC(TeacherStudentSelfSupervisor):
     contrasts, each symmetrised over the views (query from one view's encoder, keys from the
     other view's momentum encoder):
 
-    * instance: MoCo InfoNCE against a queue of past keys;
-    * pixel (intra-image): each pixel's positives are the other view's pixels covering the same
-      image location (crop geometry) and its ``num_neighbours`` nearest pixels of the other
-      view in the momentum embedding; the other pixels of the batch are negatives;
-    * semantic (inter-image): momentum pixel embeddings of the whole batch (all ranks, both
-      views) get pseudo-classes — k-means (``'km'``) or Sinkhorn-balanced assignment to
-      learnable prototypes (``'pm'``, which also trains the prototypes by predicting the
-      assignment) — and pixels of one class are positives of each other.
+    * instance (:class:`InfoNCEWithQueueLoss`): MoCo InfoNCE against a queue of past keys;
+    * pixel (intra-image, :class:`MultiPositiveInfoNCELoss`): each pixel's positives are the
+      other view's pixels covering the same image location (crop geometry) and its
+      ``num_neighbours`` nearest pixels of the other view in the momentum embedding; the other
+      pixels of the batch are negatives;
+    * semantic (inter-image, :class:`MultiPositiveInfoNCELoss`): momentum pixel embeddings of
+      the whole batch (all ranks, both views) get pseudo-classes — k-means (``'km'``) or
+      Sinkhorn-balanced assignment to learnable prototypes (``'pm'``, which also trains the
+      prototypes by predicting the assignment, :class:`PrototypeAssignmentLoss`) — and pixels
+      of one class are positives of each other.
 
     ``L = L_instance + λ_pix L_pixel + λ_sem (L_semantic [+ L_prototype])``
 
     Args:
         backbone: e.g. mmpretrain ``ResNet`` with ``out_indices=(3, )``.
         neck: ``DenseCLNeck`` config (global and dense projections).
+        loss_instance / loss_pixel / loss_semantic: configs of the three contrasts
+            (:class:`InfoNCEWithQueueLoss`, :class:`MultiPositiveInfoNCELoss` twice), each with
+            its own τ.
+        loss_prototype: :class:`PrototypeAssignmentLoss` config (its τ), built for ``'pm'`` only.
         queue_len: negatives kept for the instance contrast.
-        instance_temp / pixel_temp / semantic_temp: τ of the three contrasts.
         pixel_loss_weight / semantic_loss_weight: λ_pix / λ_sem.
         num_neighbours: k, feature-space positives per pixel.
         semantic_variant: ``'km'`` (batch k-means) or ``'pm'`` (prototypes + Sinkhorn).
         num_classes: clusters (``'km'``) or prototypes (``'pm'``).
         kmeans_iters: Lloyd iterations of the batch k-means.
-        sinkhorn_epsilon / sinkhorn_iters / prototype_temp: Sinkhorn ε and iterations, and τ of
-            the prototype prediction (``'pm'``).
+        sinkhorn_epsilon / sinkhorn_iters: Sinkhorn ε and iterations (``'pm'``).
         teacher_momentum / end_teacher_momentum: EMA momentum schedule of the momentum encoder.
         teacher_buffers: what the momentum encoder's BN running statistics follow: ``'own'``
             (its own forward passes: MoCo's key encoder, whose parameters alone are averaged),
@@ -73,10 +76,11 @@ class DSC(TeacherStudentSelfSupervisor):
     def __init__(self,
                  backbone: dict,
                  neck: dict,
+                 loss_instance: dict = dict(type='InfoNCEWithQueueLoss', temp=0.2),
+                 loss_pixel: dict = dict(type='MultiPositiveInfoNCELoss', temp=0.2),
+                 loss_semantic: dict = dict(type='MultiPositiveInfoNCELoss', temp=0.2),
+                 loss_prototype: dict = dict(type='PrototypeAssignmentLoss', temp=0.1),
                  queue_len: int = 65536,
-                 instance_temp: float = 0.2,
-                 pixel_temp: float = 0.2,
-                 semantic_temp: float = 0.2,
                  pixel_loss_weight: float = 1.0,
                  semantic_loss_weight: float = 0.5,
                  num_neighbours: int = 4,
@@ -85,7 +89,6 @@ class DSC(TeacherStudentSelfSupervisor):
                  kmeans_iters: int = 10,
                  sinkhorn_epsilon: float = 0.05,
                  sinkhorn_iters: int = 3,
-                 prototype_temp: float = 0.1,
                  teacher_momentum: float = 0.999,
                  end_teacher_momentum: float = 0.999,
                  teacher_buffers: str = 'own',
@@ -109,9 +112,9 @@ class DSC(TeacherStudentSelfSupervisor):
         if semantic_variant not in SEMANTIC_VARIANTS:
             raise ValueError(f'semantic_variant must be one of {SEMANTIC_VARIANTS}, got '
                              f'{semantic_variant!r}')
-        self.instance_temp = instance_temp
-        self.pixel_temp = pixel_temp
-        self.semantic_temp = semantic_temp
+        self.loss_instance = MODELS.build(loss_instance)
+        self.loss_pixel = MODELS.build(loss_pixel)
+        self.loss_semantic = MODELS.build(loss_semantic)
         self.pixel_loss_weight = pixel_loss_weight
         self.semantic_loss_weight = semantic_loss_weight
         self.num_neighbours = num_neighbours
@@ -120,13 +123,13 @@ class DSC(TeacherStudentSelfSupervisor):
         self.kmeans_iters = kmeans_iters
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_iters = sinkhorn_iters
-        self.prototype_temp = prototype_temp
 
         self.register_buffer('queue', F.normalize(torch.randn(queue_len, embed_dim), dim=1))
         self.register_buffer('queue_ptr', torch.zeros((), dtype=torch.long))
         if semantic_variant == 'pm':
             self.prototypes = nn.Parameter(F.normalize(torch.randn(num_classes, embed_dim),
                                                        dim=1))
+            self.loss_prototype = MODELS.build(loss_prototype)
         self.build_teacher(teacher_momentum, end_teacher_momentum, teacher_buffers)
 
     def student_modules(self) -> dict:
@@ -159,13 +162,11 @@ class DSC(TeacherStudentSelfSupervisor):
             queries = student[q].pixels.flatten(0, 1)
             keys = teacher_keys[k].flatten(0, 1)
             same_class = labels[:, q].flatten()[:, None] == all_labels[:, k].flatten()[None]
-            loss_instance += info_nce_with_queue(student[q].instance, teacher[k].instance,
-                                                 negatives, self.instance_temp) / 2
-            loss_pixel += multi_positive_info_nce(
-                queries, keys, self.pixel_positives(teacher, boxes, flips, q, k),
-                self.pixel_temp) / 2
-            loss_semantic += multi_positive_info_nce(queries, keys, same_class,
-                                                     self.semantic_temp) / 2
+            loss_instance += self.loss_instance(student[q].instance, teacher[k].instance,
+                                                negatives) / 2
+            loss_pixel += self.loss_pixel(queries, keys,
+                                          self.pixel_positives(teacher, boxes, flips, q, k)) / 2
+            loss_semantic += self.loss_semantic(queries, keys, same_class) / 2
         self.enqueue(torch.stack([t.instance for t in teacher], dim=1).flatten(0, 1))
 
         losses = dict(loss_instance=loss_instance,
@@ -219,8 +220,7 @@ class DSC(TeacherStudentSelfSupervisor):
             labels = codes.argmax(dim=1)
             all_labels = concat_all_gather(labels)
             student_pixels = torch.stack([s.pixels for s in student], dim=1).flatten(0, 2)
-            loss_prototype = prototype_assignment_loss(student_pixels, self.prototypes, codes,
-                                                       self.prototype_temp)
+            loss_prototype = self.loss_prototype(student_pixels, self.prototypes, codes)
         return labels.view(pixels.shape[:3]), all_labels.view(-1, *pixels.shape[1:3]), \
             loss_prototype
 

@@ -1,11 +1,12 @@
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-from mmdense.models.losses import group_loss, kept_slots, slot_contrast_loss
-from mmdense.models.utils import align_to_boxes, last_output_channels, update_center_
+from mmdense.models.losses import kept_slots
+from mmdense.models.utils import align_to_boxes, last_output_channels
 from mmdense.registry import MODELS
 from mmdense.structures import overlap_in_views
 from mmdense.utils.dist import all_reduce_sum
@@ -20,10 +21,11 @@ class SlotCon(TeacherStudentSelfSupervisor):
     overlapping views into prototype score maps and one slot per prototype, for the student and
     its EMA teacher. Two losses, each symmetrised over the views:
 
-    * group loss: the student's scores follow the teacher's centred, sharpened scores of the
-      other view at every pixel of the region both views show (maps RoI-aligned to the overlap
-      and un-flipped);
-    * slot loss: predicted student slots contrast against the teacher's slots of the other view.
+    * group loss (:class:`SlotConGroupLoss`): the student's scores follow the teacher's centred,
+      sharpened scores of the other view at every pixel of the region both views show (maps
+      RoI-aligned to the overlap and un-flipped);
+    * slot loss (:class:`SlotContrastLoss`): predicted student slots contrast against the
+      teacher's slots of the other view.
 
     ``L = λ_g (L_group(s1, t2) + L_group(s2, t1)) + (1 − λ_g)(L_slot(s1, t2) + L_slot(s2, t1))``
 
@@ -35,10 +37,10 @@ class SlotCon(TeacherStudentSelfSupervisor):
         neck: :class:`ConvMLPProjector` config.
         head: :class:`SemanticGrouping` config.
         predictor: :class:`SlotPredictor` config.
+        loss_group: :class:`SlotConGroupLoss` config (τ_s, τ_t and the momentum of the centre of
+            the teacher scores); ``num_prototypes`` defaults to the head's.
+        loss_slot: :class:`SlotContrastLoss` config (τ).
         group_loss_weight: λ_g.
-        student_temp / teacher_temp: τ_s / τ_t of the group loss.
-        slot_temp: τ of the slot loss.
-        center_momentum: EMA momentum of the centre of the teacher scores.
         teacher_momentum / end_teacher_momentum: EMA teacher schedule (0.99 → 1).
         teacher_buffers: what the teacher does with its BatchNorm statistics: ``'own'`` (the
             official code: the teacher runs in train mode and keeps its own running statistics;
@@ -51,11 +53,10 @@ class SlotCon(TeacherStudentSelfSupervisor):
                  neck: dict,
                  head: dict,
                  predictor: dict,
+                 loss_group: dict = dict(type='SlotConGroupLoss', student_temp=0.1,
+                                         teacher_temp=0.07, center_momentum=0.9),
+                 loss_slot: dict = dict(type='SlotContrastLoss', temp=0.2),
                  group_loss_weight: float = 0.5,
-                 student_temp: float = 0.1,
-                 teacher_temp: float = 0.07,
-                 slot_temp: float = 0.2,
-                 center_momentum: float = 0.9,
                  teacher_momentum: float = 0.99,
                  end_teacher_momentum: float = 1.0,
                  teacher_buffers: str = 'own',
@@ -80,12 +81,25 @@ class SlotCon(TeacherStudentSelfSupervisor):
         if not 0.0 <= group_loss_weight <= 1.0:
             raise ValueError(f'group_loss_weight must lie in [0, 1], got {group_loss_weight}')
         self.group_loss_weight = group_loss_weight
-        self.student_temp = student_temp
-        self.teacher_temp = teacher_temp
-        self.slot_temp = slot_temp
-        self.center_momentum = center_momentum
-        self.register_buffer('center', torch.zeros(1, self.head.num_prototypes))
+        self.loss_group = self.build_group_loss(loss_group)
+        self.loss_slot = MODELS.build(loss_slot)
+        self._register_load_state_dict_pre_hook(self._load_old_center)
         self.build_teacher(teacher_momentum, end_teacher_momentum, teacher_buffers)
+
+    def build_group_loss(self, cfg: dict) -> nn.Module:
+        """The group loss, its centre sized by the head's prototypes unless ``cfg`` says."""
+        cfg = {'num_prototypes': self.head.num_prototypes, **cfg}
+        if cfg['num_prototypes'] != self.head.num_prototypes:
+            raise ValueError(f"SlotCon: loss_group num_prototypes={cfg['num_prototypes']} does "
+                             f'not match the head num_prototypes={self.head.num_prototypes}')
+        return MODELS.build(cfg)
+
+    @staticmethod
+    def _load_old_center(state_dict: dict, prefix: str, *args) -> None:
+        """Checkpoints written before the group loss was a module hold its centre as
+        ``center``: load it as ``loss_group.center``, in place."""
+        if prefix + 'center' in state_dict:
+            state_dict[prefix + 'loss_group.center'] = state_dict.pop(prefix + 'center')
 
     def student_modules(self) -> dict:
         """The modules the teacher tracks, by name (the predictor is student-only)."""
@@ -134,21 +148,15 @@ class SlotCon(TeacherStudentSelfSupervisor):
 
         loss_group = loss_slot = 0
         for s, t in ((0, 1), (1, 0)):
-            loss_group = loss_group + group_loss(student_aligned[s], teacher_aligned[t],
-                                                 self.center, self.student_temp,
-                                                 self.teacher_temp, valid)
-            loss_slot = loss_slot + slot_contrast_loss(student_slots[s], teacher_slots[t],
-                                                       student_dots[s], teacher_dots[t],
-                                                       self.slot_temp, self.predictor)
-        self.update_center(teacher_dots)
+            loss_group = loss_group + self.loss_group(student_aligned[s], teacher_aligned[t],
+                                                      valid)
+            loss_slot = loss_slot + self.loss_slot(student_slots[s], teacher_slots[t],
+                                                   student_dots[s], teacher_dots[t],
+                                                   self.predictor)
+        self.loss_group.update_center(teacher_dots)
         return dict(loss_group=self.group_loss_weight * loss_group,
                     loss_slot=(1 - self.group_loss_weight) * loss_slot,
                     num_active_prototypes=self.count_active_prototypes(teacher_dots))
-
-    def update_center(self, teacher_dots: Sequence[Tensor]) -> None:
-        """``c ← m·c + (1 − m)·mean teacher score`` over all pixels of both views on all ranks."""
-        scores = torch.cat([dots.movedim(1, -1).flatten(0, -2) for dots in teacher_dots])
-        update_center_(self.center, scores, self.center_momentum)
 
     @torch.no_grad()
     def count_active_prototypes(self, dots: Sequence[Tensor]) -> Tensor:

@@ -1,53 +1,14 @@
-"""SlotCon losses: pixel-wise self-distillation of prototype scores and slot contrast."""
+"""SlotCon's slot contrast: InfoNCE between the slots of two views."""
 from typing import Callable, Optional
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmdense.utils.dist import all_reduce_sum, concat_all_gather, get_rank, get_world_size
-
-
-def global_mean(total: Tensor, count: Tensor) -> Tensor:
-    """``total`` divided by the mean over ranks of ``count``: averaging this over ranks (as DDP
-    does with gradients) gives the sum of all totals over the sum of all counts."""
-    mean_count = all_reduce_sum(count.float()) / get_world_size()
-    return total / mean_count.clamp(min=1.0)
-
-
-def rank_mean(total: Tensor, count: Tensor) -> Tensor:
-    """``total / count`` on this rank (0 when ``count`` is 0). DDP averages the gradients over
-    ranks, so the loss trained is the mean over ranks of each rank's mean, as in the official
-    SlotCon code: ranks with fewer terms give each of them more weight."""
-    return total / count.float().clamp(min=1.0)
-
-
-def group_loss(student_dots: Tensor,
-               teacher_dots: Tensor,
-               center: Tensor,
-               student_temp: float,
-               teacher_temp: float,
-               valid: Optional[Tensor] = None) -> Tensor:
-    """Per-pixel cross-entropy between centred teacher and student prototype scores.
-
-    ``L = mean_{b valid, h, w} [ -Σ_k softmax_k((t[b,:,h,w] - c) / τ_t) ·
-    log_softmax_k(s[b,:,h,w] / τ_s) ]``
-
-    Args:
-        student_dots, teacher_dots: (B, K, h, w) score maps of the same image region (aligned).
-        center: (1, K) centre c subtracted from the teacher scores.
-        student_temp, teacher_temp: τ_s, τ_t.
-        valid: optional (B,) bool; samples marked False are left out. The mean is taken over the
-            valid pixels of this rank (see :func:`rank_mean`).
-    """
-    targets = F.softmax((teacher_dots.detach().float() - center[..., None, None]) / teacher_temp,
-                        dim=1)
-    log_probs = F.log_softmax(student_dots.float() / student_temp, dim=1)
-    pixel_losses = -(targets * log_probs).sum(dim=1)  # (B, h, w)
-    if valid is None:
-        valid = torch.ones(pixel_losses.shape[0], dtype=torch.bool, device=pixel_losses.device)
-    weights = valid.to(pixel_losses.dtype)[:, None, None].expand_as(pixel_losses)
-    return rank_mean((pixel_losses * weights).sum(), weights.sum())
+from mmdense.registry import MODELS
+from mmdense.utils.dist import concat_all_gather, get_rank
+from .reductions import rank_mean
 
 
 def kept_slots(dots: Tensor) -> Tensor:
@@ -99,3 +60,36 @@ def slot_contrast_loss(student_slots: Tensor,
     logits = queries @ keys.t() / temp
     total = F.cross_entropy(logits, labels, reduction='sum')
     return rank_mean(total, torch.tensor(len(labels), device=logits.device)) * (2 * temp)
+
+
+@MODELS.register_module()
+class SlotContrastLoss(nn.Module):
+    """SlotCon's slot contrast: each predicted student slot of one view finds the teacher slot of
+    the same image and prototype, in another view, among the teacher slots of every image on
+    every rank.
+
+    Only slots kept in a view (their prototype wins at least one pixel, :func:`kept_slots`) take
+    part: queries ``q = normalize(predictor(s[b,k]))`` for slots kept in both views, keys
+    ``κ = normalize(t[b',k'])`` for teacher slots kept in theirs, logits ``z = q·κ / τ``:
+
+    ``L = 2τ · mean_q CE(z_q, index of κ for (b, k))`` over this rank's queries
+    (:func:`slot_contrast_loss`).
+
+    Args:
+        temp: τ.
+    """
+
+    def __init__(self, temp: float = 0.2) -> None:
+        super().__init__()
+        self.temp = temp
+
+    def forward(self, student_slots: Tensor, teacher_slots: Tensor, student_dots: Tensor,
+                teacher_dots: Tensor,
+                predictor: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+        """Slots (B, K, D) and prototype scores (B, K, h, w) of the student's and the teacher's
+        view; ``predictor`` maps the (N, D) kept student slots."""
+        return slot_contrast_loss(student_slots, teacher_slots, student_dots, teacher_dots,
+                                  self.temp, predictor)
+
+    def extra_repr(self) -> str:
+        return f'temp={self.temp}'
