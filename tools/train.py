@@ -9,6 +9,11 @@ the model (:class:`~mmdense.engine.hooks.atomic_checkpoint_hook.CheckpointLoadGu
 ``meta.config`` text is never executed, its coverage is logged, and a partial load is refused
 unless ``--allow-partial``. A ``--cfg-options`` key that names no top-level key of the config is
 warned about.
+
+The config's ``fast_path`` switches (:mod:`mmdense.engine.fast_path`) are resolved for this
+machine: bf16 autocast on a CUDA GPU with bf16 (fp32 on the CPU), channels_last for ResNet
+backbones, and, opt-in, ``torch.compile`` of the student backbone. ``--amp`` asks for mixed
+precision: fp16 with a loss scaler (``AmpOptimWrapper``), or bf16 where the fast path uses it.
 """
 import argparse
 import logging
@@ -108,11 +113,12 @@ def check_start_checkpoint(cfg: Config) -> None:
 def main():
     args = parse_args()
     import mmdense
+    from mmdense.engine.fast_path import apply_fast_path
     from mmdense.engine.hooks.atomic_checkpoint_hook import CheckpointLoadGuardHook
     from mmdense.utils import register_all_modules
 
     register_all_modules(init_default_scope=False)
-    cfg = merge_args(load_config(args.config, args.cfg_options), args)
+    cfg = apply_fast_path(merge_args(load_config(args.config, args.cfg_options), args))
     check_start_checkpoint(cfg)
     runner = Runner.from_cfg(cfg)
     runner.register_hook(CheckpointLoadGuardHook(allow_partial=args.allow_partial))

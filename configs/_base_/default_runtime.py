@@ -33,3 +33,11 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0, diff_rank_seed=True)
+
+# The fast path of tools/train.py (mmdense/engine/fast_path.py); set a switch False to turn it
+# off, e.g. --cfg-options fast_path.bf16=False:
+fast_path = dict(
+    bf16=True,  # bf16 autocast on a CUDA GPU with bf16 (in place of fp32 or fp16 AMP); fp32 on CPU
+    channels_last=True,  # ChannelsLastHook for ResNet backbones
+    compile=False,  # opt-in: True or torch.compile kwargs, compiles the student backbone
+)

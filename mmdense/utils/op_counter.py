@@ -3,12 +3,16 @@
 A training step that is launch-bound on a GPU (many small kernels, the device idle between
 them) is dominated by how many operators it dispatches, whatever their size; counting them on
 the CPU shows where a step does per-view, per-tensor or per-parameter work that one batched or
-fused call could do.
+fused call could do. ``count_aten_ops(by_site=True)`` also says where each operator came from
+(the innermost Python function outside torch's internals), which finds those places.
 """
+import os.path as osp
+import sys
 from collections import Counter
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Optional
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # Operators that only describe a tensor (no computation, no kernel on a GPU).
@@ -19,25 +23,64 @@ METADATA_OPS = frozenset(
      'aten.select.int', 'aten.split.Tensor', 'aten.unbind.int', 'aten.as_strided.default',
      'aten.split_with_sizes.default', 'aten._reshape_alias.default'))
 
+_TORCH_DIR = osp.dirname(torch.__file__) + osp.sep
+# torch code that is a call site of its own (not an implementation detail of the caller's op)
+_TORCH_SITES = tuple(osp.join(_TORCH_DIR, name) + osp.sep for name in ('optim', 'autograd'))
+# the read-back counter's wrappers (count_host_readbacks) stand between an op and its caller
+_READBACK_WRAPPER = osp.join(osp.dirname(osp.abspath(__file__)), 'host_readbacks.py')
+
+
+def _short(filename: str) -> str:
+    """``filename`` from its package directory on (``mmdense/models/utils/kmeans.py``)."""
+    for package in ('mmdense', 'mmpretrain', 'mmengine', 'torch', 'torchvision'):
+        marker = osp.sep + package + osp.sep
+        if marker in filename:
+            return package + osp.sep + filename.rsplit(marker, 1)[1]
+    return osp.basename(filename)
+
+
+def _call_site() -> str:
+    """``file:function`` of the innermost Python frame outside torch's module, functional and
+    tensor internals (and the read-back counter's wrappers): the code that asked for the
+    operator. Operators of the backward pass are dispatched under ``torch/autograd`` (the
+    ``backward()`` call), those of an optimizer step under ``torch/optim``."""
+    frame = sys._getframe(3)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        outside_torch = not filename.startswith(_TORCH_DIR) or filename.startswith(_TORCH_SITES)
+        if outside_torch and filename != _READBACK_WRAPPER:
+            return f'{_short(filename)}:{frame.f_code.co_name}'
+        frame = frame.f_back
+    return '<torch>'
+
 
 class _OpCounter(TorchDispatchMode):
 
-    def __init__(self, counts: Counter) -> None:
+    def __init__(self, counts: Counter, by_site: Optional[Counter]) -> None:
         super().__init__()
         self.counts = counts
+        self.by_site = by_site
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[str(func)] += 1
+        name = str(func)
+        self.counts[name] += 1
+        if self.by_site is not None and name not in METADATA_OPS:
+            self.by_site[_call_site()] += 1
         return func(*args, **(kwargs or {}))
 
 
 @contextmanager
-def count_aten_ops() -> Iterator[Counter]:
+def count_aten_ops(by_site: Optional[Counter] = None) -> Iterator[Counter]:
     """Within the block, count every aten operator dispatched (forward, autograd's backward and
     optimizer steps alike), keyed by overload name (``'aten.mm.default'``). Behaviour is
-    unchanged; :func:`compute_ops` drops the metadata-only ones."""
+    unchanged; :func:`compute_ops` drops the metadata-only ones.
+
+    Args:
+        by_site: if given, also counts there the non-metadata operators by call site
+            (``'mmdense/models/utils/kmeans.py:_kmeans_plus_plus'``, see :func:`_call_site`).
+    """
     counts = Counter()
-    with _OpCounter(counts):
+    with _OpCounter(counts, by_site):
         yield counts
 
 

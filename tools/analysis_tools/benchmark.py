@@ -10,20 +10,29 @@ iteration is a full ``train_step``: forward, losses, backward, optimizer step an
 update; the reported time is the median over ``--iters``. FLOPs are counted once with torch's
 ``FlopCounterMode`` over one such step (forward + backward) and reported per image. Images are
 counted per data sample, two for a CoTAP pair (a sample holding an image and its neighbour).
-``--count-readbacks`` runs one more step counting the tensor-to-Python read-backs (``.item()``,
-``.tolist()``, ``bool(t)``, ...; each a device synchronisation on CUDA) by call site.
+``--count-readbacks`` runs one more step counting the tensor-to-Python read-backs
+(``.item()``, ``.tolist()``, ``bool(t)``, ...; each a device synchronisation on CUDA) by call
+site; with ``--count-ops`` it is the same step, counted both ways.
 ``--count-ops`` runs one more step counting the aten operators it dispatches (forward,
 backward, optimizer and EMA update; metadata-only views excluded): a CPU proxy for the kernel
-launches that bound a small GPU step.
+launches that bound a small GPU step; the JSON lists the most frequent operators and the call
+sites that dispatch the most (``aten_ops_by_site``: the innermost function outside torch's
+internals; the backward pass shows as ``torch/autograd``, the optimizer as ``torch/optim``).
+A config of a pair dataset (CoTAP) that sets ``ring_neighbours = k`` gets its
+``neighbours_file`` written first: image i paired with images i+1, ..., i+k (mod N) of its
+image list, since the pairing does not change the cost of a step.
 """
 import argparse
 import json
+import os
 import os.path as osp
 import resource
 import site
 import statistics
 import sys
 import time
+from collections import Counter
+from contextlib import ExitStack
 
 import torch
 from mmengine.config import Config, DictAction
@@ -86,6 +95,19 @@ def images_in(batch: dict) -> int:
     return len(samples)
 
 
+def write_config_ring_neighbours(cfg: Config) -> str:
+    """For a config of a pair dataset with ``ring_neighbours = k``: write its ``neighbours_file``
+    (relative to the repository root) pairing image i of its image set with images i+1, ...,
+    i+k (mod N), and point the config at it. Returns the file's path."""
+    from mmdense.datasets.neighbour_pairs import write_ring_neighbours
+    pairs = cfg.train_dataloader.dataset
+    out = osp.join(REPO_ROOT, pairs.neighbours_file)
+    os.makedirs(osp.dirname(out), exist_ok=True)
+    pairs.neighbours_file = write_ring_neighbours(osp.join(REPO_ROOT, pairs.dataset.data_root),
+                                                  out, cfg.ring_neighbours)
+    return pairs.neighbours_file
+
+
 def main():
     args = parse_args()
     if args.threads:
@@ -100,6 +122,8 @@ def main():
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdense'))
+    if cfg.get('ring_neighbours'):
+        write_config_ring_neighbours(cfg)
     if args.batch_size:
         cfg.train_dataloader.batch_size = args.batch_size
     cfg.train_dataloader.update(num_workers=min(2, cfg.train_dataloader.get('num_workers', 0)),
@@ -112,7 +136,8 @@ def main():
                                      device_type='cpu')
         cfg.optim_wrapper.pop('loss_scale', None)
 
-    total_iters = args.warmup + args.iters + 1 + args.count_readbacks + args.count_ops
+    counted = args.count_readbacks or args.count_ops
+    total_iters = args.warmup + args.iters + 1 + counted
     MessageHub.get_current_instance().update_info('max_iters', 10 * total_iters)
     model = MODELS.build(cfg.model).to(args.device)
     model.init_weights()
@@ -154,15 +179,15 @@ def main():
     with FlopCounterMode(display=False) as counter:
         step(batches[args.warmup + args.iters])
     flops_per_image = counter.get_total_flops() / num_images
-    readbacks = None
-    if args.count_readbacks:
-        with count_host_readbacks() as readbacks:
-            step(batches[-1 - args.count_ops])
-    ops = None
-    if args.count_ops:
-        with count_aten_ops() as all_ops:
+    readbacks, all_ops, ops_by_site = None, None, Counter()
+    if counted:  # one more step, counted both ways at once
+        with ExitStack() as counting:
+            if args.count_readbacks:
+                readbacks = counting.enter_context(count_host_readbacks())
+            if args.count_ops:
+                all_ops = counting.enter_context(count_aten_ops(by_site=ops_by_site))
             step(batches[-1])
-        ops = compute_ops(all_ops)
+    ops = None if all_ops is None else compute_ops(all_ops)
 
     median = statistics.median(times)
     result = dict(
@@ -182,7 +207,8 @@ def main():
                           for (method, call_site), count in readbacks.most_common()})
     if ops is not None:
         result.update(aten_ops_per_step=sum(ops.values()),
-                      aten_ops_top=dict(ops.most_common(15)))
+                      aten_ops_top=dict(ops.most_common(15)),
+                      aten_ops_by_site=dict(ops_by_site.most_common(25)))
     print(json.dumps(result, indent=2))
     if args.out:
         with open(args.out, 'w') as f:

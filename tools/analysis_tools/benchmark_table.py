@@ -17,7 +17,7 @@ that of the method); "met?" compares it with the method's target. Per config, th
 JSON and log go to ``--out-dir`` (``NAME.json``, ``NAME.log``); the table is printed and
 written as Markdown (``--markdown``, default ``OUT_DIR/table.md``) and as JSON
 (``OUT_DIR/table.json``). CoTAP trains on image pairs: its config reads a ring neighbour file
-(image i paired with images i+1, i+2, ...) that this script writes to ``OUT_DIR`` first; the
+(image i paired with images i+1, i+2) that benchmark.py writes to ``OUT_DIR`` first; the
 pairing does not change the cost of a step. Exit status 1 if any benchmark failed.
 """
 import argparse
@@ -35,6 +35,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = 'configs/benchmarks/step_cost'
 BENCHMARK = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark.py')
 NEIGHBOURS_KEY = 'train_dataloader.dataset.neighbours_file'
+NEIGHBOURS_FILE = 'ring_neighbours.json'  # benchmark.py writes it (the config's ring_neighbours)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Entry:
     config: str  # under CONFIG_DIR
     baselines: Tuple[str, ...] = ()
     target: Optional[float] = None  # at most this many times the baseline's time per image
-    pairs: bool = False  # needs a neighbour file
+    pairs: bool = False  # its ring neighbour file goes to OUT_DIR
 
 
 VIT, RESNET = 'ViT-S/16', 'ResNet-50'
@@ -91,29 +92,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 # --------------------------------------------------------------------------------------------
 # running
 
-
-def write_ring_neighbours(config: str, out: str, num_neighbours: int = 2) -> str:
-    """A neighbour file for the image list of ``config``'s pair dataset: image i's neighbours
-    are images i+1, ..., i+k (mod N)."""
-    from mmengine.config import Config
-    dataset = Config.fromfile(config).train_dataloader.dataset.dataset
-    # relative paths are relative to the repository root, where benchmark.py runs
-    ann_file = osp.join(ROOT, dataset.get('data_root', ''), dataset.ann_file)
-    if not osp.isfile(ann_file):
-        raise FileNotFoundError(f'{ann_file} does not exist: `make toy-data` writes the toy '
-                                'scenes')
-    with open(ann_file) as f:
-        images = [line.split()[0] for line in f if line.strip() and not line.startswith('#')]
-    neighbours = [[(i + k) % len(images) for k in range(1, num_neighbours + 1)]
-                  for i in range(len(images))]
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-        json.dump(dict(images=images, neighbours=neighbours, source='ring'), f)
-    return out
-
-
-def benchmark_command(entry: Entry, args, json_path: str,
-                      neighbours_file: Optional[str] = None) -> List[str]:
+def benchmark_command(entry: Entry, args, json_path: str) -> List[str]:
     cmd = [sys.executable, BENCHMARK, osp.join(CONFIG_DIR, entry.config), '--iters',
            str(args.iters), '--warmup', str(args.warmup), '--threads', str(args.threads),
            '--out', json_path]
@@ -123,8 +102,8 @@ def benchmark_command(entry: Entry, args, json_path: str,
         cmd.append('--channels-last')
     if args.device:
         cmd += ['--device', args.device]
-    if neighbours_file:
-        cmd += ['--cfg-options', f'{NEIGHBOURS_KEY}={neighbours_file}']
+    if entry.pairs:
+        cmd += ['--cfg-options', f'{NEIGHBOURS_KEY}={osp.join(args.out_dir, NEIGHBOURS_FILE)}']
     return cmd
 
 
@@ -134,11 +113,7 @@ def run_one(entry: Entry, args) -> dict:
     log_path = osp.join(args.out_dir, f'{entry.name}.log')
     if osp.exists(json_path):
         os.remove(json_path)  # never report a stale result
-    neighbours = None
-    if entry.pairs:
-        neighbours = write_ring_neighbours(osp.join(ROOT, CONFIG_DIR, entry.config),
-                                           osp.join(args.out_dir, 'ring_neighbours.json'))
-    cmd = benchmark_command(entry, args, json_path, neighbours)
+    cmd = benchmark_command(entry, args, json_path)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
     print(f'[{entry.name}] {" ".join(cmd)}', flush=True)

@@ -34,6 +34,7 @@ model = dict(
 )
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=0.03 * 8 / 256, momentum=0.9, weight_decay=1e-4))
+    # foreach: torch's default on CUDA, set here so that the CPU runs (and counts) the same step
+    optimizer=dict(type='SGD', lr=0.03 * 8 / 256, momentum=0.9, weight_decay=1e-4, foreach=True))
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=100)
 sync_bn = 'torch'

@@ -37,21 +37,23 @@ def _kmeans_plus_plus(points: Tensor, num_clusters: int,
                       generator: Optional[torch.Generator]) -> Tensor:
     """k-means++ seeding with the cosine distance ``1 − cos``: (K, D) distinct rows.
 
-    Seeds stay on the device (no host synchronisation per draw)."""
-    num_points = points.shape[0]
-    chosen = torch.empty(num_clusters, dtype=torch.long, device=points.device)
-    taken = torch.zeros(num_points, dtype=torch.bool, device=points.device)
-    distance = torch.ones(num_points, device=points.device)
-    for k in range(num_clusters):
-        weights = distance.masked_fill(taken, 0)
+    Seeds stay on the device (no host synchronisation per draw). The K draws are sequential,
+    so each is kept to a few operators (GPU kernel launches): rows already drawn carry weight
+    ``distance · 0`` through a float mask, and the seed indices are concatenated once at the
+    end."""
+    untaken = torch.ones(points.shape[0], device=points.device)  # 0 for rows already seeds
+    distance = torch.ones(points.shape[0], device=points.device)
+    chosen = []
+    for _ in range(num_clusters):
+        weights = distance * untaken
         # every remaining row duplicates a seed (or k = 0): draw uniformly among the rest
-        weights = torch.where(weights.sum() > 0, weights, (~taken).float())
+        weights = torch.where(weights.sum() > 0, weights, untaken)
         index = _sample_index(weights, generator).view(1)  # indexing by 0-d tensors syncs
-        chosen[k:k + 1] = index
-        taken.index_fill_(0, index, True)
+        chosen.append(index)
+        untaken.index_fill_(0, index, 0)
         seed = points.index_select(0, index)[0]
         distance = torch.minimum(distance, (1 - points @ seed).clamp(min=0))
-    return points.index_select(0, chosen)
+    return points.index_select(0, torch.cat(chosen))
 
 
 def _reseed_empty_clusters(assignments: Tensor, similarity: Tensor,
