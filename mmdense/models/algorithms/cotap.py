@@ -162,14 +162,21 @@ class CoTAP(TeacherStudentSelfSupervisor):
         """Within-image patch loss, averaged over the (teacher global g, student crop v) pairs
         whose crops overlap in some image of some rank; each pair's weighted mean is taken over
         the pixels of all ranks."""
-        overlaps = {}
-        for g in range(len(teacher)):
-            for v in range(len(student)):
-                if v != g or self.clean_teacher_views:
-                    overlaps[g, v] = overlap_in_views(teacher_boxes[:, g], teacher_flips[:, g],
-                                                      boxes[:, v], flips[:, v])
+        pairs = [(g, v) for g in range(len(teacher)) for v in range(len(student))
+                 if v != g or self.clean_teacher_views]
+        teacher_of, student_of = (torch.tensor(side, device=boxes.device) for side in zip(*pairs))
+        # the overlaps of all pairs in one call: (pairs·B, ...) rows, pair-major
+        overlap_t, overlap_s, valid = overlap_in_views(
+            teacher_boxes[:, teacher_of].transpose(0, 1).flatten(0, 1),
+            teacher_flips[:, teacher_of].transpose(0, 1).flatten(0, 1),
+            boxes[:, student_of].transpose(0, 1).flatten(0, 1),
+            flips[:, student_of].transpose(0, 1).flatten(0, 1))
+        batch = boxes.shape[0]
+        overlaps = {pair: (overlap_t[i * batch:(i + 1) * batch],
+                           overlap_s[i * batch:(i + 1) * batch], valid[i * batch:(i + 1) * batch])
+                    for i, pair in enumerate(pairs)}
         # one host sync for all pairs: which of them overlap in some image of some rank
-        num_valid = all_reduce_sum(torch.stack([o[2].sum() for o in overlaps.values()])).tolist()
+        num_valid = all_reduce_sum(valid.view(len(pairs), batch).sum(1)).tolist()
         totals, weight_sums = [], []
         for g, teacher_view in enumerate(teacher):
             codes = self.loss_distill.codes(teacher_view['patch'], dim=1)
