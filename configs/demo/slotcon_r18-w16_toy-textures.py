@@ -20,7 +20,7 @@ model = dict(
     predictor=dict(in_channels=128, hidden_channels=512, out_channels=128),
 )
 
-max_epochs = 20
+max_epochs = 6  # the demo's cpu schedule (tools/demo.py overrides it per schedule)
 warmup_epochs = 1
 param_scheduler = _base_.param_scheduler
 param_scheduler[0].update(end=warmup_epochs)
