@@ -31,7 +31,7 @@ def parse_args():
     parser = argparse.ArgumentParser(description='Train a dense self-supervised model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='directory for logs and checkpoints '
-                        '(default: ./work_dirs/<config name>)')
+                        '(default: ./work_dirs/<method>/<config name>)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CKPT, or from the latest checkpoint in the work dir '
                         'when no path is given')
@@ -70,12 +70,20 @@ def drop_unavailable_vis_backends(cfg: Config) -> None:
                 holder['vis_backends'] = kept
 
 
+def default_work_dir(config: str) -> str:
+    """``./work_dirs/<method>/<config name>``: configs of different methods share names
+    (``dino/vit-s_toy.py``, ``adclr/vit-s_toy.py``, ``cotap/vit-s_toy.py``), and a shared work dir
+    would let ``--resume`` pick up another method's checkpoint."""
+    method = osp.basename(osp.dirname(osp.abspath(config)))
+    return osp.join('./work_dirs', method, osp.splitext(osp.basename(config))[0])
+
+
 def merge_args(cfg: Config, args) -> Config:
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = default_work_dir(args.config)
     if args.amp:
         wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper_type not in ('OptimWrapper', 'AmpOptimWrapper'):
