@@ -2,7 +2,8 @@
 
     python tools/analysis_tools/benchmark.py CONFIG [--iters 10] [--warmup 2] [--batch-size B]
         [--amp] [--compile] [--channels-last] [--threads N] [--count-readbacks] [--count-ops]
-        [--out result.json] [--cfg-options k=v ...]
+        [--out result.json] [--views global_crops=2x224 local_crops=10x96 ...]
+        [--cfg-options k=v ...]
 
 Batches come from the config's own training pipeline, all fetched before timing (the loader's
 workers are shut down first, so neither data loading nor idle workers are measured). Each timed
@@ -18,6 +19,10 @@ backward, optimizer and EMA update; metadata-only views excluded): a CPU proxy f
 launches that bound a small GPU step; the JSON lists the most frequent operators and the call
 sites that dispatch the most (``aten_ops_by_site``: the innermost function outside torch's
 internals; the backward pass shows as ``torch/autograd``, the optimizer as ``torch/optim``).
+``--views NAME=NUMxSIZE`` sets the number and size of the crops of the multi-crop transform
+that has ``NAME`` (``global_crops``, ``local_crops``, ``query_crops``), wherever the config's
+dataset (or the dataset a wrapper holds) keeps its pipeline: how ``benchmark_table.py
+--recipe-crops`` runs the step-cost configs at their recipes' views.
 A config of a pair dataset (CoTAP) that sets ``ring_neighbours = k`` gets its
 ``neighbours_file`` written first: image i paired with images i+1, ..., i+k (mod N) of its
 image list, since the pairing does not change the cost of a step.
@@ -67,8 +72,33 @@ def parse_args():
                         'kernel launches)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', help='write the result as JSON here')
+    parser.add_argument('--views', nargs='+', default=[], metavar='NAME=NUMxSIZE',
+                        help='crops of the multi-crop transform, e.g. global_crops=2x224')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
+
+
+def set_views(cfg: Config, views) -> None:
+    """Apply ``--views NAME=NUMxSIZE``: the crops ``NAME`` of the pipeline transform that has
+    them get ``num=NUM, size=SIZE``. A name that no transform has is an error, naming the
+    config and the crops it does have."""
+    dataset = cfg.train_dataloader.dataset
+    while 'pipeline' not in dataset and 'dataset' in dataset:  # wrappers (pairs, skips)
+        dataset = dataset.dataset
+    for view in views:
+        name, _, spec = view.partition('=')
+        try:
+            num, size = (int(x) for x in spec.split('x'))
+        except ValueError:
+            raise SystemExit(f'error: --views {view!r}: expected NAME=NUMxSIZE, e.g. '
+                             'global_crops=2x224')
+        holders = [t for t in dataset.pipeline if isinstance(t.get(name), dict)]
+        if not holders:
+            have = sorted({k for t in dataset.pipeline for k, v in t.items()
+                           if k.endswith('_crops') and isinstance(v, dict)})
+            raise SystemExit(f'error: --views {name}: no transform of {cfg.filename} has it '
+                             f'(its crops: {have})')
+        holders[0][name].update(num=num, size=size)
 
 
 def peak_memory_mb(device: str) -> float:
@@ -122,6 +152,7 @@ def main():
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdense'))
+    set_views(cfg, args.views)
     if cfg.get('ring_neighbours'):
         write_config_ring_neighbours(cfg)
     if args.batch_size:

@@ -2,7 +2,7 @@
 
     python tools/analysis_tools/benchmark_table.py [--iters 10] [--warmup 2] [--threads N]
         [--out-dir work_dirs/step_cost] [--markdown FILE] [--only NAME ...]
-        [--amp] [--channels-last] [--device cpu|cuda] [--timeout S]
+        [--amp] [--channels-last] [--device cpu|cuda] [--recipe-crops] [--timeout S]
 
 Runs ``tools/analysis_tools/benchmark.py`` on every step-cost config of
 ``configs/benchmarks/step_cost/`` (or the ``--only`` ones), one after another in separate
@@ -47,13 +47,20 @@ class Entry:
     baselines: Tuple[str, ...] = ()
     target: Optional[float] = None  # at most this many times the baseline's time per image
     pairs: bool = False  # its ring neighbour file goes to OUT_DIR
+    recipe_views: Tuple[str, ...] = ('global_crops=2x224', )  # --recipe-crops: benchmark.py --views
+    recipe_batch: int = 64  # --recipe-crops: images (pairs for CoTAP) per step
 
 
 VIT, RESNET = 'ViT-S/16', 'ResNet-50'
+# the recipes' views: DINO's and CoTAP's 2 x 224 + 10 x 96 px; ADCLR's 4 x 96 px queries replace
+# the local crops; the ResNet methods' 2 x 224 px (the default of Entry.recipe_views)
+VIT_RECIPE_VIEWS = ('global_crops=2x224', 'local_crops=10x96')
 ENTRIES = (
-    Entry('dino', 'DINO', VIT, 'dino_vit-s16.py'),
-    Entry('cotap', 'CoTAP', VIT, 'cotap_vit-s16.py', ('dino', ), 1.25, pairs=True),
-    Entry('adclr', 'ADCLR', VIT, 'adclr_vit-s16.py', ('dino', ), 1.15),
+    Entry('dino', 'DINO', VIT, 'dino_vit-s16.py', recipe_views=VIT_RECIPE_VIEWS, recipe_batch=32),
+    Entry('cotap', 'CoTAP', VIT, 'cotap_vit-s16.py', ('dino', ), 1.25, pairs=True,
+          recipe_views=VIT_RECIPE_VIEWS, recipe_batch=16),
+    Entry('adclr', 'ADCLR', VIT, 'adclr_vit-s16.py', ('dino', ), 1.15,
+          recipe_views=('global_crops=2x224', 'query_crops=4x96'), recipe_batch=32),
     Entry('densecl', 'DenseCL (mmpretrain)', RESNET, 'densecl_r50.py'),
     Entry('byol', 'BYOL (mmpretrain)', RESNET, 'byol_r50.py'),
     Entry('slotcon', 'SlotCon', RESNET, 'slotcon_r50.py', ('densecl', 'byol'), 1.2),
@@ -85,6 +92,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                         help='benchmark.py --channels-last for the ResNet-50 group')
     parser.add_argument('--device', help='benchmark.py --device (default: its own, cuda if '
                         'available)')
+    parser.add_argument('--recipe-crops', action='store_true',
+                        help="the recipes' views and batches instead of the CPU-sized ones: "
+                        'ResNet-50 2 x 224 px, 64 images; ViT-S/16 2 x 224 + 10 x 96 px (ADCLR: '
+                        '4 x 96 px queries), 32 images (CoTAP: 16 pairs) per step')
     parser.add_argument('--timeout', type=float, help='seconds allowed per config')
     return parser.parse_args(argv)
 
@@ -102,6 +113,8 @@ def benchmark_command(entry: Entry, args, json_path: str) -> List[str]:
         cmd.append('--channels-last')
     if args.device:
         cmd += ['--device', args.device]
+    if args.recipe_crops:
+        cmd += ['--batch-size', str(entry.recipe_batch), '--views', *entry.recipe_views]
     if entry.pairs:
         cmd += ['--cfg-options', f'{NEIGHBOURS_KEY}={osp.join(args.out_dir, NEIGHBOURS_FILE)}']
     return cmd
