@@ -1,11 +1,22 @@
+"""Fixtures shared by the test modules; the shared builders are in ``helpers.py``.
+
+The test modules sit in sub-folders named like the package's (``test_models/``, ...); they
+import ``helpers``, ``algorithm_table`` and ``distributed`` from this folder, which is put on
+``sys.path`` here, as the repository root is (for ``mmdense`` and ``tools``).
+"""
+import argparse
 import os.path as osp
 import sys
 
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+TESTS = osp.dirname(osp.abspath(__file__))
+for path in (osp.dirname(TESTS), TESTS):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from helpers import (build_algorithm, four_block_dino, save_runner_checkpoint,  # noqa: E402
+                     small_slotcon_heads)
 
 
 @pytest.fixture(scope='session')
@@ -46,3 +57,36 @@ def mmdense_default_scope():
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmdense'):
         yield
+
+
+@pytest.fixture(scope='module')
+def dino(tmp_path_factory):
+    """A runner-style checkpoint of a 4-block DINO ViT (``path``, ``model``, ``dir``)."""
+    cfg, model = build_algorithm('configs/dino/vit-s_toy.py', four_block_dino)
+    path = tmp_path_factory.mktemp('dino') / 'epoch_1.pth'
+    save_runner_checkpoint(cfg, model, path)
+    return argparse.Namespace(path=str(path), model=model, dir=path.parent)
+
+
+@pytest.fixture(scope='module')
+def slotcon(tmp_path_factory):
+    """A runner-style checkpoint of a small SlotCon ResNet-18 (``path``, ``model``, ``dir``)."""
+    cfg, model = build_algorithm('configs/slotcon/r18_toy.py', small_slotcon_heads)
+    path = tmp_path_factory.mktemp('slotcon') / 'epoch_3.pth'
+    save_runner_checkpoint(cfg, model, path)
+    return argparse.Namespace(path=str(path), model=model, dir=path.parent)
+
+
+@pytest.fixture(scope='module')
+def tiny_models(tmp_path_factory):
+    """Config files and runner-style checkpoints (config text + weights) of a tiny DINO ViT and
+    a tiny SlotCon ResNet-18."""
+    folder = tmp_path_factory.mktemp('tiny_models')
+    files = {}
+    for name, config, edit in (('dino', 'configs/dino/vit-s_toy.py', four_block_dino),
+                               ('slotcon', 'configs/slotcon/r18_toy.py', small_slotcon_heads)):
+        cfg, model = build_algorithm(config, edit)
+        cfg.dump(str(folder / f'{name}.py'))
+        save_runner_checkpoint(cfg, model, folder / f'{name}.pth')
+        files[name] = (str(folder / f'{name}.py'), str(folder / f'{name}.pth'))
+    return files

@@ -24,7 +24,7 @@ its installed requirements and the toy data; on one H100 it takes a few minutes.
 
 ``--tiny`` (with ``--device cpu``) is a dry run of the same code on the CPU: each algorithm's
 toy config (small crops and models) at batch 2. fp16 and SyncBN need CUDA and report n/a there;
-DDP runs in a gloo group. ``tests/test_gpu_check.py`` runs it, so the script cannot
+DDP runs in a gloo group. ``tests/test_tools/test_gpu_check.py`` runs it, so the script cannot
 rot between GPU runs.
 """
 import argparse

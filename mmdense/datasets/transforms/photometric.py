@@ -5,7 +5,7 @@ The classes here are registered under the names of the transforms they speed up,
 ``type='RandomGrayscale'`` and ``type='GaussianBlur'``; ``type='mmpretrain.ColorJitter'`` still
 builds the original. For the inputs they accelerate (8-bit three-channel images) they consume the
 same random numbers and return the same pixels as the originals
-(``tests/test_pipeline_photometric.py``); other inputs are handed to the original
+(``tests/test_datasets/test_pipeline_photometric.py``); other inputs are handed to the original
 implementation. The one exception is opt-in: ``GaussianBlur(backend='cv2')``.
 """
 import math

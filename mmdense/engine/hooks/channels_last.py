@@ -16,7 +16,7 @@ class ChannelsLastHook(Hook):
     teacher and checkpoints are unaffected: a state dict loads into either layout); before
     every iteration the batch's image views are converted too, so that the first convolution
     does not convert them. Values are unchanged: only the layout differs
-    (``tests/test_channels_last.py``). The ResNet recipes enable it; remove it from
+    (``tests/test_engine/test_channels_last.py``). The ResNet recipes enable it; remove it from
     ``custom_hooks`` to train in NCHW.
     """
     priority = 'VERY_HIGH'

@@ -35,7 +35,7 @@ class EMATeacher(CosineEMA):
     tensor list is kept between steps: ``Module.to()``/``.double()``/``.half()`` replace buffer
     tensors (and, with ``torch.__future__.set_overwrite_module_params_on_conversion``,
     parameters), so references taken at construction would go stale after the model is moved to
-    a GPU or cast (``tests/test_device_moves.py``).
+    a GPU or cast (``tests/test_models/test_device_moves.py``).
 
     Args:
         student: the modules to track, by name.

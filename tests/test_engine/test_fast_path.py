@@ -1,0 +1,158 @@
+"""The fast path of tools/train.py (mmdense/engine/fast_path.py): each config switch resolves to
+the right optim wrapper and hooks on a machine with and without a bf16 GPU, and a step with a
+compiled backbone equals the eager step."""
+import copy
+from itertools import islice
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+
+from mmdense.engine.fast_path import FAST_PATH_DEFAULTS, apply_fast_path
+from mmdense.engine.optimizers import AutocastOptimWrapper
+from algorithm_table import tiny_config
+from helpers import ROOT
+
+SLOTCON_RECIPE = f'{ROOT}/configs/slotcon/r50_coco-800e.py'  # fp16 AmpOptimWrapper, NHWC hook
+
+
+@pytest.fixture(params=['cpu', 'cuda-fp16-only', 'cuda-bf16'])
+def machine(request, monkeypatch):
+    """Pretend to be a CPU-only machine, a GPU without bf16 (e.g. V100) or one with it."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: request.param != 'cpu')
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported',
+                        lambda *args, **kwargs: request.param == 'cuda-bf16')
+    return request.param
+
+
+def hook_types(cfg):
+    return [h['type'] for h in cfg.get('custom_hooks', [])]
+
+
+def test_default_runtime_sets_every_switch():
+    runtime = Config.fromfile(f'{ROOT}/configs/_base_/default_runtime.py')
+    assert dict(runtime.fast_path) == FAST_PATH_DEFAULTS
+    assert FAST_PATH_DEFAULTS == dict(bf16=True, channels_last=True, compile=False)
+    assert runtime.env_cfg.cudnn_benchmark is True
+
+
+def test_fp32_config_trains_in_bf16_only_on_a_bf16_gpu(machine, toy_root, monkeypatch):
+    cfg = apply_fast_path(tiny_config('SlotCon', toy_root, max_iters=2))
+    if machine == 'cuda-bf16':
+        assert dict(cfg.optim_wrapper, optimizer=None) == dict(
+            type='AutocastOptimWrapper', dtype='bfloat16', device_type='cuda', optimizer=None)
+        monkeypatch.undo()  # mmengine's logger asks the (pretended) GPU for its index
+        wrapper = build_optim_wrapper(torch.nn.Linear(2, 2), cfg.optim_wrapper)
+        assert isinstance(wrapper, AutocastOptimWrapper)
+        assert (wrapper.cast_dtype, wrapper.device_type) == (torch.bfloat16, 'cuda')
+    else:
+        assert cfg.optim_wrapper.type == 'OptimWrapper'
+        assert 'dtype' not in cfg.optim_wrapper
+
+
+def test_fp16_recipe_becomes_bf16_without_loss_scaler_only_on_a_bf16_gpu(machine):
+    cfg = Config.fromfile(SLOTCON_RECIPE)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    recipe_wrapper = copy.deepcopy(cfg.optim_wrapper)
+    apply_fast_path(cfg)
+    if machine == 'cuda-bf16':
+        assert cfg.optim_wrapper.type == 'AutocastOptimWrapper'
+        assert cfg.optim_wrapper.dtype == 'bfloat16' and 'loss_scale' not in cfg.optim_wrapper
+        # the optimizer, its parameter-wise settings and clipping are the recipe's
+        kept = {k: v for k, v in recipe_wrapper.items()
+                if k not in ('type', 'dtype', 'loss_scale')}
+        assert {k: cfg.optim_wrapper[k] for k in kept} == kept
+    else:
+        assert cfg.optim_wrapper == recipe_wrapper
+
+
+def test_bf16_switch_off_keeps_the_config_wrapper_on_a_bf16_gpu(machine, toy_root):
+    cfg = Config.fromfile(SLOTCON_RECIPE)
+    cfg.fast_path = dict(bf16=False)
+    recipe_wrapper = copy.deepcopy(cfg.optim_wrapper)
+    assert apply_fast_path(cfg).optim_wrapper == recipe_wrapper
+
+
+def test_channels_last_for_resnets_only_and_switch_removes_the_recipe_hook(machine, toy_root):
+    resnet = apply_fast_path(tiny_config('SlotCon', toy_root, max_iters=2))  # no hook listed
+    assert hook_types(resnet).count('ChannelsLastHook') == 1
+    vit = tiny_config('DINO', toy_root, max_iters=2)
+    assert hook_types(apply_fast_path(copy.deepcopy(vit))) == hook_types(vit)
+    recipe = Config.fromfile(SLOTCON_RECIPE)
+    assert hook_types(apply_fast_path(copy.deepcopy(recipe))).count('ChannelsLastHook') == 1
+    recipe.fast_path = dict(channels_last=False)
+    assert 'ChannelsLastHook' not in hook_types(apply_fast_path(recipe))
+
+
+def test_compile_is_opt_in_with_torch_compile_arguments(toy_root):
+    cfg = tiny_config('SlotCon', toy_root, max_iters=2)
+    assert 'CompileBackboneHook' not in hook_types(apply_fast_path(copy.deepcopy(cfg)))
+    cfg.fast_path = dict(compile=dict(mode='max-autotune', dynamic=False))
+    hooks = apply_fast_path(cfg).custom_hooks
+    assert dict(type='CompileBackboneHook', mode='max-autotune', dynamic=False) in hooks
+    cfg.fast_path = dict(compile=False)  # turns off a hook a config listed
+    assert 'CompileBackboneHook' not in hook_types(apply_fast_path(cfg))
+
+
+def test_unknown_switch_is_named():
+    cfg = Config(dict(fast_path=dict(bf16=True, channel_last=False)))
+    with pytest.raises(KeyError, match=r"no switch \['channel_last'\]"):
+        apply_fast_path(cfg)
+
+
+def test_train_step_with_compiled_backbone_equals_the_eager_step(toy_root,
+                                                                 message_hub_max_iters):
+    from mmengine.runner import Runner
+
+    from mmdense.engine.hooks import CompileBackboneHook
+    from mmdense.registry import MODELS
+    cfg = tiny_config('SlotCon', toy_root, max_iters=4)
+    torch.manual_seed(0)
+    eager = MODELS.build(cfg.model)
+    eager.init_weights()
+    compiled = copy.deepcopy(eager)
+    names = [name for name, _ in compiled.named_parameters()]
+    CompileBackboneHook(backend='inductor').before_train(SimpleNamespace(model=compiled))
+    # compiled in place: the names the EMA teacher and checkpoints use are unchanged
+    assert [name for name, _ in compiled.named_parameters()] == names
+    loader = Runner.build_dataloader(cfg.train_dataloader)
+    wrappers = [build_optim_wrapper(m, cfg.optim_wrapper) for m in (eager, compiled)]
+    for batch in islice(loader, 2):  # the second step uses the teacher updated by the first
+        torch.manual_seed(1)
+        expected = eager.train_step(batch, wrappers[0])
+        torch.manual_seed(1)
+        actual = compiled.train_step(batch, wrappers[1])
+        for key in expected:
+            assert torch.allclose(actual[key], expected[key], rtol=1e-4, atol=1e-5), key
+    for (name, a), b in zip(compiled.named_parameters(), eager.parameters()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+    for (name, a), b in zip(compiled.teacher.state_dict().items(),
+                            eager.teacher.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize('schedule', ['dino_adamw_100e.py', 'cotap_adamw.py', 'dsc_sgd.py'])
+def test_recipe_optimizers_take_the_foreach_update_on_every_device(schedule):
+    """torch picks its per-parameter loop on the CPU unless asked: the recipes ask for the
+    foreach update (one call over all parameters, torch's choice on CUDA), which gives the same
+    parameters bit for bit."""
+    cfg = Config.fromfile(f'{ROOT}/configs/_base_/schedules/{schedule}')
+    assert cfg.optim_wrapper.optimizer.foreach is True
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8),
+                                torch.nn.Linear(8, 2))
+    looped = copy.deepcopy(model)
+    settings = {k: v for k, v in cfg.optim_wrapper.optimizer.items() if k != 'type'}
+    optimizer_type = getattr(torch.optim, cfg.optim_wrapper.optimizer.type)
+    fused_opt = optimizer_type(model.parameters(), **settings)
+    looped_opt = optimizer_type(looped.parameters(), **dict(settings, foreach=False))
+    for step in range(3):
+        x = torch.randn(3, 4)
+        for net, opt in ((model, fused_opt), (looped, looped_opt)):
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+    for (name, a), b in zip(model.named_parameters(), looped.parameters()):
+        assert torch.equal(a, b), name

@@ -1,0 +1,351 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmcv.transforms import Compose
+from mmengine.config import Config
+from mmengine.dataset import default_collate
+from mmengine.registry import init_default_scope
+from mmpretrain.models import VisionTransformer
+
+from mmdense.datasets.transforms import (MultiCropWithGeometry, MultiCropWithQueries,
+                                         PackMultiViewInputs)
+from mmdense.models.backbones import QueryVisionTransformer
+from mmdense.registry import MODELS, TRANSFORMS
+from mmdense.utils import register_all_modules
+from helpers import (ROOT, TINY_ARCH, adclr_views, build_seeded, query_samples,
+                     tiny_adclr_cfg)
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def tiny_vit(training=True, arch=TINY_ARCH, **kwargs):
+    torch.manual_seed(0)
+    vit = QueryVisionTransformer(img_size=32, patch_size=16, arch=arch, **kwargs)
+    vit.init_weights()
+    vit.train(training)
+    return vit
+
+
+@pytest.mark.parametrize('kwargs,query_size', [
+    (dict(), 16), (dict(query_attend_queries=True), 16), (dict(query_pos_embed=True), 32),
+    (dict(query_attend_queries=True, query_pos_embed=True), 48)
+])
+def test_image_tokens_are_bit_identical_with_and_without_queries(kwargs, query_size):
+    vit = tiny_vit(out_type='raw', drop_path_rate=0.5, **kwargs)
+    images = torch.randn(2, 3, 48, 64)
+    queries = torch.randn(2, 5, 3, query_size, query_size)
+    vit.eval()
+    plain = vit(images)[0]
+    assert torch.equal(vit.forward_with_queries(images, queries)[0][0], plain)
+    assert torch.equal(vit.forward_with_queries(images, queries.flip(1) * 3)[0][0], plain)
+    vit.train()  # drop-path draws are shared by both streams: same seed, same image outputs
+    torch.manual_seed(1)
+    plain = vit(images)[0]
+    torch.manual_seed(1)
+    assert torch.equal(vit.forward_with_queries(images, queries)[0][0], plain)
+
+
+def changed_tokens(vit, images, queries, new_images, new_queries):
+    """Which (image, query) output tokens of the one-layer ``vit`` change between two inputs:
+    (B, N) and (B, Q, P) bool."""
+    (image, ), query = vit.forward_with_queries(images, queries)
+    (new_image, ), new_query = vit.forward_with_queries(new_images, new_queries)
+    return (new_image != image).any(-1), (new_query != query).any(-1)
+
+
+@pytest.mark.parametrize('attend_queries', [False, True, 'recipe'])
+def test_attention_mask_image_tokens_never_see_queries_queries_see_image_and_queries(
+        attend_queries):
+    """One layer, so an output token changes iff it attends to a changed input token: the
+    attention mask itself. 2 crops of 32 px = 2 x 4 query tokens next to 1 + 4 image tokens.
+    'recipe': the backbone settings of configs/adclr/vit-s_in1k.py, where query tokens see
+    the other crops (the authors' public code)."""
+    flags = dict(query_attend_queries=attend_queries, query_pos_embed=True)
+    if attend_queries == 'recipe':
+        backbone = Config.fromfile(f'{ROOT}/configs/adclr/vit-s_in1k.py').model.backbone
+        flags = {key: backbone[key] for key in flags}
+        attend_queries = True
+    vit = tiny_vit(training=False, arch=dict(TINY_ARCH, num_layers=1), out_type='raw', **flags)
+    images, queries = torch.randn(1, 3, 32, 32), torch.randn(1, 2, 3, 32, 32)
+
+    patch = queries.clone()
+    patch[0, 0, :, :16, 16:] += 1  # patch 1 (top right) of crop 0
+    image_changed, query_changed = changed_tokens(vit, images, queries, images, patch)
+    assert not image_changed.any()  # image tokens never read query tokens
+    assert query_changed[0, 0].all()  # every token of crop 0 reads its patch 1
+    assert query_changed[0, 1].all() == attend_queries  # crop 1's tokens iff query<->query
+    assert (~query_changed[0, 1]).all() != attend_queries
+
+    image_changed, query_changed = changed_tokens(vit, images, queries, images + 1, queries)
+    assert image_changed.all() and query_changed.all()  # query tokens read every image token
+
+
+def test_query_tokens_come_out_one_per_patch_in_row_major_order():
+    vit = tiny_vit(training=False, query_attend_queries=True)  # no positions: equivariant
+    images, queries = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 3, 32, 48)
+    _, tokens = vit.forward_with_queries(images, queries)
+    assert tokens.shape == (2, 3, 6, 48)  # 2 x 3 patches per crop
+    swapped_rows = torch.cat([queries[..., 16:, :], queries[..., :16, :]], dim=-2)
+    _, new_tokens = vit.forward_with_queries(images, swapped_rows)
+    torch.testing.assert_close(new_tokens[:, :, :3], tokens[:, :, 3:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(new_tokens[:, :, 3:], tokens[:, :, :3], atol=1e-5, rtol=0)
+
+
+def test_patch_tokens_are_the_plain_vits_featmap():
+    vit = tiny_vit(training=False)
+    plain = VisionTransformer(img_size=32, patch_size=16, arch=TINY_ARCH, out_type='featmap')
+    plain.load_state_dict(vit.state_dict())
+    plain.eval()
+    crops = torch.randn(3, 3, 48, 32)
+    featmap = plain(crops)[0]  # (B, C, 3, 2)
+    torch.testing.assert_close(vit.forward_patch_tokens(crops),
+                               featmap.flatten(2).transpose(1, 2), atol=1e-6, rtol=0)
+
+
+def test_gradients_reach_the_patch_embedding_through_query_tokens():
+    vit = tiny_vit()
+    images = torch.randn(2, 3, 32, 32)
+    queries = torch.randn(2, 3, 3, 16, 16, requires_grad=True)
+    _, tokens = vit.forward_with_queries(images, queries)
+    tokens.pow(2).sum().backward()
+    assert queries.grad.abs().sum() > 0
+    assert vit.patch_embed.projection.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in vit.layers.parameters())
+
+
+def test_query_size_must_be_a_multiple_of_the_patch_size():
+    vit = tiny_vit()
+    with pytest.raises(ValueError, match=r'query crops of \(24, 24\) px.*patch size \(16, 16\)'):
+        vit.forward_with_queries(torch.randn(1, 3, 32, 32), torch.randn(1, 2, 3, 24, 24))
+    with pytest.raises(ValueError, match='Q >= 1'):
+        vit.forward_with_queries(torch.randn(1, 3, 32, 32), torch.randn(1, 0, 3, 16, 16))
+
+
+def teacher_reference(model, crops):
+    """The teacher's outputs on (n, 3, h, w) crops, each encoded on its own, through a plain
+    mmpretrain ViT holding the teacher's weights: (n, K) per CLS token, (n, P, K) per patch."""
+    outputs = {}
+    for out_type in ('cls_token', 'featmap'):
+        vit = VisionTransformer(img_size=32, patch_size=16, arch=TINY_ARCH, out_type=out_type)
+        vit.load_state_dict(model.teacher['backbone'].state_dict())
+        vit.eval()
+        features = vit(crops)[0]
+        if out_type == 'featmap':  # (n, C, h, w) -> (n, h·w, C), row-major
+            features = features.flatten(2).transpose(1, 2)
+        outputs[out_type] = model.teacher['head'](features)
+    return outputs['cls_token'], outputs['featmap']
+
+
+def test_query_targets_are_the_teachers_patch_tokens_one_to_one(message_hub_max_iters):
+    """Target row (b, q, j) = the teacher's patch token j of crop q of image b encoded alone."""
+    model = build_seeded(tiny_adclr_cfg())
+    assert model.query_target == 'patch_tokens'  # the default recipe
+    _, queries = adclr_views(batch_size=2, num_queries=3)
+    crops = torch.stack(queries, 1)  # (B=2, Q=3, 3, 48, 48): P = 9 tokens per crop
+    with torch.no_grad():
+        targets = model.teacher_query_logits(crops)
+        _, patch_outputs = teacher_reference(model, crops.flatten(0, 1))
+    assert targets.shape == (1, 2 * 3 * 9, 64)
+    targets = targets.view(2, 3, 9, 64)
+    for b in range(2):
+        for q in range(3):
+            for j in range(9):
+                torch.testing.assert_close(targets[b, q, j], patch_outputs[3 * b + q, j],
+                                           atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('query_target', ['patch_tokens', 'cls_token'])
+def test_query_loss_matches_hand_computation(message_hub_max_iters, query_target):
+    model = build_seeded(tiny_adclr_cfg(query_target=query_target, query_loss_weight=0.5,
+                                 query_teacher_temp=0.05))
+    model.eval()  # no drop-path: the student forward can be repeated exactly
+    model.query_loss_module.center.fill_(0.1)
+    views, queries = adclr_views()  # B = 3 images, Q = 4 crops of P = 9 tokens
+    losses = model.loss(views + queries, query_samples())
+    assert set(losses) == {'loss_dino', 'loss_query'}
+
+    with torch.no_grad():
+        crops = torch.stack(queries, 1)
+        cls_outputs, patch_outputs = teacher_reference(model, crops.flatten(0, 1))
+        student_tokens = torch.stack([  # (V_g, B, Q, P, C)
+            model.backbone.forward_with_queries(view, crops)[1] for view in views[:2]])
+    if query_target == 'patch_tokens':  # token j of crop q against the teacher's token j
+        teacher = patch_outputs.view(3, 4, 9, -1)
+        student = model.head(student_tokens)
+    else:  # the crop's mean token against the teacher's CLS output on the crop
+        teacher = cls_outputs.view(3, 4, 1, -1)
+        student = model.head(student_tokens.mean(dim=3, keepdim=True))
+    expected, terms = 0.0, 0
+    for v in range(2):
+        for b in range(3):
+            for q in range(4):
+                for j in range(teacher.shape[2]):
+                    target = F.softmax((teacher[b, q, j] - 0.1) / 0.05, dim=-1)
+                    log_probs = F.log_softmax(student[v, b, q, j] / 0.1, dim=-1)
+                    expected += -(target * log_probs).sum()
+                    terms += 1
+    assert terms == 2 * 3 * 4 * (9 if query_target == 'patch_tokens' else 1)
+    assert math.isclose(losses['loss_query'].item(), 0.5 * expected.item() / terms, rel_tol=1e-5)
+    expected_center = 0.9 * 0.1 + 0.1 * teacher.mean(dim=(0, 1, 2))
+    assert torch.allclose(model.query_loss_module.center[0], expected_center, atol=1e-6)
+
+
+def test_dino_term_is_dinos_loss_bit_for_bit(message_hub_max_iters):
+    adclr = build_seeded(tiny_adclr_cfg())
+    dino = build_seeded(tiny_adclr_cfg('DINO'))
+    dino.load_state_dict({k: v for k, v in adclr.state_dict().items()
+                          if not k.startswith('query_loss_module')})
+    views, queries = adclr_views()
+    torch.manual_seed(2)  # training mode: drop-path draws included
+    losses = adclr.loss(views + queries, query_samples())
+    torch.manual_seed(2)
+    assert torch.equal(losses['loss_dino'], dino.loss(views, None)['loss'])
+
+
+def test_only_the_student_learns_and_queries_train_it(message_hub_max_iters):
+    model = build_seeded(tiny_adclr_cfg())
+    views, queries = adclr_views()
+    model.loss(views + queries, query_samples())['loss_query'].backward()
+    assert model.backbone.patch_embed.projection.weight.grad.abs().sum() > 0
+    assert model.head.last_layer.weight_v.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_parameter_count_equals_dino_with_the_same_head():
+    register_all_modules(init_default_scope=False)
+    init_default_scope('mmdense')
+    counts = {}
+    for method in ('dino', 'adclr'):
+        cfg = Config.fromfile(f'{ROOT}/configs/{method}/vit-s_in1k.py').model
+        cfg.head.out_channels = cfg.loss.out_channels = 8192  # ADCLR's prototypes
+        model = MODELS.build(cfg)
+        counts[method] = (sum(p.numel() for p in model.parameters()),
+                          sum(p.numel() for p in model.parameters() if p.requires_grad))
+    assert counts['adclr'] == counts['dino']
+    assert counts['dino'][1] == 21_665_664 + 7_614_720  # ViT-S/16 + DINO head (K = 8192)
+    assert counts['dino'][0] == 2 * counts['dino'][1]  # + the EMA teacher
+
+
+RECIPES = ['vit-s_in1k.py', 'vit-s_coco.py', 'vit-b_in1k.py']
+
+
+@pytest.mark.parametrize('config', RECIPES)
+def test_recipe_views_are_two_globals_then_the_96px_query_crops(config):
+    """The authors' public code: the 96 px local crops (not flipped) are the queries, 36 patch
+    tokens each, seeing all image and query tokens, with one teacher patch token per token;
+    there are no other local views."""
+    cfg = Config.fromfile(f'{ROOT}/configs/adclr/{config}')
+    assert cfg.model.query_target == 'patch_tokens'
+    assert cfg.model.backbone.query_attend_queries and cfg.model.backbone.query_pos_embed
+    assert cfg.model.head.out_channels == cfg.model.loss.out_channels == 8192
+    crop_cfg = cfg.train_dataloader.dataset.pipeline[1]
+    crop_cfg.update(global_pipelines=[[]], local_pipeline=[], query_pipeline=[])
+    register_all_modules(init_default_scope=False)
+    transform = TRANSFORMS.build(crop_cfg)
+    img = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    np.random.seed(0)
+    results = transform(dict(img=img))
+    assert [v.shape[:2] for v in results['img']] == [(224, 224)] * 2 + [(96, 96)] * 4
+    assert results['num_queries'] == 4 and not results['flips'][2:].any()
+    areas = np.prod(results['crop_boxes'][2:, 2:] - results['crop_boxes'][2:, :2], axis=1)
+    assert ((areas / (300 * 400) > 0.04) & (areas / (300 * 400) < 0.27)).all()
+
+
+def test_single_token_variant_config_keeps_the_dino_views_and_16px_queries():
+    cfg = Config.fromfile(f'{ROOT}/configs/adclr/vit-s_in1k_cls-queries.py')
+    assert cfg.model.query_target == 'cls_token'
+    assert not cfg.model.backbone.query_attend_queries and not cfg.model.backbone.query_pos_embed
+    assert cfg.model.head.out_channels == cfg.model.loss.out_channels == 65536  # DINO's
+    crop_cfg = cfg.train_dataloader.dataset.pipeline[1]
+    assert (crop_cfg.local_crops.num, crop_cfg.local_crops.size) == (10, 96)
+    assert (crop_cfg.query_crops.num, crop_cfg.query_crops.size) == (10, 16)
+
+
+def toy_recipe_batch_and_model(algorithm):
+    """Two images through the toy config's real crop pipeline, and its model shrunk to the tiny
+    ViT (``algorithm='DINO'``: the same model as plain DINO)."""
+    cfg = Config.fromfile(f'{ROOT}/configs/adclr/vit-s_toy.py')
+    register_all_modules(init_default_scope=False)
+    pipeline = Compose(cfg.train_dataloader.dataset.pipeline[1:])
+    rng = np.random.default_rng(0)
+    np.random.seed(0)
+    packed = [pipeline(dict(img=rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)))
+              for _ in range(2)]
+    model_cfg = cfg.model
+    model_cfg.backbone.arch = TINY_ARCH
+    model_cfg.head.update(in_channels=48, hidden_channels=48, bottleneck_channels=16,
+                          out_channels=64)
+    model_cfg.loss.out_channels = 64
+    if algorithm == 'DINO':
+        model_cfg.type = 'DINO'
+        model_cfg.backbone.type = 'VisionTransformer'
+        for key in ('query_attend_queries', 'query_pos_embed'):
+            model_cfg.backbone.pop(key)
+        for key in ('query_target', 'query_loss_weight', 'query_teacher_temp'):
+            model_cfg.pop(key)
+    model = build_seeded(model_cfg)
+    return model.data_preprocessor(default_collate(packed), training=True), model
+
+
+def test_recipe_dino_term_sees_the_two_global_views_only(message_hub_max_iters):
+    data, adclr = toy_recipe_batch_and_model('ADCLR')
+    inputs, data_samples = data['inputs'], data['data_samples']
+    assert data_samples[0].num_queries == 4 and len(inputs) == 2 + 4
+    _, dino = toy_recipe_batch_and_model('DINO')
+    dino.load_state_dict({k: v for k, v in adclr.state_dict().items()
+                          if not k.startswith('query_loss_module')})
+    torch.manual_seed(2)  # training mode: drop-path draws included
+    losses = adclr.loss(inputs, data_samples)
+    torch.manual_seed(2)
+    assert torch.equal(losses['loss_dino'], dino.loss(inputs[:2], None)['loss'])
+
+
+def test_clear_errors(message_hub_max_iters):
+    model = build_seeded(tiny_adclr_cfg())
+    views, queries = adclr_views()
+    from mmpretrain.structures import DataSample
+    with pytest.raises(KeyError, match="'num_queries' is missing"):
+        model.loss(views + queries, [DataSample() for _ in range(3)])
+    with pytest.raises(ValueError, match="'num_queries'=4 does not leave"):
+        model.loss(queries, query_samples())
+    with pytest.raises(ValueError, match='at least 2 views'):
+        model.loss(views[:1] + queries, query_samples())
+    cfg = tiny_adclr_cfg()
+    cfg['backbone']['type'] = 'VisionTransformer'
+    with pytest.raises(TypeError, match='QueryVisionTransformer'):
+        build_seeded(cfg)
+    with pytest.raises(ValueError, match="query_crops\\['num'\\] must be an int >= 1"):
+        MultiCropWithQueries(query_crops=dict(num=0))
+    with pytest.raises(ValueError, match=r"query_target='cls' is not one of \('patch_tokens', "):
+        build_seeded(tiny_adclr_cfg(query_target='cls'))
+
+
+def test_query_crops_follow_the_views_and_reach_the_model(message_hub_max_iters):
+    img = np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8)
+    crops = dict(global_crops=dict(size=32), local_crops=dict(num=2, size=16))
+    np.random.seed(0)
+    plain = MultiCropWithGeometry(**crops)(dict(img=img))
+    transform = MultiCropWithQueries(query_crops=dict(num=4, size=16, flip_prob=1.0), **crops)
+    pack = PackMultiViewInputs(algorithm_keys=['crop_boxes', 'flips', 'num_queries'])
+    packed = []
+    for seed in range(2):
+        np.random.seed(seed)
+        results = transform(dict(img=img))
+        if seed == 0:  # same random state: the same global and local views, then the queries
+            assert all(np.array_equal(a, b) for a, b in zip(results['img'], plain['img']))
+            np.testing.assert_array_equal(results['crop_boxes'][:4], plain['crop_boxes'])
+        assert [v.shape[0] for v in results['img']] == [32, 32, 16, 16, 16, 16, 16, 16]
+        assert results['crop_boxes'].shape == (8, 4) and results['flips'].shape == (8, )
+        assert results['flips'][4:].all()  # the queries' own flip probability
+        areas = np.prod(results['crop_boxes'][4:, 2:] - results['crop_boxes'][4:, :2], axis=1)
+        assert ((areas / (80 * 100) > 0.04) & (areas / (80 * 100) < 0.27)).all()
+        packed.append(pack(results))
+
+    model = build_seeded(tiny_adclr_cfg())
+    data = model.data_preprocessor(default_collate(packed), training=True)
+    assert data['data_samples'][0].num_queries == 4
+    losses = model.loss(data['inputs'], data['data_samples'])
+    assert all(torch.isfinite(v) for v in losses.values())

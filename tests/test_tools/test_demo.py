@@ -1,0 +1,178 @@
+"""tools/demo.py: schedules and their commands, the scores and margins, the tiny end-to-end run."""
+import importlib.util
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from helpers import ROOT
+
+_spec = importlib.util.spec_from_file_location('demo', osp.join(ROOT, 'tools', 'demo.py'))
+demo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo)
+
+
+def test_device_picks_the_schedule_unless_one_is_named():
+    assert demo.parse_args(['--device', 'cpu']).schedule == 'cpu'
+    assert demo.parse_args(['--device', 'cuda']).schedule == 'gpu'
+    assert demo.parse_args(['--device', 'cuda', '--schedule', 'tiny']).schedule == 'tiny'
+
+
+def recorded_commands(schedule, tmp_path, device='cpu'):
+    args = demo.parse_args(['--device', device, '--schedule', schedule, '--work-dir',
+                            str(tmp_path), '--data-root', 'data/x'])
+    runner = demo.Demo(args)
+    commands = []
+    runner.run = commands.append
+    runner.pretrain_slotcon()
+    runner.cotap_recipe()
+    return runner, commands
+
+
+def options(command):
+    return dict(item.split('=', 1) for item in command[command.index('--cfg-options') + 1:])
+
+
+def test_gpu_schedule_runs_the_same_steps_longer(tmp_path):
+    cpu_runner, cpu = recorded_commands('cpu', tmp_path / 'cpu')
+    gpu_runner, gpu = recorded_commands('gpu', tmp_path / 'gpu', device='cuda')
+    # the same tools and configs in the same order
+    assert [c[:3] for c in cpu] == [c[:3] for c in gpu]
+    assert [c[1] for c in cpu] == ['tools/train.py', 'tools/train.py',
+                                   'tools/misc/build_nn_pairs.py', 'tools/train.py']
+    slotcon_cpu, slotcon_gpu = options(cpu[0]), options(gpu[0])
+    assert int(slotcon_gpu['train_cfg.max_epochs']) >= 10 * int(slotcon_cpu['train_cfg.max_epochs'])
+    # the cosine schedule ends with the run, whatever its length
+    for slotcon in (slotcon_cpu, slotcon_gpu):
+        assert slotcon['param_scheduler.1.end'] == slotcon['train_cfg.max_epochs']
+        begin, length = (float(slotcon[f'param_scheduler.1.{key}']) for key in ('begin', 'T_max'))
+        assert begin + length == float(slotcon['train_cfg.max_epochs'])
+    assert int(options(gpu[3])['train_cfg.max_iters']) > int(options(cpu[3])['train_cfg.max_iters'])
+    assert gpu[2][gpu[2].index('--device') + 1] == 'cuda'
+    # on the CPU the GPU is hidden from MMEngine; on cuda the environment is left alone
+    assert cpu_runner.env['CUDA_VISIBLE_DEVICES'] == ''
+    assert gpu_runner.env.get('CUDA_VISIBLE_DEVICES') == os.environ.get('CUDA_VISIBLE_DEVICES')
+
+
+def test_tiny_schedule_is_the_gpu_schedule_at_test_size():
+    tiny, gpu = demo.SCHEDULES['tiny'], demo.SCHEDULES['gpu']
+    assert tiny.scores == gpu.scores == demo.SCORES  # the linear probe and k-means run too
+    assert tiny.num_train < gpu.num_train and tiny.slotcon_epochs < gpu.slotcon_epochs
+
+
+def test_timed_steps_record_wall_and_cpu_time_of_subprocesses(tmp_path):
+    runner = demo.Demo(demo.parse_args(['--device', 'cpu', '--work-dir', str(tmp_path)]))
+    spin = 'import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.5: pass'
+    runner.timed('spin', subprocess.check_call, [sys.executable, '-c', spin])
+    # the subprocess's CPU time counts (the training runs are subprocesses)
+    assert runner.times['spin']['cpu'] >= 0.5
+    assert runner.times['spin']['wall'] >= 0.5
+    runner.timed('sleep', time.sleep, 0.3)
+    assert runner.times['sleep']['wall'] >= 0.3 and runner.times['sleep']['cpu'] < 0.1
+
+
+def test_resume_demo_skips_a_finished_run(tmp_path):
+    args = demo.parse_args(['--device', 'cpu', '--schedule', 'tiny', '--work-dir',
+                            str(tmp_path), '--resume-demo'])
+    runner = demo.Demo(args)
+    commands = []
+    runner.run = commands.append
+    checkpoint = runner.pretrain_slotcon()
+    assert len(commands) == 1  # nothing to reuse yet
+    os.makedirs(osp.dirname(checkpoint))
+    open(checkpoint, 'w').close()
+    runner.pretrain_slotcon()
+    assert len(commands) == 1
+
+
+def test_margins_are_in_standard_deviations_of_the_draws():
+    results = {'pretrained': dict(knn=0.30), 'random init 0': dict(knn=0.10),
+               'random init 1': dict(knn=0.12), 'random init 2': dict(knn=0.14)}
+    row = demo.summarise(results)['knn']
+    # draws 0.10, 0.12, 0.14: mean 0.12, sample std 0.02
+    assert row['draws'] == [0.10, 0.12, 0.14]
+    assert row['mean'] == pytest.approx(0.12) and row['std'] == pytest.approx(0.02)
+    assert row['margin_over_max_std'] == pytest.approx((0.30 - 0.14) / 0.02)
+    assert row['margin_over_mean_std'] == pytest.approx((0.30 - 0.12) / 0.02)
+
+
+class FakeSlotCon(torch.nn.Module):
+    """Prototype scores that pick prototype ``mapping[label]`` on a 2 x 2 grid of labels."""
+
+    def __init__(self, grid_labels, mapping, num_prototypes):
+        super().__init__()
+        self.grid_labels, self.mapping = grid_labels, mapping
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.head = torch.nn.Module()
+        self.head.num_prototypes = num_prototypes
+        self.teacher = None
+
+    def encode_view(self, modules, images):
+        winners = self.mapping[self.grid_labels[:len(images)]]
+        return None, torch.nn.functional.one_hot(winners, self.head.num_prototypes).permute(
+            0, 3, 1, 2).float()
+
+
+def test_prototype_score_matches_prototypes_to_classes_one_to_one():
+    grid = torch.tensor([[[0, 1], [2, 0]], [[0, 2], [2, 1]]])
+    labels = grid.repeat_interleave(4, 1).repeat_interleave(4, 2)  # 8 x 8 pixels
+    val = dict(images=torch.zeros(2, 3, 8, 8, dtype=torch.uint8), labels=labels)
+    # classes 0, 1, 2 on prototypes 5, 3, 0 of 6: the Hungarian matching finds them
+    perfect = FakeSlotCon(grid, torch.tensor([5, 3, 0]), 6)
+    assert demo.prototype_scores(perfect, val, num_classes=3)['mIoU'] == pytest.approx(1.0)
+    # one prototype everywhere: it is matched to the largest class (0: 6 of 16 cells) only
+    constant = FakeSlotCon(grid, torch.tensor([2, 2, 2]), 6)
+    scores = demo.prototype_scores(constant, val, num_classes=3)
+    assert scores['mIoU'] == pytest.approx((6 / 16) / 3)
+    assert scores['pAcc'] == pytest.approx(6 / 16)
+
+
+def test_texture_period_changes_the_images_and_is_recorded(tmp_path):
+    from mmdense.datasets.toy_scenes import generate_toy_scenes, toy_scenes_exist
+    import cv2
+    default, wide = tmp_path / 'default', tmp_path / 'wide'
+    generate_toy_scenes(str(default), num_train=2, num_val=1, img_size=64, class_hues=False)
+    generate_toy_scenes(str(wide), num_train=2, num_val=1, img_size=64, class_hues=False,
+                        texture_period=(6, 8))
+    image = 'images/train/000000.jpg'
+    assert (cv2.imread(str(default / image)) != cv2.imread(str(wide / image))).any()
+    # the same objects in the same places: only the textures differ
+    semantic = 'semantic/train/000000.png'
+    assert (cv2.imread(str(default / semantic)) == cv2.imread(str(wide / semantic))).all()
+    assert toy_scenes_exist(str(wide), texture_period=(6, 8))
+    assert not toy_scenes_exist(str(wide))
+    assert not toy_scenes_exist(str(default), texture_period=(6, 8))
+    with pytest.raises(ValueError, match='texture_period'):
+        generate_toy_scenes(str(tmp_path / 'bad'), texture_period=(8, 6))
+
+
+def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path):
+    """Every step of the demo on CPU with the tiny schedule: scores of the pretrained model and
+    of both random draws, pictures, loss curves and the report; a second run with
+    --resume-demo reuses the data and the checkpoints."""
+    work, data = tmp_path / 'demo', tmp_path / 'data'
+    command = [sys.executable, 'tools/demo.py', '--device', 'cpu', '--schedule', 'tiny',
+               '--work-dir', str(work), '--data-root', str(data)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads((work / 'scores.json').read_text())
+    assert sorted(scores) == ['pretrained', 'random init 0', 'random init 1']
+    assert set(scores['pretrained']) == set(demo.SCORES) | {'grid_ceiling'}
+    for name in ('prototypes.png', 'features_pca.png', 'similarity.png', 'losses.png'):
+        assert (work / name).stat().st_size > 1000
+    report = (work / 'report.md').read_text()
+    assert '![prototype maps](prototypes.png)' in report and '| kNN (k=10) |' in report
+    assert '| step | wall s | CPU s |' in report and '| total |' in report
+    assert 'margin over max' in result.stdout and 's CPU' in result.stdout
+    checkpoint = work / 'pretrain_slotcon' / 'epoch_1.pth'
+    image = data / 'images' / 'train' / '000000.jpg'
+    stamps = checkpoint.stat().st_mtime_ns, image.stat().st_mtime_ns
+    result = subprocess.run(command + ['--resume-demo'], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (checkpoint.stat().st_mtime_ns, image.stat().st_mtime_ns) == stamps
+    assert 'reusing the toy textures' in result.stdout
+
