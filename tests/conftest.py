@@ -59,22 +59,27 @@ def mmdense_default_scope():
         yield
 
 
-@pytest.fixture(scope='module')
-def dino(tmp_path_factory):
-    """A runner-style checkpoint of a 4-block DINO ViT (``path``, ``model``, ``dir``)."""
-    cfg, model = build_algorithm('configs/dino/vit-s_toy.py', four_block_dino)
-    path = tmp_path_factory.mktemp('dino') / 'epoch_1.pth'
+def runner_checkpoint(tmp_path_factory, folder, config, edit, filename):
+    """A runner-style checkpoint of ``config`` shrunk by ``edit``, as ``<folder>/<filename>``
+    (``path``, ``model``, ``dir``)."""
+    cfg, model = build_algorithm(config, edit)
+    path = tmp_path_factory.mktemp(folder) / filename
     save_runner_checkpoint(cfg, model, path)
     return argparse.Namespace(path=str(path), model=model, dir=path.parent)
+
+
+@pytest.fixture(scope='module')
+def dino(tmp_path_factory):
+    """A runner-style checkpoint of a 4-block DINO ViT."""
+    return runner_checkpoint(tmp_path_factory, 'dino', 'configs/dino/vit-s_toy.py',
+                             four_block_dino, 'epoch_1.pth')
 
 
 @pytest.fixture(scope='module')
 def slotcon(tmp_path_factory):
-    """A runner-style checkpoint of a small SlotCon ResNet-18 (``path``, ``model``, ``dir``)."""
-    cfg, model = build_algorithm('configs/slotcon/r18_toy.py', small_slotcon_heads)
-    path = tmp_path_factory.mktemp('slotcon') / 'epoch_3.pth'
-    save_runner_checkpoint(cfg, model, path)
-    return argparse.Namespace(path=str(path), model=model, dir=path.parent)
+    """A runner-style checkpoint of a small SlotCon ResNet-18."""
+    return runner_checkpoint(tmp_path_factory, 'slotcon', 'configs/slotcon/r18_toy.py',
+                             small_slotcon_heads, 'epoch_3.pth')
 
 
 @pytest.fixture(scope='module')

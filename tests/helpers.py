@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.model import BaseModel
+from mmengine.runner import Runner
 from mmengine.registry import DefaultScope, init_default_scope
 from mmpretrain.structures import DataSample
 
@@ -93,6 +94,22 @@ class LinearModel(BaseModel):
 
     def forward(self, inputs, data_samples=None, mode='loss'):
         return dict(loss=self.linear(inputs).pow(2).mean())
+
+
+def train_linear(work_dir, max_iters=2, checkpoint_type='AtomicCheckpointHook'):
+    """Train :class:`LinearModel` for ``max_iters`` iterations (SGD, batches of 2) in
+    ``work_dir``, saving with ``checkpoint_type`` every 2 iterations and keeping the last."""
+    runner = Runner(
+        model=LinearModel(), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * 8, batch_size=2,
+                              sampler=dict(type='DefaultSampler', shuffle=False),
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type=checkpoint_type, by_epoch=False, interval=2,
+                                           max_keep_ckpts=1)),
+        default_scope='mmdense')
+    runner.train()
 
 
 # ----------------------------------------------------------------------------- transfer

@@ -17,14 +17,14 @@ precision: fp16 with a loss scaler (``AmpOptimWrapper``), or bf16 where the fast
 """
 import argparse
 import logging
-import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 
-from mmdense.utils.cli import UserKeyError, UserValueError, load_config, run_cli
+from mmdense.utils.cli import (UserKeyError, UserValueError, add_launcher_arguments, load_config,
+                               parse_launcher_args, run_cli)
 
 
 def parse_args():
@@ -42,15 +42,11 @@ def parse_args():
                         help='skip validation during training')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. train_dataloader.batch_size=8')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
     parser.add_argument('--allow-partial', action='store_true',
                         help='start even if load_from / the resumed checkpoint does not fill the '
                         'model (its backbones, for load_from)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_arguments(parser)
+    return parse_launcher_args(parser)
 
 
 def drop_unavailable_vis_backends(cfg: Config) -> None:

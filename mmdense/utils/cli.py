@@ -7,7 +7,9 @@ the file or key and the reason; :func:`run_cli` prints it as ``error: <message>`
 exits with status 2 (argparse's status for usage errors). Anything else is a bug and keeps its
 traceback. ``--debug`` anywhere on the command line shows the traceback of user errors too.
 """
+import argparse
 import difflib
+import os
 import os.path as osp
 import sys
 from typing import Callable, NoReturn, Optional
@@ -92,3 +94,19 @@ def run_cli(main: Callable[[], Optional[int]]) -> NoReturn:
         print(f'error: {message}', file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
     sys.exit(code or 0)
+
+
+def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--launcher`` and the ``--local-rank`` that ``torch.distributed.launch`` passes, for the
+    tools that start a Runner; parse with :func:`parse_launcher_args`."""
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_launcher_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """``parser.parse_args()``, exporting ``--local-rank`` as ``LOCAL_RANK`` (unless set), which
+    mmengine's distributed initialisation reads."""
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args

@@ -10,29 +10,14 @@ import sys
 
 import pytest
 import torch
-from mmengine.runner import Runner
 
 import mmdense  # noqa: F401
 from algorithm_table import ALGORITHMS, tiny_config
-from helpers import ROOT, LinearModel, run_train
+from helpers import ROOT, run_train, train_linear
 
 
 class SimulatedCrash(Exception):
     """Stands in for the process dying in the middle of a write."""
-
-
-def train_saving_every_two_iters(work_dir, checkpoint_type, max_iters=4):
-    runner = Runner(
-        model=LinearModel(), work_dir=str(work_dir),
-        train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * 8, batch_size=2,
-                              sampler=dict(type='DefaultSampler', shuffle=False),
-                              collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type=checkpoint_type, by_epoch=False, interval=2,
-                                           max_keep_ckpts=1)),
-        default_scope='mmdense')
-    runner.train()
 
 
 def crash_on_call(number, monkeypatch, module, name, make_crashing):
@@ -56,7 +41,7 @@ def test_crash_mid_save_keeps_previous_checkpoint_loadable(tmp_path, monkeypatch
     # fsync calls: iter_2.pth, last_checkpoint, iter_4.pth
     crash_on_call(3, monkeypatch, os, 'fsync', fsync_then_crash)
     with pytest.raises(SimulatedCrash):
-        train_saving_every_two_iters(tmp_path, 'AtomicCheckpointHook')
+        train_linear(tmp_path, 4)
     assert not (tmp_path / 'iter_4.pth').exists()
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_2.pth')
     ckpt = torch.load(tmp_path / 'iter_2.pth', map_location='cpu')  # weights_only by default
@@ -69,7 +54,7 @@ def test_atomic_checkpoints_get_the_usual_file_permissions(tmp_path):
     plain open() would give it (so a shared work dir stays readable by the group)."""
     umask = os.umask(0o022)
     try:
-        train_saving_every_two_iters(tmp_path, 'AtomicCheckpointHook')
+        train_linear(tmp_path, 4)
     finally:
         os.umask(umask)
     for name in ('iter_4.pth', 'last_checkpoint'):
@@ -97,7 +82,7 @@ def test_plain_checkpoint_hook_loses_everything_in_the_same_crash(tmp_path, monk
     # LocalBackend.put opens iter_2.pth, then iter_4.pth
     crash_on_call(2, monkeypatch, local_backend, 'open', open_half_written)
     with pytest.raises(SimulatedCrash):
-        train_saving_every_two_iters(tmp_path, 'CheckpointHook')
+        train_linear(tmp_path, 4, 'CheckpointHook')
     assert not (tmp_path / 'iter_2.pth').exists()
     with pytest.raises(Exception):
         torch.load(tmp_path / 'iter_4.pth', map_location='cpu')

@@ -11,9 +11,7 @@ import sys
 import time
 
 import pytest
-import torch
-from mmengine.runner import Runner
-from helpers import ROOT, LinearModel, run_tool
+from helpers import ROOT, run_tool, train_linear
 
 
 def digest(path):
@@ -95,20 +93,6 @@ def write(f):
     os.kill(os.getpid(), signal.SIGKILL)
 _replace_atomically(sys.argv[1], write)
 '''
-
-
-def train_linear(work_dir, max_iters=2):
-    runner = Runner(
-        model=LinearModel(), work_dir=str(work_dir),
-        train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * 4, batch_size=2,
-                              sampler=dict(type='DefaultSampler', shuffle=False),
-                              collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False,
-                                           interval=2)),
-        default_scope='mmdense')
-    runner.train()
 
 
 def test_a_killed_save_leaves_a_temporary_that_the_next_run_removes(tmp_path):

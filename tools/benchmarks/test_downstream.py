@@ -18,7 +18,7 @@ import os.path as osp
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from mmdense.utils.cli import load_config, run_cli
+from mmdense.utils.cli import add_launcher_arguments, load_config, parse_launcher_args, run_cli
 
 
 def parse_args():
@@ -29,12 +29,8 @@ def parse_args():
     parser.add_argument('--out', help='metrics JSON (default: <work-dir>/test_metrics.json)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. test_dataloader.dataset.indices=10')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_arguments(parser)
+    return parse_launcher_args(parser)
 
 
 def test_config(args):

@@ -10,11 +10,12 @@ mmdet's and mmseg's own tools/train.py are not installed with their pip packages
 for both.
 """
 import argparse
-import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
+
+from mmdense.utils.cli import add_launcher_arguments, load_config, parse_launcher_args
 
 
 def parse_args():
@@ -30,19 +31,13 @@ def parse_args():
     parser.add_argument('--resume', action='store_true', help='resume from the latest checkpoint')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. train_dataloader.batch_size=2')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_arguments(parser)
+    return parse_launcher_args(parser)
 
 
 def downstream_config(args) -> Config:
     from mmdense.transfer.downstream import activate_scope, config_scope, set_backbone_init
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     activate_scope(config_scope(cfg, args.config))
     set_backbone_init(cfg, None if args.random_init else args.pretrained)
     cfg.launcher = args.launcher

@@ -164,13 +164,17 @@ class CoTAP(TeacherStudentSelfSupervisor):
         the pixels of all ranks."""
         pairs = [(g, v) for g in range(len(teacher)) for v in range(len(student))
                  if v != g or self.clean_teacher_views]
-        teacher_of, student_of = (torch.tensor(side, device=boxes.device) for side in zip(*pairs))
-        # the overlaps of all pairs in one call: (pairs·B, ...) rows, pair-major
+        teacher_of, student_of = zip(*pairs)
+
+        def pair_rows(per_view: Tensor, views: Sequence[int]) -> Tensor:
+            """(B, V, ...) → (pairs·B, ...): the rows of each pair's view, pair-major (slices
+            and one concatenation on the device, no index tensor to copy there)."""
+            return torch.cat([per_view[:, v] for v in views])
+
+        # the overlaps of all pairs in one call
         overlap_t, overlap_s, valid = overlap_in_views(
-            teacher_boxes[:, teacher_of].transpose(0, 1).flatten(0, 1),
-            teacher_flips[:, teacher_of].transpose(0, 1).flatten(0, 1),
-            boxes[:, student_of].transpose(0, 1).flatten(0, 1),
-            flips[:, student_of].transpose(0, 1).flatten(0, 1))
+            pair_rows(teacher_boxes, teacher_of), pair_rows(teacher_flips, teacher_of),
+            pair_rows(boxes, student_of), pair_rows(flips, student_of))
         batch = boxes.shape[0]
         overlaps = {pair: (overlap_t[i * batch:(i + 1) * batch],
                            overlap_s[i * batch:(i + 1) * batch], valid[i * batch:(i + 1) * batch])
