@@ -7,10 +7,12 @@ fused call could do. ``count_aten_ops(by_site=True)`` also says where each opera
 (the innermost Python function outside torch's internals), which finds those places.
 """
 import os.path as osp
+import site
 import sys
+import sysconfig
 from collections import Counter
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -30,12 +32,27 @@ _TORCH_SITES = tuple(osp.join(_TORCH_DIR, name) + osp.sep for name in ('optim', 
 _READBACK_WRAPPER = osp.join(osp.dirname(osp.abspath(__file__)), 'host_readbacks.py')
 
 
-def _short(filename: str) -> str:
-    """``filename`` from its package directory on (``mmdense/models/utils/kmeans.py``)."""
-    for package in ('mmdense', 'mmpretrain', 'mmengine', 'torch', 'torchvision'):
-        marker = osp.sep + package + osp.sep
-        if marker in filename:
-            return package + osp.sep + filename.rsplit(marker, 1)[1]
+def _import_roots() -> tuple:
+    """The directories Python imports packages from, longest first: the directory holding the
+    ``mmdense`` package (the checkout of an editable install) and every site-packages directory
+    (which a virtualenv inside the checkout puts below the checkout)."""
+    roots = {osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))}
+    roots.update(sysconfig.get_paths()[key] for key in ('purelib', 'platlib'))
+    roots.update(site.getsitepackages())
+    return tuple(sorted((osp.abspath(root) + osp.sep for root in roots), key=len, reverse=True))
+
+
+_IMPORT_ROOTS = _import_roots()
+
+
+def _short(filename: str, roots: Sequence[str] = _IMPORT_ROOTS) -> str:
+    """``filename`` relative to the first of ``roots`` (directories ending in a separator,
+    longest first) it lies below: its module path (``mmdense/models/utils/kmeans.py``,
+    ``torch/optim/sgd.py``), whatever the checkout's folder is called; the file name alone
+    for a file below none of them."""
+    for root in roots:
+        if filename.startswith(root):
+            return filename[len(root):]
     return osp.basename(filename)
 
 

@@ -40,3 +40,27 @@ def test_benchmark_reports_timing_memory_and_flops(toy_root, tmp_path):
     assert 'torch/autograd/graph.py:_engine_run_backward' in sites
     assert any(site.startswith('torch/optim/') for site in sites), sites
     assert 'mmdense/models/heads/dino_head.py:forward' in sites
+
+
+def test_op_sites_are_module_paths_whatever_the_checkout_is_called(tmp_path):
+    """A checkout cloned as ``mmdense/`` holding its venv (``make install``'s layout): torch's
+    sites are named from site-packages, mmdense's from the checkout, not at the first
+    ``/mmdense/`` in the path."""
+    import inspect
+
+    import torch
+
+    from mmdense.models.heads.dino_head import DINOHead
+    from mmdense.utils.op_counter import _short
+    checkout = tmp_path / 'mmdense'
+    site_packages = checkout / '.venv' / 'lib' / 'python3.11' / 'site-packages'
+    roots = (str(site_packages) + osp.sep, str(checkout) + osp.sep)
+    assert _short(str(site_packages / 'torch' / 'optim' / 'sgd.py'), roots) == \
+        'torch/optim/sgd.py'
+    assert _short(str(site_packages / 'mmpretrain' / 'models' / 'x.py'), roots) == \
+        'mmpretrain/models/x.py'
+    assert _short(str(checkout / 'mmdense' / 'models' / 'x.py'), roots) == 'mmdense/models/x.py'
+    assert _short('/usr/lib/python3.11/contextlib.py', roots) == 'contextlib.py'
+    # this interpreter's own packages, wherever they and the checkout are
+    assert _short(inspect.getfile(torch.optim.SGD)) == 'torch/optim/sgd.py'
+    assert _short(inspect.getfile(DINOHead)) == 'mmdense/models/heads/dino_head.py'
