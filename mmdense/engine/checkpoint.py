@@ -5,9 +5,11 @@ run killed mid-save leaves a truncated file under the final name. :class:`Atomic
 writes to a hidden temporary file in the same folder, flushes it to disk and renames it over
 the target with :func:`os.replace`, which is atomic on POSIX and Windows: readers see either
 the old file or the complete new one. The file gets the permissions a plain ``open(path, 'w')``
-would give it (``0o666`` less the umask), not the ``0o600`` of the temporary file. A write
-that fails for lack of space raises ``OSError(ENOSPC)`` naming the file (torch's own error for
-it is an ``[enforce fail ...]`` RuntimeError that names neither). Temporary files carry the
+would give it (``0o666`` less the umask), not the ``0o600`` of the temporary file. A write that
+fails (a folder that refuses writes, a parent that is a file, a full disk) raises
+:class:`OutputWriteError`, an ``OSError`` that names the path the caller gave and the reason,
+never the temporary file (torch's own error for a full disk is an ``[enforce fail ...]``
+RuntimeError that names neither). Temporary files carry the
 writer's pid, so the ones a killed run left behind are recognised and removed
 (:func:`remove_stale_temporaries`).
 
@@ -60,11 +62,23 @@ def _umask_file_mode() -> int:
 
 def _replace_atomically(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` on a temporary file beside ``path``, sync it and rename it to ``path``;
-    on any failure the temporary file is removed and ``path`` is left as it was."""
+    on any failure the temporary file is removed and ``path`` is left as it was. An ``OSError``
+    becomes :class:`OutputWriteError`, which names ``path`` as given (never the temporary file)
+    and the reason."""
     path = os.fspath(path)
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.{os.getpid()}.',
+    try:
+        _write_beside_and_replace(path, write)
+    except OutputWriteError:
+        raise
+    except OSError as error:
+        raise _output_write_error(error, path) from error
+
+
+def _write_beside_and_replace(path: str, write: Callable[[BinaryIO], None]) -> None:
+    folder = osp.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=folder or '.', prefix=_temporary_prefix(path),
                                     suffix='.tmp')
     try:
         # unbuffered: a failed write raises at once, and closing has nothing left to flush
@@ -72,20 +86,31 @@ def _replace_atomically(path: Union[str, Path], write: Callable[[BinaryIO], None
             writer = _WriteErrorRecorder(f)
             try:
                 write(writer)
-                f.flush()
-                os.fsync(f.fileno())
             except RuntimeError as error:  # torch.save hides the OSError of the write
                 if writer.error is None:
                     raise
-                raise _named_os_error(writer.error, path) from error
-            except OSError as error:
-                raise _named_os_error(error, path) from error
+                raise writer.error from error
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp_path, _umask_file_mode())
         os.replace(tmp_path, path)
     except BaseException:
         if osp.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def _temporary_prefix(path: str) -> str:
+    """``.<name>.<pid>.``, the name cut so that the temporary's name (the prefix, 8 random
+    characters and ``.tmp``) fits the file system's name limit wherever ``path``'s name does."""
+    try:
+        name_max = os.pathconf(osp.dirname(path) or '.', 'PC_NAME_MAX')
+    except (OSError, ValueError):
+        name_max = 255
+    tail = f'.{os.getpid()}.'
+    room = name_max - len('.') - len(tail) - 8 - len('.tmp')
+    name = os.fsencode(osp.basename(path))[:max(room, 1)].decode(errors='ignore')
+    return f'.{name}{tail}'
 
 
 class _WriteErrorRecorder:
@@ -110,14 +135,43 @@ class _WriteErrorRecorder:
         return getattr(self.file, name)
 
 
-def _named_os_error(error: OSError, path: str) -> OSError:
-    """``error`` with the file name and, for a full disk, what to do."""
-    if error.filename is not None and error.errno != errno.ENOSPC:
-        return error
+class OutputWriteError(UserError, OSError):
+    """An output file that cannot be written: ``errno`` is the OS's, the message names the path
+    the user gave and the reason (``cannot write out/x.pth: folder out is not writable
+    (Permission denied)``)."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _output_write_error(error: OSError, path: str) -> OutputWriteError:
+    """``error``, raised while writing ``path`` through its temporary file, restated for
+    ``path``: a folder that refuses writes, a parent that is a file, a full disk."""
     reason = error.strerror or str(error)
-    if error.errno == errno.ENOSPC:
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        # the OS names the temporary file beside ``path``, or a folder makedirs tried to make
+        folder = osp.dirname(path) or '.'
+        refused = osp.dirname(os.fsdecode(error.filename or path))
+        if osp.abspath(refused) == osp.abspath(folder):
+            refused = folder  # as the user wrote it
+        reason = f'folder {refused} is not writable ({reason})'
+    elif error.errno in (errno.ENOTDIR, errno.EEXIST) and (blocker := _file_among_parents(path)):
+        reason = f'{blocker} is a file, not a folder'
+    elif error.errno == errno.EISDIR:
+        reason = 'it is a folder'
+    elif error.errno == errno.ENOSPC:
         reason += ' (free space on its file system, or write elsewhere)'
-    return OSError(error.errno, f'writing {path} failed: {reason}')
+    return OutputWriteError(error.errno, f'cannot write {path}: {reason}')
+
+
+def _file_among_parents(path: str) -> Union[str, None]:
+    """The first of ``path``'s parent folders that exists as something else than a folder."""
+    parents = []
+    parent = osp.dirname(path)
+    while parent and parent not in parents:
+        parents.insert(0, parent)
+        parent = osp.dirname(parent)
+    return next((p for p in parents if osp.lexists(p) and not osp.isdir(p)), None)
 
 
 def remove_stale_temporaries(folder: str) -> List[str]:

@@ -1,7 +1,9 @@
 """Errors users can act on: every tool answers a user mistake with one ``error: ...`` line naming
 the file and the reason, and exit status 2 (tracebacks are for bugs); damaged checkpoints and a
-full disk are named; a mistyped top-level ``--cfg-options`` key is warned about."""
+full disk are named; a mistyped ``--cfg-options`` key stops the tool with the nearest valid
+name."""
 import errno
+import inspect
 import os
 
 import pytest
@@ -113,18 +115,110 @@ def test_a_full_disk_during_a_checkpoint_save_says_enospc(tmp_path, monkeypatch)
 
     monkeypatch.setattr(module.os, 'fdopen', lambda *a, **k: FullDisk(original_fdopen(*a, **k)))
     out = tmp_path / 'backbone.pth'
-    with pytest.raises(OSError, match=f'writing {out} failed: No space left on device') as error:
+    with pytest.raises(OSError, match=f'cannot write {out}: No space left on device') as error:
         module.torch_save_atomically({'w': torch.zeros(10000)}, out)
     assert error.value.errno == errno.ENOSPC
     assert os.listdir(tmp_path) == []
 
 
-def test_a_mistyped_top_level_key_is_warned_about(tiny_models, tmp_path, capsys):
-    config = tiny_models['dino'][0]
-    assert run_tool('tools/train.py', config, '--work-dir', tmp_path, '--cfg-options',
-                    'train_dataloder.batch_size=2', f'load_from={tmp_path}/missing.pth') == 2
-    err = capsys.readouterr().err
-    assert ("--cfg-options train_dataloder.batch_size: " in err
-            and "has no top-level key 'train_dataloder'" in err
-            and "did you mean 'train_dataloader'?" in err)
-    assert f'checkpoint not found: {tmp_path}/missing.pth' in err
+MISTYPED_OPTIONS = {
+    # option: what the one error line says after "--cfg-options KEY: "
+    'model.backbone.dpeth=18':
+        "ResNet (model.backbone) takes no argument 'dpeth' (did you mean 'depth'?)",
+    'train_dataloader.dataset.data_rot=data/elsewhere':
+        "UnlabeledImageDataset (train_dataloader.dataset) takes no argument 'data_rot' "
+        "(did you mean 'data_root'?)",
+    'train_dataloder.batch_size=2':
+        "configs/slotcon/r18_toy.py has no top-level key 'train_dataloder' "
+        "(did you mean 'train_dataloader'?)",
+    'default_hooks.chekpoint.interval=1':
+        "default_hooks has no key 'chekpoint' (did you mean 'checkpoint'?)",
+    'train_dataloader.batch_sise=2':
+        "train_dataloader has no key 'batch_sise' (did you mean 'batch_size'?)",
+    'model.backbone.depth.layers=2': 'model.backbone.depth is 18, which has no key',
+    'train_dataloader.dataset.pipeline.7.size=64':
+        "train_dataloader.dataset.pipeline is a list of 3 items, '7' is not one of its indices",
+}
+
+
+@pytest.mark.parametrize('option', list(MISTYPED_OPTIONS))
+def test_a_mistyped_cfg_option_stops_train_with_the_nearest_name(option, tmp_path, capsys):
+    """Before: a ``TypeError`` traceback from the model or dataset constructor, or (a top-level
+    key) a warning and a run without the option. ``load_from`` makes the old code stop early
+    (with 'checkpoint not found') instead of training."""
+    assert run_tool('tools/train.py', 'configs/slotcon/r18_toy.py', '--work-dir', tmp_path,
+                    '--cfg-options', option, f'load_from={tmp_path}/missing.pth') == 2
+    key = option.split('=')[0]
+    one_error_line(capsys, f'error: --cfg-options {key}: {MISTYPED_OPTIONS[option]}')
+
+
+def test_every_tool_with_cfg_options_checks_them(capsys):
+    """print_config, check_transfer (an mmseg config: UPerHead hands its ``**kwargs`` to
+    BaseDecodeHead), browse_dataset and the downstream tools share ``load_config``."""
+    assert run_tool('tools/misc/print_config.py', 'configs/dino/vit-s_toy.py', '--cfg-options',
+                    'model.backbone.drop_path_rat=0.1') == 2
+    one_error_line(capsys, "(model.backbone) takes no argument 'drop_path_rat' "
+                   "(did you mean 'drop_path_rate'?)")
+    assert run_tool('tools/analysis_tools/check_transfer.py',
+                    'configs/benchmarks/mmsegmentation/toy/upernet_r18_toy.py', MISSING,
+                    '--cfg-options', 'model.decode_head.num_clases=5') == 2
+    one_error_line(capsys, "UPerHead (model.decode_head) takes no argument 'num_clases' "
+                   "(did you mean 'num_classes'?)")
+
+
+VALID_OPTIONS = [
+    'model.backbone.drop_path_rate=0.1',  # an argument the config does not set
+    'model.backbone.layer_cfgs.qkv_bias=False',  # an argument the config lacks, a key below it
+    'optim_wrapper.paramwise_cfg.norm_decay_mult=0.0',  # read by the wrapper's constructor
+    'param_scheduler.0.convert_to_iter_based=True',  # read by the runner
+    'train_dataloader.pin_memory=True',  # a DataLoader argument
+    'default_hooks.checkpoint.max_keep_ckpts=1',
+    'env_cfg.cudnn_benchmark=False',
+    'randomness.deterministic=True',
+    'fast_path.bf16=False',
+    'compile=True',  # a key the runner reads that the config does not set
+    'my_note=hello',  # a new top-level key close to nothing: warned about only
+]
+
+
+def test_valid_cfg_options_pass(capsys):
+    assert run_tool('tools/misc/print_config.py', 'configs/dino/vit-s_toy.py', '--cfg-options',
+                    *VALID_OPTIONS) == 0
+    out, err = capsys.readouterr()
+    assert 'pin_memory=True' in out and "my_note = 'hello'" in out
+    assert err.strip() == ('warning: --cfg-options my_note: configs/dino/vit-s_toy.py has no '
+                           "top-level key 'my_note' and nothing reads it")
+    assert "no top-level key 'my_note' and nothing reads it" in err
+
+
+class _Base:
+
+    def __init__(self, depth, width=1):
+        pass
+
+
+class _HandsOn(_Base):
+
+    def __init__(self, extra=0, **kwargs):
+        super().__init__(**kwargs)
+
+
+class _KeepsSome(_Base):
+
+    def __init__(self, **kwargs):
+        self.scale = kwargs.pop('scale', 1)
+        super().__init__(**kwargs)
+
+
+def test_accepted_arguments_follow_kwargs_handed_to_the_base_class():
+    from mmdense.utils.cli import accepted_arguments
+    assert accepted_arguments(_Base) == {'depth', 'width'}
+    assert accepted_arguments(_HandsOn) == {'extra', 'depth', 'width'}
+    assert accepted_arguments(_KeepsSome) is None  # reads kwargs itself: cannot be told
+    from mmpretrain.models import VisionTransformer
+
+    from mmdense.models.backbones.vit_cp import VisionTransformerCP
+    vit_arguments = set(inspect.signature(VisionTransformer).parameters)
+    assert accepted_arguments(VisionTransformerCP) == vit_arguments | {'with_cp'}
+    assert accepted_arguments(torch.nn.Linear) == {'in_features', 'out_features', 'bias',
+                                                   'device', 'dtype'}

@@ -1,6 +1,7 @@
 """No file lost to an argument mistake, a full disk, a killed save or a second run: outputs that
 are inputs are refused, result files are replaced atomically, temporaries a killed save left are
 removed, and a work dir held by a live run is refused."""
+import errno
 import hashlib
 import json
 import os
@@ -68,7 +69,7 @@ def test_a_full_disk_keeps_the_previous_results(full_disk, tiny_models, toy_root
     assert run_tool('tools/test_dense.py', config, checkpoint, '--protocol', 'dispersion',
                     '--data-root', toy_root, '--num-val', 2, '--img-size', 64, '--out', out) == 2
     error = capsys.readouterr().err
-    assert f'writing {out} failed: No space left on device' in error
+    assert f'cannot write {out}: No space left on device' in error
     assert json.loads(out.read_text()) == dict(results='previous')
 
     assert run_tool('tools/misc/build_nn_pairs.py', config, checkpoint, '--out', out, '--topk',
@@ -80,8 +81,136 @@ def test_a_full_disk_keeps_the_previous_results(full_disk, tiny_models, toy_root
     exported = full_disk / 'backbone.pth'
     assert run_tool('tools/model_converters/export.py', checkpoint, exported, '--target',
                     'mmdet') == 2
-    assert f'writing {exported} failed: No space left on device' in capsys.readouterr().err
+    assert f'cannot write {exported}: No space left on device' in capsys.readouterr().err
     assert sorted(os.listdir(full_disk)) == ['filler', 'previous.json']
+
+
+@pytest.fixture
+def torchvision_resnet(tmp_path_factory):
+    """A torchvision ResNet-18 state dict, saved as torchvision's own weights are."""
+    import torch
+    import torchvision
+    path = tmp_path_factory.mktemp('torchvision') / 'resnet18.pth'
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+def tool_writing(tool, out, tiny_models, toy_root, torchvision_resnet):
+    """The command line of ``tool`` writing its result to ``out``."""
+    config, checkpoint = tiny_models['dino']
+    return {
+        'export': ['tools/model_converters/export.py', checkpoint, out, '--target', 'mmdet'],
+        'import_weights': ['tools/model_converters/import_weights.py', torchvision_resnet, out,
+                           '--from', 'torchvision'],
+        'test_dense': ['tools/test_dense.py', config, checkpoint, '--protocol', 'dispersion',
+                       '--data-root', toy_root, '--num-val', 2, '--img-size', 64, '--out', out],
+        'build_nn_pairs': ['tools/misc/build_nn_pairs.py', config, checkpoint, '--out', out,
+                           '--topk', 2, '--img-size', 64, '--num-workers', 0, '--data-root',
+                           toy_root],
+    }[tool]
+
+
+OUTPUTS = {'export': 'previous.pth', 'import_weights': 'previous.pth',
+           'test_dense': 'previous.json', 'build_nn_pairs': 'previous.json'}
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder holding ``previous.json`` and ``previous.pth`` where no file can be created, and
+    the reason the OS gives: mode 0o555, or, for root (whom modes do not stop), a tmpfs mounted
+    read-only (skipped where it cannot be mounted)."""
+    folder = tmp_path / 'read_only'
+    folder.mkdir()
+    as_root = os.geteuid() == 0
+    if as_root and subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs',
+                                   str(folder)], capture_output=True).returncode != 0:
+        pytest.skip('root, and cannot mount a tmpfs here: no read-only folder')
+    try:
+        (folder / 'previous.json').write_text(json.dumps(dict(results='previous')))
+        (folder / 'previous.pth').write_bytes(b'previous weights')
+        if as_root:
+            subprocess.run(['mount', '-o', 'remount,ro', str(folder)], check=True)
+        else:
+            folder.chmod(0o555)
+        yield folder, os.strerror(errno.EROFS if as_root else errno.EACCES)
+    finally:
+        if as_root:
+            subprocess.run(['umount', str(folder)])
+        else:
+            folder.chmod(0o755)
+
+
+@pytest.mark.parametrize('tool', list(OUTPUTS))
+def test_an_output_in_a_read_only_folder_is_named_as_given(tool, read_only_folder, tiny_models,
+                                                           toy_root, torchvision_resnet,
+                                                           capsys):
+    """Before: ``[Errno 13] Permission denied: '.../.previous.pth.18596.6m4t_6fo.tmp'``, the
+    hidden temporary file's name."""
+    folder, reason = read_only_folder
+    out = folder / OUTPUTS[tool]
+    before = {name: digest(folder / name) for name in os.listdir(folder)}
+    assert run_tool(*tool_writing(tool, out, tiny_models, toy_root, torchvision_resnet)) == 2
+    (line, ) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line == f'error: cannot write {out}: folder {folder} is not writable ({reason})'
+    assert {name: digest(folder / name) for name in os.listdir(folder)} == before
+
+
+@pytest.mark.parametrize('tool', list(OUTPUTS))
+def test_an_output_below_a_file_names_that_file(tool, tmp_path, tiny_models, toy_root,
+                                                torchvision_resnet, capsys):
+    """A parent folder that is a file (as root too). Before: ``[Errno 20] Not a directory:
+    '/abs/notes.txt/results'``."""
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('not a folder')
+    out = notes / 'results' / OUTPUTS[tool]
+    assert run_tool(*tool_writing(tool, out, tiny_models, toy_root, torchvision_resnet)) == 2
+    (line, ) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line == f'error: cannot write {out}: {notes} is a file, not a folder'
+    assert notes.read_text() == 'not a folder'
+
+
+PERMISSION_DENIED = '''
+import sys
+from mmdense.engine.checkpoint import write_atomically
+write_atomically(b'new', sys.argv[1])
+'''
+
+
+def test_a_folder_without_write_permission_as_root_without_privileges(tmp_path):
+    """Mode 0o555 refuses root too once its capabilities are dropped (``setpriv``): the real
+    ``EACCES``, in a real process."""
+    folder = tmp_path / 'no_write'
+    folder.mkdir()
+    (folder / 'previous.json').write_text('previous')
+    folder.chmod(0o555)
+    prefix = ['setpriv', '--inh-caps=-all', '--bounding-set=-all'] if os.geteuid() == 0 else []
+    try:
+        result = subprocess.run(prefix + [sys.executable, '-c', PERMISSION_DENIED,
+                                          str(folder / 'previous.json')],
+                                cwd=ROOT, capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip('root, and no setpriv to drop its privileges')
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode != 0
+    assert (f'OutputWriteError: cannot write {folder}/previous.json: folder {folder} is not '
+            'writable (Permission denied)') in result.stderr
+    assert os.listdir(folder) == ['previous.json'] and (folder / 'previous.json').read_text() \
+        == 'previous'
+
+
+def test_the_longest_name_the_folder_allows_can_be_written(tmp_path):
+    """The temporary's name is cut to fit. Before: ``[Errno 36] File name too long`` naming
+    the temporary, for a name the folder allows."""
+    from mmdense.engine.checkpoint import OutputWriteError, write_atomically
+    longest = tmp_path / ('n' * (os.pathconf(tmp_path, 'PC_NAME_MAX') - len('.json')) + '.json')
+    write_atomically(b'{}', longest)
+    assert os.listdir(tmp_path) == [longest.name] and longest.read_bytes() == b'{}'
+    too_long = tmp_path / ('n' + longest.name)
+    with pytest.raises(OutputWriteError) as error:
+        write_atomically(b'{}', too_long)
+    assert str(error.value) == f'cannot write {too_long}: File name too long'
+    assert os.listdir(tmp_path) == [longest.name]
 
 
 KILLED_SAVE = '''
