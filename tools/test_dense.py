@@ -5,6 +5,8 @@
         [--num-workers 4] [--feature-dtype float16|float32] [--cache-dir DIR]
         [--launcher none|pytorch|slurm] [--out JSON]
     python tools/test_dense.py --list-presets
+    python tools/test_dense.py --check-data {--preset P | --dataset D} [--data-root DIR]
+        [--train-list F --val-list F] [--num-train N --num-val N]
     python tools/test_dense.py CONFIG CKPT --protocol {linear,cluster,knn,dispersion} [...]
         [--dataset toy|coco_stuff27|voc12|ade20k|cityscapes|DATASET_CONFIG] [--data-root DIR]
         [--num-train 40] [--num-val 20] [--img-size S] [--num-clusters K ...]
@@ -19,6 +21,12 @@ ranks and the metrics are identical to one process. It refuses a run on fewer im
 preset unless ``--allow-subset`` (then marked ``subset: true``), and writes JSON + Markdown
 with the checkpoint's SHA-256. ``--protocol`` is the earlier in-memory path for small ad-hoc
 runs (toy data, ``--num-train`` / ``--num-val`` images).
+
+``--check-data`` reads no image and runs no model: it lists the samples the run would read,
+checks that every image, label map, file list and image list exists, prints a per-split summary
+(files found and missing per folder) and, for each thing missing, the archive or converter
+command that makes it; it exits 0 when the data is complete and 1 when not. Every preset run
+performs the same check before extracting any feature, and stops with the same message.
 
 CKPT may be ``random`` for the randomly initialised model (a baseline; ``--seed`` picks the
 draw, and its scores move with it, so compare against several). Prints one table row per
@@ -37,8 +45,9 @@ import torch
 from mmdense.engine.checkpoint import write_atomically
 from mmdense.evaluation import (PROTOCOLS, load_dataset_config, load_model, load_split,
                                 run_protocol)
-from mmdense.evaluation.preset_eval import evaluate_preset, write_report
-from mmdense.evaluation.presets import PRESETS, format_preset
+from mmdense.evaluation.data_check import check_data
+from mmdense.evaluation.preset_eval import evaluate_preset, split_counts, write_report
+from mmdense.evaluation.presets import PRESETS, format_preset, preset_data_cfg
 from mmdense.utils.cli import UserValueError, run_cli
 
 
@@ -49,6 +58,9 @@ def parse_args():
     parser.add_argument('--preset', choices=sorted(PRESETS), help='a named published protocol')
     parser.add_argument('--list-presets', action='store_true',
                         help='print every preset with its settings and source, then exit')
+    parser.add_argument('--check-data', action='store_true',
+                        help='check that the data of --preset (or --dataset) is complete, say '
+                        'what is missing and the command that makes it; exit 0 (complete) or 1')
     parser.add_argument('--train-list', help="preset: the train image list (e.g. PiCIE's "
                         'curated list for coco_stuff27)')
     parser.add_argument('--val-list', help='preset: the val image list')
@@ -84,7 +96,9 @@ def parse_args():
     parser.add_argument('--allow-partial', action='store_true',
                         help='evaluate even if the checkpoint does not fill the whole backbone')
     args = parser.parse_args()
-    if not args.list_presets:
+    if args.check_data and args.preset and args.dataset != 'toy':
+        raise UserValueError('--check-data: give --preset or --dataset, not both')
+    if not (args.list_presets or args.check_data):
         if not (args.config and args.checkpoint):
             parser.error('CONFIG and CKPT are required (or --list-presets)')
         if bool(args.preset) == bool(args.protocol):
@@ -148,11 +162,30 @@ def run_preset(args) -> None:
         print(f"results written to {paths['json']} and {paths['markdown']}")
 
 
+def check_data_root(args) -> int:
+    """``--check-data``: print the per-split summary of the data a run would read; 0 when it
+    is complete, 1 when something is missing."""
+    if args.preset:
+        preset = PRESETS[args.preset]
+        data_cfg = preset_data_cfg(preset, args.data_root, args.train_list, args.val_list)
+        counts = split_counts(preset, args.num_train, args.num_val)
+        print(f'preset {preset.name}: dataset {preset.dataset}')
+    else:
+        data_cfg = load_dataset_config(args.dataset, args.data_root)
+        counts = dict(train=args.num_train, val=args.num_val)
+        print(f'dataset {args.dataset}')
+    check = check_data(data_cfg, counts)
+    print(check.summary())
+    return 0 if check.complete else 1
+
+
 def main():
     args = parse_args()
     if args.list_presets:
         print('\n\n'.join(format_preset(preset) for preset in PRESETS.values()))
         return
+    if args.check_data:
+        return check_data_root(args)
     if args.preset:
         run_preset(args)
         return

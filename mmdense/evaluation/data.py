@@ -15,7 +15,7 @@ import contextlib
 import copy
 import io
 import os.path as osp
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -100,8 +100,23 @@ def resolve_dataset_config(name_or_path: str) -> str:
                             f'{sorted(DATASET_CONFIGS)} or a config file path')
 
 
+def split_parts(split_cfg: dict) -> List[dict]:
+    """The mmseg dataset configs of one split: ``split_cfg['datasets']`` for a
+    ``dict(type='ConcatDataset', datasets=[...])`` (its parts' samples in that order, as in
+    mmseg's ``pascal_voc12_aug.py``), else ``[split_cfg]``."""
+    if split_cfg.get('type') == 'ConcatDataset':
+        return list(split_cfg['datasets'])
+    return [split_cfg]
+
+
+def split_root(split_cfg: dict) -> str:
+    """A split's data root: its first part's ``data_root``."""
+    return split_parts(split_cfg)[0].get('data_root', '')
+
+
 def load_dataset_config(name_or_path: str, data_root: Optional[str] = None) -> dict:
-    """The ``dense_eval_data`` dict of a dataset config, with ``data_root`` overridden if given."""
+    """The ``dense_eval_data`` dict of a dataset config, with ``data_root`` overridden if given
+    (in every part of a split)."""
     from mmengine.config import Config
     path = resolve_dataset_config(name_or_path)
     cfg = Config.fromfile(path)
@@ -110,7 +125,8 @@ def load_dataset_config(name_or_path: str, data_root: Optional[str] = None) -> d
     data_cfg = cfg.dense_eval_data.to_dict()
     if data_root is not None:
         for split in ('train', 'val'):
-            data_cfg[split]['data_root'] = data_root
+            for part in split_parts(data_cfg[split]):
+                part['data_root'] = data_root
     return data_cfg
 
 
@@ -118,27 +134,16 @@ CROP_MODES = ('center', 'resize')
 _DATASET_ONLY_KEYS = ('instance_ann_file', 'img_list')  # ours, not the mmseg dataset's
 
 
-def _check_paths(split_cfg: dict) -> None:
-    root = split_cfg.get('data_root', '')
-    paths = [osp.join(root, p) for p in split_cfg.get('data_prefix', {}).values()]
-    for key in ('ann_file', 'instance_ann_file', 'img_list'):
-        if split_cfg.get(key):
-            paths.append(osp.join(root, split_cfg[key]))
-    for path in paths:
-        if not osp.exists(path):
-            raise FileNotFoundError(f'dense-eval dataset path not found: {path} '
-                                    f"(data_root={root!r}, dataset type {split_cfg.get('type')})")
-
-
-def build_seg_dataset(split_cfg: dict):
-    """An mmseg dataset (file lists, label_map) from ``split_cfg``, without its pipeline."""
+def build_seg_dataset(part_cfg: dict):
+    """An mmseg dataset (file lists, label_map) from one part of a split
+    (:func:`split_parts`), without its pipeline. Its folders and ``ann_file`` must exist
+    (:func:`.data_check.check_data` says which do not)."""
     import mmseg.datasets  # noqa: F401  (registers the mmseg dataset classes)
     from mmengine.registry import DefaultScope
     from mmseg.registry import DATASETS
-    cfg = copy.deepcopy(split_cfg)
+    cfg = copy.deepcopy(part_cfg)
     for key in _DATASET_ONLY_KEYS:
         cfg.pop(key, None)
-    _check_paths(split_cfg)
     cfg['pipeline'] = []
     with DefaultScope.overwrite_default_scope('mmseg'):
         return DATASETS.build(cfg)
@@ -154,17 +159,39 @@ def read_image_list(path: str) -> List[str]:
     return ids
 
 
-def _select_listed(infos: List[dict], list_file: str, img_suffix: str) -> List[dict]:
-    """The samples of ``infos`` whose image id is listed in ``list_file``, in the list's order."""
-    by_id = {osp.basename(info['img_path'])[:-len(img_suffix)]: info for info in infos}
+def image_list_path(split_cfg: dict) -> Optional[str]:
+    """The split's ``img_list`` file (relative paths from ``data_root``), or None."""
+    if not split_cfg.get('img_list'):
+        return None
+    return osp.join(split_root(split_cfg), split_cfg['img_list'])
+
+
+def list_samples(split_cfg: dict) -> Tuple[List[dict], List[str]]:
+    """The samples of a split, as ``(infos, unlisted)``.
+
+    ``infos``: the mmseg ``get_data_info`` dicts of every part (:func:`split_parts`) in order,
+    each with ``part`` (its index) and ``sample_id`` (the image file name without the part's
+    image suffix); restricted to and ordered by the split's ``img_list`` when it has one.
+    ``unlisted``: the image file names (id + the first part's image suffix) of the ids in
+    ``img_list`` that no part has (empty without a list). Nothing is read but the file lists;
+    whether the files exist is :func:`.data_check.check_data`'s job.
+    """
+    infos, suffixes = [], []
+    for index, part in enumerate(split_parts(split_cfg)):
+        dataset = build_seg_dataset(part)
+        suffixes.append(dataset.img_suffix)
+        for i in range(len(dataset)):
+            info = dataset.get_data_info(i)
+            info.update(part=index,
+                        sample_id=osp.basename(info['img_path'])[:-len(dataset.img_suffix)])
+            infos.append(info)
+    list_file = image_list_path(split_cfg)
+    if list_file is None:
+        return infos, []
+    by_id = {info['sample_id']: info for info in infos}
     ids = read_image_list(list_file)
-    missing = [image_id for image_id in ids if image_id not in by_id]
-    if missing:
-        raise FileNotFoundError(
-            f'{len(missing)} of the {len(ids)} images listed in {list_file} are not in the '
-            f'dataset (first: {missing[:3]}); the list names image files without the '
-            f'{img_suffix!r} suffix')
-    return [by_id[image_id] for image_id in ids]
+    return ([by_id[i] for i in ids if i in by_id],
+            [f'{i}{suffixes[0]}' for i in ids if i not in by_id])
 
 
 def _resize_crop(array: np.ndarray, size: int, interpolation: int,
@@ -209,15 +236,15 @@ class DenseEvalDataset(torch.utils.data.Dataset):
     def __init__(self, data_cfg: dict, split: str, num_samples: Optional[int] = None) -> None:
         if split not in data_cfg:
             raise KeyError(f'dense-eval dataset config has no split {split!r}')
+        from .data_check import check_data  # (it builds on this module's file listing)
         self.split_cfg = data_cfg[split]
-        root = self.split_cfg.get('data_root', '')
-        dataset = build_seg_dataset(self.split_cfg)
-        infos = [dataset.get_data_info(i) for i in range(len(dataset))]
-        if self.split_cfg.get('img_list'):
-            infos = _select_listed(infos, osp.join(root, self.split_cfg['img_list']),
-                                   dataset.img_suffix)
-        self.num_available = len(infos)  # before num_samples
-        self.infos = infos if num_samples is None else infos[:num_samples]
+        root = split_root(self.split_cfg)
+        check = check_data(data_cfg, {split: num_samples})
+        if not check.complete:
+            raise check.error()
+        infos = check.samples[split]
+        self.num_available = check.num_listed[split]  # before num_samples
+        self.infos = infos
         if not self.infos:
             raise ValueError(f'no samples found for split {split!r} under {root}')
         self.img_size = data_cfg['img_size']

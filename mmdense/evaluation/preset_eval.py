@@ -21,6 +21,7 @@ from mmdense.utils.cli import UserValueError
 from mmdense.utils.dist import get_rank, get_world_size
 from mmdense.utils.fileio import sha256sum
 from .data import DenseEvalDataset
+from .data_check import check_data
 from .presets import DensePreset, describe_setting, format_preset, get_preset, preset_data_cfg
 from .feature_store import FeatureStore, build_loader, extract_to_store
 from .streaming import run_stream_protocol
@@ -31,9 +32,20 @@ class SubsetError(UserValueError):
     line on the command line)."""
 
 
-def _split_datasets(preset: DensePreset, data_cfg: dict, num_train: Optional[int],
-                    num_val: Optional[int]) -> Dict[str, DenseEvalDataset]:
-    counts = dict(train=num_train, val=num_val) if preset.needs_train else dict(val=num_val)
+def split_counts(preset: DensePreset, num_train: Optional[int] = None,
+                 num_val: Optional[int] = None) -> Dict[str, Optional[int]]:
+    """The splits a run of ``preset`` reads, each with its image count (None: all)."""
+    return dict(train=num_train, val=num_val) if preset.needs_train else dict(val=num_val)
+
+
+def _split_datasets(data_cfg: dict,
+                    counts: Dict[str, Optional[int]]) -> Dict[str, DenseEvalDataset]:
+    """The datasets of a run, after one check of all its files (:func:`.data_check.check_data`:
+    an incomplete root raises one error naming everything missing and the commands that make
+    it, before any feature is extracted)."""
+    check = check_data(data_cfg, counts)
+    if not check.complete:
+        raise check.error()
     return {split: DenseEvalDataset(data_cfg, split, count) for split, count in counts.items()}
 
 
@@ -104,10 +116,14 @@ def evaluate_preset(model: nn.Module, preset: Union[str, DensePreset],
     Returns:
         ``dict(preset, subset, num_train, num_val, feature_grid, feature_dtype, world_size,
         device, results=[dict(protocol, setting, options, metrics, seconds)])``.
+
+    Raises:
+        .data_check.DataRootError: before any feature is extracted, when a file, folder or
+            list the run reads is missing (one message: each, and the command that makes it).
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     data_cfg = preset_data_cfg(preset, data_root, train_list, val_list)
-    datasets = _split_datasets(preset, data_cfg, num_train, num_val)
+    datasets = _split_datasets(data_cfg, split_counts(preset, num_train, num_val))
     show = log if get_rank() == 0 else (lambda *_: None)
     show(format_preset(preset))
     subset = check_counts(preset, datasets, allow_subset, show)
@@ -191,4 +207,4 @@ def write_report(record: dict, json_path: str, checkpoint: Optional[str] = None,
 
 
 __all__ = ['SubsetError', 'check_counts', 'checkpoint_sha256', 'evaluate_preset',
-           'format_markdown', 'write_report']
+           'format_markdown', 'split_counts', 'write_report']

@@ -11,7 +11,7 @@ import dataclasses
 import os.path as osp
 from typing import Dict, Optional, Tuple
 
-from .data import load_dataset_config
+from .data import load_dataset_config, split_root
 
 # Leopart's linear recipe (Ziegler & Asano, CVPR 2022, github.com/MkuuWaUjinga/leopart,
 # experiments/linear_probing/linear_finetune.py and its configs): SGD, lr 0.01, momentum 0.9,
@@ -207,22 +207,16 @@ def format_preset(preset: DensePreset) -> str:
     return '\n'.join(lines)
 
 
-def _list_path(preset: DensePreset, split: str, given: Optional[str], data_root: str) -> str:
-    path = given or osp.join(data_root, getattr(preset, f'{split}_list'))
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'preset {preset.name} needs the {split} image list {path}; get it from '
-            f'{preset.list_source}')
-    return osp.abspath(path)
-
-
 def preset_data_cfg(preset: DensePreset, data_root: Optional[str] = None,
                     train_list: Optional[str] = None, val_list: Optional[str] = None) -> dict:
     """The ``dense_eval_data`` dict of ``preset``'s dataset with the preset's resolution, crop,
     scoring size and image lists (``train_list`` / ``val_list`` override the preset's paths).
 
     Instance annotations serve only the dispersion protocol (on val): they are dropped from the
-    train split, and from val unless the preset runs dispersion.
+    train split, and from val unless the preset runs dispersion. Whether the lists and files
+    exist is :func:`.data_check.check_data`'s to say (the dataset config's ``prepare`` table
+    names where each comes from; a list path given here that is missing is reported with the
+    preset's ``list_source``).
     """
     data_cfg = load_dataset_config(preset.dataset, data_root)
     data_cfg.update(img_size=preset.img_size, crop=preset.crop, label_size=preset.label_size)
@@ -231,6 +225,10 @@ def preset_data_cfg(preset: DensePreset, data_root: Optional[str] = None,
         data_cfg['val'].pop('instance_ann_file', None)
     for split, given in (('train', train_list), ('val', val_list)):
         if getattr(preset, f'{split}_list') or given:
-            root = data_cfg[split].get('data_root', '')
-            data_cfg[split]['img_list'] = _list_path(preset, split, given, root)
+            root = split_root(data_cfg[split])
+            path = osp.abspath(given or osp.join(root, getattr(preset, f'{split}_list')))
+            data_cfg[split]['img_list'] = path
+            if given:
+                data_cfg.setdefault('prepare', {})[osp.relpath(path, osp.abspath(root or '.'))] = \
+                    f'get it from {preset.list_source}'
     return data_cfg

@@ -1,5 +1,6 @@
-"""Named dense-evaluation presets: documented, refused on subsets, and run end to end on mini
-datasets in each preset's on-disk layout (tiny images)."""
+"""Named dense-evaluation presets: documented, refused on subsets, reading image lists and
+label encodings, reported with the checkpoint's hash. (Each preset end to end on its official
+archive layout: test_official_layouts.py.)"""
 import dataclasses
 import hashlib
 import json
@@ -14,6 +15,7 @@ from mmdense.evaluation import DenseEvalDataset, coco_stuff_171_to_27
 from mmdense.evaluation.preset_eval import (SubsetError, evaluate_preset, format_markdown,
                                             write_report)
 from mmdense.evaluation.presets import PRESETS, format_preset, get_preset, preset_data_cfg
+from official_layouts import tiny_preset, tiny_vit
 
 IDS = [f'{i:012d}' for i in (25, 30, 42, 64, 73, 74)]
 COCO_FINE = (0, 2, 100, 150)  # person, car, and two stuff classes of the 171
@@ -58,11 +60,12 @@ def coco_stuff_mini(root):
 
 
 def voc_mini(root):
-    """VOC 2012 with palette PNG masks, trainaug.txt and val.txt."""
-    sets = dict(trainaug=['2007_000032', '2007_000039', '2008_000002', '2008_000003'],
-                val=['2007_000033', '2007_000042', '2009_000001'])
-    for split, ids in sets.items():
-        masks = 'SegmentationClassAug' if split == 'trainaug' else 'SegmentationClass'
+    """VOC 2012 as the VOC tar + mmseg's voc_aug.py leave it: palette PNG masks of VOC's train
+    and val in SegmentationClass/, SBD's in SegmentationClassAug/ (listed in aug.txt)."""
+    sets = dict(train=(['2007_000032', '2007_000039'], 'SegmentationClass'),
+                aug=(['2008_000002', '2008_000003'], 'SegmentationClassAug'),
+                val=(['2007_000033', '2007_000042', '2009_000001'], 'SegmentationClass'))
+    for split, (ids, masks) in sets.items():
         for i, image_id in enumerate(ids):
             image, label = scene(i + 10 * len(split), (0, 1, 15, 20))
             write(root / 'JPEGImages' / f'{image_id}.jpg', image)
@@ -73,49 +76,9 @@ def voc_mini(root):
     return root
 
 
-def ade_mini(root):
-    for split, count in (('training', 4), ('validation', 3)):
-        for i in range(count):
-            image, label = scene(i + count, (0, 1, 7, 150))  # 0 = "other", reduced to ignore
-            write(root / 'images' / split / f'ADE_{split}_{i:08d}.jpg', image)
-            write(root / 'annotations' / split / f'ADE_{split}_{i:08d}.png', label)
-    return root
-
-
-def cityscapes_mini(root):
-    for split, count in (('train', 4), ('val', 3)):
-        for i in range(count):
-            image, label = scene(i + count, (0, 2, 11, 18), size=(32, 64))
-            name = f'aachen_{i:06d}_000019'
-            write(root / 'leftImg8bit' / split / 'aachen' / f'{name}_leftImg8bit.png', image)
-            write(root / 'gtFine' / split / 'aachen' / f'{name}_gtFine_labelTrainIds.png', label)
-    return root
-
-
-MINI = dict(coco_stuff27=coco_stuff_mini, voc12_leopart=voc_mini, ade20k_linear=ade_mini,
-            cityscapes_linear=cityscapes_mini)
-
-
-def tiny(preset):
-    """The preset at 64 px (a 4x4 grid), with short probes and at most 8 clusters."""
-    def shrink(protocol, options):
-        if protocol == 'cluster':
-            return protocol, dict(options, num_clusters=min(options['num_clusters'], 8),
-                                  num_iters=3, num_init=1)
-        if protocol == 'linear':
-            return protocol, dict(options, epochs=2, batch_size=2, lr_step=1)
-        return protocol, options
-
-    return dataclasses.replace(preset, img_size=64,
-                               protocols=tuple(shrink(*p) for p in preset.protocols))
-
-
 @pytest.fixture(scope='module')
 def vit():
-    from mmpretrain.models import VisionTransformer
-    torch.manual_seed(0)
-    return VisionTransformer(arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                                       feedforward_channels=64), img_size=64, patch_size=16)
+    return tiny_vit()
 
 
 @pytest.mark.parametrize('name', sorted(PRESETS))
@@ -148,11 +111,14 @@ def test_curated_lists_select_and_order_the_images(tmp_path):
     assert set(train[0]['label'].unique().tolist()) == coarse
     (root / 'curated/val2017/Coco164kFull_Stuff_Coarse_7.txt').write_text('000000999999\n')
     data_cfg = preset_data_cfg(get_preset('coco_stuff27'), str(root))
-    with pytest.raises(FileNotFoundError, match=r"1 of the 1 images listed in .*Coarse_7.txt "
-                       r"are not in the dataset \(first: \['000000999999'\]\)"):
+    with pytest.raises(FileNotFoundError, match=r'val: 1 of 1 images not found in '
+                       r'.*/images/val2017 \(first: 000000999999.jpg\)'):
         DenseEvalDataset(data_cfg, 'val')
-    with pytest.raises(FileNotFoundError, match='needs the val image list .*janghyuncho/PiCIE'):
-        preset_data_cfg(get_preset('coco_stuff27'), str(root), val_list=str(tmp_path / 'x'))
+    data_cfg = preset_data_cfg(get_preset('coco_stuff27'), str(root),
+                               val_list=str(tmp_path / 'x'))
+    with pytest.raises(FileNotFoundError, match=f'dataset path not found: {tmp_path}/x '
+                       r'\(image list\)\n    make it: get it from .*janghyuncho/PiCIE'):
+        DenseEvalDataset(data_cfg, 'val')
 
 
 def test_voc_palette_masks_are_read_as_class_indices(tmp_path):
@@ -171,8 +137,9 @@ def test_a_run_on_fewer_images_than_its_preset_is_refused_or_marked(tmp_path, vi
     root = coco_stuff_mini(tmp_path / 'coco')
     with pytest.raises(SubsetError, match=r'train uses 4 images, the preset 49,629; '
                        r'val uses 3 images, the preset 2,175'):
-        evaluate_preset(vit, tiny(get_preset('coco_stuff27')), str(root), log=lambda *_: None)
-    toy = tiny(get_preset('toy'))
+        evaluate_preset(vit, tiny_preset(get_preset('coco_stuff27')), str(root),
+                        log=lambda *_: None)
+    toy = tiny_preset(get_preset('toy'))
     toy = dataclasses.replace(toy, protocols=(('dispersion', {}), ))
     lines = []
     record = evaluate_preset(vit, toy, toy_root, num_val=3, allow_subset=True, num_workers=0,
@@ -182,32 +149,11 @@ def test_a_run_on_fewer_images_than_its_preset_is_refused_or_marked(tmp_path, vi
     assert not evaluate_preset(vit, toy, toy_root, num_workers=0, log=lines.append)['subset']
 
 
-@pytest.mark.parametrize('name', sorted(PRESETS))
-def test_each_preset_runs_end_to_end_on_a_mini_dataset(name, tmp_path, vit, toy_root):
-    preset = tiny(get_preset(name))
-    root = MINI[name](tmp_path / name) if name in MINI else toy_root
-    record = evaluate_preset(vit, preset, str(root), allow_subset=True, batch_size=2,
-                             num_workers=1, feature_dtype='float32', cache_dir=str(tmp_path),
-                             log=lambda *_: None)
-    assert record['subset'] == (name != 'toy')
-    assert record['feature_grid'] == [4, 4] and record['preset']['name'] == name
-    assert [(r['protocol'], r['options']) for r in record['results']] == \
-        [(p, o) for p, o in preset.protocols]
-    for result in record['results']:
-        metrics = result['metrics']
-        if result['protocol'] != 'dispersion':
-            assert 0 <= metrics['pAcc'] <= 1 and 0 <= metrics['mIoU'] <= metrics['grid_mIoU']
-    expected = dict(coco_stuff27=(4, 3), voc12_leopart=(4, 3), ade20k_linear=(4, 3),
-                    cityscapes_linear=(4, 3), toy=(24, 8))[name]
-    assert (record['num_train'], record['num_val']) == expected
-    assert [p.name for p in tmp_path.glob('mmdense_dense_eval_*')] == []  # stores removed
-
-
 def test_report_is_written_as_json_and_markdown_with_the_checkpoint_hash(tmp_path, vit,
                                                                          toy_root):
     checkpoint = tmp_path / 'model.pth'
     torch.save(dict(state_dict=vit.state_dict()), checkpoint)
-    preset = dataclasses.replace(tiny(get_preset('toy')), protocols=(('knn', dict(k=5)), ))
+    preset = dataclasses.replace(tiny_preset(get_preset('toy')), protocols=(('knn', dict(k=5)), ))
     record = evaluate_preset(vit, preset, toy_root, num_val=4, allow_subset=True,
                              num_workers=0, log=lambda *_: None)
     paths = write_report(record, str(tmp_path / 'out' / 'result.json'), str(checkpoint),

@@ -19,4 +19,5 @@ dense_eval_data = dict(
         img_suffix='.jpg',
         seg_map_suffix='.png',
         instance_ann_file='annotations/instances_val.json'),
+    prepare={'': 'python tools/misc/make_toy_scenes.py --out {data_root}'},
 )
