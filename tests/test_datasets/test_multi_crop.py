@@ -1,14 +1,18 @@
-import mmcv
+import os.path as osp
+
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.dataset import default_collate
 from mmpretrain.models import SelfSupDataPreprocessor
+from PIL import Image
 
 from mmdense.datasets.transforms.multi_crop import MultiCropWithGeometry
 from mmdense.models.utils.alignment import align_to_boxes
 from mmdense.registry import TRANSFORMS
 from mmdense.structures import intersection_area, overlap_in_views
+from helpers import ROOT
 
 HEIGHT, WIDTH = 120, 160
 
@@ -79,7 +83,7 @@ def test_views_match_boxes_and_flips():
                                    flipped['img']):
         x1, y1, x2, y2 = box
         size = view.shape[1], view.shape[0]
-        expected = mmcv.imresize(img[y1:y2, x1:x2], size, interpolation='bicubic')
+        expected = np.asarray(Image.fromarray(img[y1:y2, x1:x2]).resize(size, Image.BICUBIC))
         np.testing.assert_array_equal(view, expected)
         np.testing.assert_array_equal(mirrored, expected[:, ::-1])
 
@@ -149,41 +153,46 @@ def test_after_max_tries_the_crop_is_drawn_without_condition(monkeypatch):
     np.testing.assert_array_equal(box, fallback)
 
 
-def test_bad_overlap_or_antialias_settings_are_clear_errors():
+def test_bad_overlap_interpolation_or_dtype_are_clear_errors():
     with pytest.raises(ValueError, match='min_overlap must lie in \\[0, 1\\], got 2'):
         MultiCropWithGeometry(min_overlap=2)
-    with pytest.raises(ValueError, match="interpolation='hamming' has no PIL filter"):
-        MultiCropWithGeometry(antialias=True, interpolation='hamming')
-    with pytest.raises(TypeError, match='needs a uint8 image, got float32'):
-        _run(MultiCropWithGeometry(antialias=True, global_crops=dict(size=8)), 0,
-             img=np.zeros((40, 40, 3), np.float32))
+    with pytest.raises(ValueError, match="interpolation='hamming' is not a PIL resampling"):
+        MultiCropWithGeometry(interpolation='hamming')
+    with pytest.raises(TypeError, match='needs a uint8 or float32 image, got float64'):
+        _run(MultiCropWithGeometry(global_crops=dict(size=8)), 0,
+             img=np.zeros((40, 40, 3), np.float64))
 
 
-def _whole_image_views(antialias, img, size):
+def _whole_image_view(img, size):
     transform = MultiCropWithGeometry(global_crops=dict(num=1, size=size, scale=(1.0, 1.0)),
-                                      ratio=(1.0, 1.0), flip_prob=0.0, antialias=antialias)
+                                      ratio=(1.0, 1.0), flip_prob=0.0)
     return _run(transform, 0, img=img)['img'][0]
 
 
-def test_antialiased_resize_averages_a_high_frequency_pattern():
+def test_resize_averages_a_high_frequency_pattern():
     # a one-pixel checkerboard of 0 and 255 shrunk 256 -> 37 px: each output pixel covers about
-    # 48 pixels, half black and half white, so an antialiased resize gives their mean, 127.5
+    # 48 pixels, half black and half white, so an antialiased resize gives their mean, 127.5,
+    # where a plain bicubic one (cv2's) samples the 4 x 4 pixels nearest each output pixel
     checkerboard = (np.indices((256, 256)).sum(axis=0) % 2 * 255).astype(np.uint8)
-    img = np.repeat(checkerboard[..., None], 3, axis=2)
-    smooth, aliased = _whole_image_views(True, img, 37), _whole_image_views(False, img, 37)
-    assert smooth.dtype == np.uint8 and smooth.shape == (37, 37, 3)
-    assert np.abs(smooth.astype(float) - 127.5).max() <= 1.0
-    # cv2's bicubic samples the 4 x 4 source pixels nearest each output pixel: 0 to 255
-    assert aliased.min() < 20 and aliased.max() > 235
+    view = _whole_image_view(np.repeat(checkerboard[..., None], 3, axis=2), 37)
+    assert view.dtype == np.uint8 and view.shape == (37, 37, 3)
+    assert np.abs(view.astype(float) - 127.5).max() <= 1.0
 
 
-def test_antialiased_views_equal_torchvision_resized_crops_of_pil_images():
-    from PIL import Image
+def test_float_images_are_resized_per_channel_with_the_same_filter():
+    img = np.random.default_rng(1).random((90, 90, 3), dtype=np.float32) * 255
+    view = _whole_image_view(img, 30)
+    assert view.dtype == np.float32 and view.shape == (30, 30, 3)
+    for channel in range(3):
+        expected = Image.fromarray(img[..., channel]).resize((30, 30), Image.BICUBIC)
+        np.testing.assert_array_equal(view[..., channel], np.asarray(expected))
+
+
+def test_views_equal_torchvision_resized_crops_of_pil_images():
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.functional import resized_crop
     img = _image(3)
-    transform = MultiCropWithGeometry(global_crops=dict(size=(24, 40)), flip_prob=0.0,
-                                      antialias=True)
+    transform = MultiCropWithGeometry(global_crops=dict(size=(24, 40)), flip_prob=0.0)
     results = _run(transform, 5, img=img)
     for view, (x1, y1, x2, y2) in zip(results['img'], results['crop_boxes'].astype(int)):
         expected = resized_crop(Image.fromarray(img), y1, x1, y2 - y1, x2 - x1, [24, 40],
@@ -319,3 +328,40 @@ def test_clean_global_copies_share_crop_and_flip_without_jitter():
         for g in range(2):
             assert (views[g] == views[g][..., :1]).all()
             np.testing.assert_array_equal(views[3 + g], reference['img'][g])
+
+
+# Every multi-crop pipeline of the recipes: the pipeline bases and the DINO recipe configs.
+MULTI_CROP_CONFIGS = [
+    'configs/_base_/pipelines/adclr_query_crops.py',
+    'configs/_base_/pipelines/cotap_multicrop.py',
+    'configs/_base_/pipelines/dino_multicrop.py',
+    'configs/_base_/pipelines/two_view_geometry.py',
+    'configs/dino/vit-s_in1k-100e.py',
+    'configs/dino/vit-s_in1k-300e.py',
+    'configs/dino/vit-s_coco.py',
+]
+
+
+@pytest.mark.parametrize('config', MULTI_CROP_CONFIGS)
+def test_pipeline_views_equal_dinos_pil_resized_crops(config):
+    """Each view of the config's multi-crop transform, photometric pipelines left out, equals
+    DINO's ``RandomResizedCrop(interpolation=BICUBIC)`` on a PIL image (torchvision crops, then
+    PIL resizes with its antialiased filter) of the same box, within one grey level. The image
+    is uint8 noise: every pixel differs from its neighbours, so a resize that samples instead of
+    averaging (cv2's bicubic) misses by tens of grey levels when it shrinks."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import resized_crop
+    crop = Config.fromfile(osp.join(ROOT, config)).train_pipeline[1]
+    photometric = [key for key in ('global_pipelines', 'local_pipeline', 'query_pipeline')
+                   if key in crop]
+    transform = TRANSFORMS.build(dict(crop, **{key: None for key in photometric}))
+    img = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    results = _run(transform, 0, img=img)
+    assert len(results['img']) >= 2
+    for view, (x1, y1, x2, y2), flip in zip(results['img'], results['crop_boxes'].astype(int),
+                                            results['flips']):
+        expected = np.asarray(resized_crop(Image.fromarray(img), y1, x1, y2 - y1, x2 - x1,
+                                           list(view.shape[:2]), InterpolationMode.BICUBIC))
+        if flip:
+            expected = expected[:, ::-1]
+        assert np.abs(view.astype(int) - expected).max() <= 1, (x1, y1, x2, y2)

@@ -2,7 +2,8 @@
 # flip: the views SlotCon and DSC (and their step-cost baselines, BYOL and DenseCL) train on. As in
 # the official SlotCon code: 224 px, scale 0.08-1, the second crop redrawn up to 10 times until at
 # least 1% of its area lies in the first (then drawn once more without condition), antialiased
-# bicubic resize (PIL, as torchvision on PIL images). Configs change the crop size with
+# bicubic resize (PIL, as torchvision on PIL images; every multi-crop view is resized so).
+# Configs change the crop size with
 # `train_pipeline = _base_.train_pipeline; train_pipeline[1].global_crops.update(size=...)`.
 _base_ = ['./byol_photometric.py']
 
@@ -16,7 +17,6 @@ train_pipeline = [
         max_tries=10,
         min_overlap=0.01,
         interpolation='bicubic',
-        antialias=True,
         global_pipelines=[{{_base_.photometric_view1}}, {{_base_.photometric_view2}}]),
     dict(type='PackMultiViewInputs', algorithm_keys=['crop_boxes', 'flips']),
 ]

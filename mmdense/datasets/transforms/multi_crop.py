@@ -13,8 +13,8 @@ from mmdense.structures import intersection_area
 
 GLOBAL_CROPS = dict(num=2, size=224, scale=(0.25, 1.0))
 LOCAL_CROPS = dict(num=0, size=96, scale=(0.05, 0.25))
-# PIL resampling filters by mmcv interpolation name. Except 'nearest', PIL widens the filter by
-# the downscaling factor, so downscaled views are antialiased.
+# PIL resampling filters by interpolation name. Except 'nearest', PIL widens the filter by the
+# downscaling factor, so downscaled views are antialiased.
 PIL_FILTERS = {
     'nearest': Image.Resampling.NEAREST,
     'bilinear': Image.Resampling.BILINEAR,
@@ -22,6 +22,33 @@ PIL_FILTERS = {
     'area': Image.Resampling.BOX,
     'lanczos': Image.Resampling.LANCZOS,
 }
+
+
+def antialiased_resize(img: np.ndarray, out_w: int, out_h: int,
+                       interpolation: str = 'bicubic') -> np.ndarray:
+    """Resize ``img`` (H, W) or (H, W, C) to (out_h, out_w[, C]) with PIL's resampling filter.
+
+    PIL stretches the filter by the scale factor when it shrinks an image (a bicubic output pixel
+    of an s-times reduction weighs 4·s × 4·s input pixels), so the output averages what it
+    shrinks instead of sampling it. This is the resize of torchvision's ``RandomResizedCrop`` on
+    PIL images (DINO's, SlotCon's), so a uint8 view equals theirs bit for bit.
+
+    uint8 (H, W, 3) images go through PIL as one RGB image (channel order does not matter: every
+    channel is filtered alike); other uint8 images and float32 images (e.g. coordinate maps) are
+    resized channel by channel as 8-bit or 32-bit float PIL images, with the same filter.
+    Returns a new, writable array of ``img``'s dtype.
+    """
+    if img.dtype not in (np.uint8, np.float32):
+        raise TypeError(f'antialiased_resize needs a uint8 or float32 image, got {img.dtype}')
+    resample = PIL_FILTERS[interpolation]
+    if img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3:
+        return np.array(Image.fromarray(img).resize((out_w, out_h), resample))
+    channels = img if img.ndim == 3 else img[..., None]
+    resized = np.stack([
+        np.asarray(Image.fromarray(np.ascontiguousarray(channels[..., c])).resize(
+            (out_w, out_h), resample)) for c in range(channels.shape[2])
+    ], axis=2)
+    return resized if img.ndim == 3 else resized[..., 0]
 
 
 def _build_pipeline(transforms: Optional[Sequence[dict]]) -> Compose:
@@ -36,7 +63,8 @@ class MultiCropWithGeometry(BaseTransform):
 
     Each view is a random crop (area fraction in ``scale``, log-uniform aspect ratio in ``ratio``,
     centre-crop fallback after 10 failed draws) resized to its size, flipped horizontally with
-    ``flip_prob`` and passed through its photometric pipeline. Crops and flips are drawn from
+    ``flip_prob`` and passed through its photometric pipeline. Resizing is antialiased (see
+    ``interpolation``). Crops and flips are drawn from
     ``np.random``, so seeding it (as mmengine does) makes them reproducible.
 
     Required keys: ``img``. Modified keys: ``img`` (list of views, globals first), ``img_shape``
@@ -64,11 +92,9 @@ class MultiCropWithGeometry(BaseTransform):
         max_tries: number of draws allowed per crop by ``require_overlap``.
         min_overlap: the fraction of a further global crop's area that must lie in the first
             one (``require_overlap``); 0 accepts any positive overlap.
-        interpolation: resize interpolation understood by :func:`mmcv.imresize`; with
-            ``antialias`` one of ``PIL_FILTERS``.
-        antialias: resize with PIL (uint8 images) instead of cv2. PIL, like torchvision on PIL
-            images, widens the interpolation filter when it downscales, so a view averages the
-            pixels it shrinks instead of sampling them (aliasing); cv2's bicubic does not.
+        interpolation: the resampling filter, one of ``PIL_FILTERS``. Every view is resized
+            by :func:`antialiased_resize` (PIL's filter, widened when it shrinks), which equals
+            torchvision's ``RandomResizedCrop`` on PIL images.
     """
 
     def __init__(self,
@@ -82,8 +108,7 @@ class MultiCropWithGeometry(BaseTransform):
                  max_tries: int = 10,
                  min_overlap: float = 0.0,
                  clean_global_copies: bool = False,
-                 interpolation: str = 'bicubic',
-                 antialias: bool = False):
+                 interpolation: str = 'bicubic'):
         self.global_crops = {**GLOBAL_CROPS, **(global_crops or {})}
         self.local_crops = {**LOCAL_CROPS, **(local_crops or {})}
         self.ratio = ratio
@@ -93,13 +118,12 @@ class MultiCropWithGeometry(BaseTransform):
         self.min_overlap = min_overlap
         self.clean_global_copies = clean_global_copies
         self.interpolation = interpolation
-        self.antialias = antialias
         if not 0.0 <= min_overlap <= 1.0:
             raise ValueError(f'MultiCropWithGeometry: min_overlap must lie in [0, 1], got '
                              f'{min_overlap}')
-        if antialias and interpolation not in PIL_FILTERS:
-            raise ValueError(f'MultiCropWithGeometry: interpolation={interpolation!r} has no PIL '
-                             f'filter for antialias=True; use one of {sorted(PIL_FILTERS)}')
+        if interpolation not in PIL_FILTERS:
+            raise ValueError(f'MultiCropWithGeometry: interpolation={interpolation!r} is not a '
+                             f'PIL resampling filter; use one of {sorted(PIL_FILTERS)}')
 
         num_globals = self.global_crops['num']
         global_pipelines = global_pipelines or [[]]
@@ -163,20 +187,11 @@ class MultiCropWithGeometry(BaseTransform):
                          self._sample_box(height, width, scale))
         return boxes
 
-    def _resize(self, crop: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
-        if not self.antialias:
-            return mmcv.imresize(crop, (out_w, out_h), interpolation=self.interpolation)
-        if crop.dtype != np.uint8:
-            raise TypeError('MultiCropWithGeometry(antialias=True) resizes with PIL and needs a '
-                            f'uint8 image, got {crop.dtype}')
-        resized = Image.fromarray(crop).resize((out_w, out_h), PIL_FILTERS[self.interpolation])
-        return np.array(resized)  # a writable copy
-
     def _make_view(self, img: np.ndarray, box: np.ndarray, size: Union[int, Tuple[int, int]],
                    flip: bool, pipeline: Compose) -> np.ndarray:
         out_h, out_w = (size, size) if isinstance(size, int) else size
         x1, y1, x2, y2 = box.astype(int)
-        view = self._resize(img[y1:y2, x1:x2], out_w, out_h)
+        view = antialiased_resize(img[y1:y2, x1:x2], out_w, out_h, self.interpolation)
         if flip:
             view = np.ascontiguousarray(mmcv.imflip(view, direction='horizontal'))
         return pipeline(dict(img=view, img_shape=view.shape[:2]))['img']
@@ -216,4 +231,4 @@ class MultiCropWithGeometry(BaseTransform):
                 f'flip_prob={self.flip_prob}, require_overlap={self.require_overlap}, '
                 f'max_tries={self.max_tries}, min_overlap={self.min_overlap}, '
                 f'clean_global_copies={self.clean_global_copies}, '
-                f'interpolation={self.interpolation!r}, antialias={self.antialias})')
+                f'interpolation={self.interpolation!r})')
