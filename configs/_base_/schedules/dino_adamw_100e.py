@@ -1,16 +1,18 @@
-# DINO recipe: AdamW, lr 5e-4 x total_batch/256 (here 8 GPUs x 64 = 512), 10 warm-up epochs,
-# cosine to 1e-6; weight decay cosine 0.04 -> 0.4 (none on norms, biases and 1-D params);
-# gradient clipping 3.0; prototype layer frozen during epoch 1; teacher temperature 0.04 -> 0.07
-# over 30 epochs.
+# DINO's schedule as main_dino.py runs it with its default arguments (the README's vanilla
+# 100-epoch ViT-S/16 run): AdamW, lr 5e-4 x total_batch/256 (here 8 GPUs x 64 = 512), 10 warm-up
+# epochs, cosine to 1e-6; weight decay cosine 0.04 -> 0.4 (none on biases and 1-D parameters:
+# norms); each parameter's gradient clipped to norm 3.0 on its own (utils.clip_gradients:
+# PerParamClipOptimWrapperConstructor); prototype layer frozen during epoch 1; constant τ_t
+# (no warm-up hook; ./dino_adamw_300e.py adds the boost run's).
 max_epochs = 100
 warmup_epochs = 10
 optim_wrapper = dict(
     type='OptimWrapper',
-    constructor='FrozenAwareOptimWrapperConstructor',
+    constructor='PerParamClipOptimWrapperConstructor',
     # foreach: one fused update over all parameters (torch's default on CUDA; on the CPU too)
     optimizer=dict(type='AdamW', lr=5e-4 * 512 / 256, betas=(0.9, 0.999), weight_decay=0.04,
                    foreach=True),
-    clip_grad=dict(max_norm=3.0),
+    clip_grad=dict(type='per_param', max_norm=3.0),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0),
 )
 param_scheduler = [
@@ -23,7 +25,6 @@ param_scheduler = [
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 custom_hooks = [
-    dict(type='TeacherTempWarmupHook', start=0.04, end=0.07, warmup_epochs=30),
     dict(type='FreezeLastLayerHook', module_prefixes=('head.last_layer', ), freeze_epochs=1),
 ]
 # `tools/train.py --auto-scale-lr` rescales the lr when the total batch differs from 512.

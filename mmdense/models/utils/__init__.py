@@ -12,3 +12,6 @@ __all__ += ['gathered_spherical_kmeans', 'spherical_kmeans']
 from .backbone_channels import last_output_channels  # noqa: E402
 
 __all__ += ['last_output_channels']
+from .dino_init import DINOInit  # noqa: E402
+
+__all__ += ['DINOInit']
