@@ -114,11 +114,12 @@ def prototype_assignment(model, images, batch_size=16):
     ``<normalise(z_ij), normalise(prototype_k)>`` on the feature grid; each cell takes the best
     ``k``.
     """
-    from mmdense.evaluation import normalize_images
+    from mmdense.evaluation import model_inputs
     device = next(model.parameters()).device
     winners = []
     for batch in images.split(batch_size):
-        _, dots = model.encode_view(model.teacher, normalize_images(model, batch.to(device)))
+        inputs = model_inputs(model, batch.to(device), channel_order='rgb')
+        _, dots = model.encode_view(model.teacher, inputs)
         winners.append(dots.argmax(1).cpu())
     return torch.cat(winners)
 
@@ -255,7 +256,8 @@ def draw_pictures(config, checkpoint, data_root, work_dir, device='cpu', num_ima
         image_grid(rows, ['image', 'labels'] + [f'{name} prototypes' for name in maps], size),
         osp.join(work_dir, 'prototypes.png'))
 
-    feats = {name: extract_features(model, images) for name, model in models.items()}
+    feats = {name: extract_features(model, images, channel_order='rgb')
+             for name, model in models.items()}
     pcas = {name: pca_rgb(f) for name, f in feats.items()}
     rows = [[shown[i]] + [pcas[name][i] for name in pcas] for i in range(num_images)]
     paths['features_pca'] = _write_png(
@@ -270,8 +272,8 @@ def draw_pictures(config, checkpoint, data_root, work_dir, device='cpu', num_ima
     tile[(marked == 255).all(-1)] = 255
     row = [tile, colorize(val['labels'][index].numpy(), label_colours)]
     for model in models.values():
-        row.append(heatmap(similarity_map(extract_features(model, query_image)[0], point), size,
-                           point))
+        query_feats = extract_features(model, query_image, channel_order='rgb')
+        row.append(heatmap(similarity_map(query_feats[0], point), size, point))
     paths['similarity'] = _write_png(
         image_grid([row], ['image, query', 'labels'] +
                    [f'{name} similarity' for name in models], size),

@@ -1,11 +1,13 @@
 """Training pairs (image, one of its nearest neighbours) for cross-image objectives."""
 import json
+import logging
 import os.path as osp
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from mmengine.dataset import BaseDataset
+from mmengine.logging import print_log
 from torch.utils.data import Dataset
 
 from mmdense.registry import DATASETS
@@ -31,7 +33,10 @@ def read_neighbours(path: str) -> dict:
 
     The whole file is validated once: truncated JSON, a missing entry, an image that is not a
     path, or a neighbour index that is not an integer (``null``, ``true``, ``"3"``, ``1.5``), out
-    of range or the image itself raise an error naming the file and the first bad entry.
+    of range or the image itself raise an error naming the file and the first bad entry. A file
+    of the tool (it names its ``checkpoint``) that does not record ``model_input`` (the channel
+    order, mean and std the embedding backbone saw) was written before the tool embedded RGB
+    images: its neighbours are those of channel-swapped images, and a warning says to rebuild it.
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'neighbour file {path!r} does not exist: build it with '
@@ -61,6 +66,11 @@ def read_neighbours(path: str) -> dict:
         if problem:
             raise UserValueError(f'neighbour file {path!r}: neighbours[{i}] (of '
                                  f'{images[i]!r}) {problem}')
+    if 'checkpoint' in record and 'model_input' not in record:
+        print_log(f'neighbour file {path!r} records no model_input: it was written by a '
+                  'build_nn_pairs.py that embedded the BGR pipeline images as RGB, so its '
+                  'neighbours are those of channel-swapped images; rebuild it with '
+                  '`python tools/misc/build_nn_pairs.py`', logger='current', level=logging.WARNING)
     return record
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmdense.utils.dist import get_rank, get_world_size
-from .features import dense_features, normalize_images
+from .features import check_channel_order, dense_features, model_inputs
 
 
 def _read_rows(path: str, dtype: np.dtype, row_shape: Tuple[int, ...],
@@ -143,21 +143,24 @@ def build_loader(dataset, batch_size: int = 8, num_workers: int = 2,
 
 
 @torch.no_grad()
-def extract_to_store(model: nn.Module, loader, store: FeatureStore,
+def extract_to_store(model: nn.Module, loader, store: FeatureStore, *, channel_order: str,
                      grid: Optional[Tuple[int, int]] = None, progress: bool = False) -> None:
     """Append :func:`~.features.dense_features` of every batch of ``loader`` (items of
-    :class:`~.data.DenseEvalDataset`) to ``store``, computed on the model's device.
+    :class:`~.data.DenseEvalDataset`: 0-255 ``image`` whose channels are in ``channel_order``,
+    ``'rgb'`` for that dataset; see :func:`~.features.model_inputs`) to ``store``, computed on
+    the model's device.
 
     ``grid``: resample the feature maps (bilinear) to this ``(h, w)`` when the backbone's own
     grid differs (e.g. a stride-32 ResNet evaluated on a preset's stride-16 grid).
     ``progress`` shows an mmengine progress bar on rank 0 (counting all ranks' images).
     """
     from mmengine.utils import ProgressBar
+    check_channel_order(channel_order)
     device = next(model.parameters()).device
     bar = ProgressBar(len(loader.dataset)) if progress and get_rank() == 0 else None
     for batch in loader:
         images = batch['image'].to(device, non_blocking=True)
-        feats = dense_features(model, normalize_images(model, images))
+        feats = dense_features(model, model_inputs(model, images, channel_order=channel_order))
         if grid is not None and tuple(feats.shape[-2:]) != tuple(grid):
             feats = F.interpolate(feats, size=tuple(grid), mode='bilinear', align_corners=False)
         store.append(feats, batch['label'], batch['index'], batch.get('instances'))

@@ -84,7 +84,8 @@ def _extract(model: nn.Module, dataset: DenseEvalDataset, folder: str, preset: D
     device = next(model.parameters()).device
     loader = build_loader(dataset, batch_size, num_workers, pin_memory=device.type == 'cuda')
     store = FeatureStore(folder, feature_dtype)
-    extract_to_store(model, loader, store, grid=preset.grid, progress=progress)
+    extract_to_store(model, loader, store, channel_order='rgb',  # DenseEvalDataset: RGB
+                     grid=preset.grid, progress=progress)
     return store
 
 

@@ -28,13 +28,15 @@ def run_protocol(model: nn.Module,
                  batch_size: int = 8) -> Dict[str, float]:
     """Metrics of ``protocol`` for ``model``'s frozen dense features.
 
-    ``train``/``val`` are :func:`.data.load_split` dicts; ``linear`` and ``knn`` fit on ``train``
+    ``train``/``val`` are :func:`.data.load_split` dicts (RGB images, normalised as ``model``'s
+    data preprocessor says: :func:`.features.model_inputs`); ``linear`` and ``knn`` fit on ``train``
     and score ``val``; ``cluster`` and ``dispersion`` use ``val`` only. The segmentation
     protocols also report ``grid_mIoU``, the ceiling that the feature stride sets
     (:func:`.protocols.grid_majority_scores`).
     """
     check_protocol(protocol)
-    val_feats = extract_features(model, val['images'], batch_size)
+    val_feats = extract_features(model, val['images'], channel_order='rgb',
+                                 batch_size=batch_size)
     common = dict(num_classes=num_classes, ignore_index=ignore_index)
     if protocol == 'dispersion':
         return dispersion_stats(val_feats, val['labels'], instances=val.get('instances'),
@@ -45,7 +47,8 @@ def run_protocol(model: nn.Module,
     elif train is None:
         raise ValueError(f'protocol {protocol!r} needs a training split')
     else:
-        train_feats = extract_features(model, train['images'], batch_size)
+        train_feats = extract_features(model, train['images'], channel_order='rgb',
+                                       batch_size=batch_size)
         if protocol == 'knn':
             metrics = knn_segmentation(train_feats, train['labels'], val_feats, val['labels'],
                                        k=knn_k, **common)

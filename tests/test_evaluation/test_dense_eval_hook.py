@@ -96,8 +96,8 @@ def test_hook_on_a_preset_subset_streams_the_in_memory_result(toy_root, tmp_path
 
     data_cfg = dict(preset_data_cfg(get_preset('toy'), toy_root), img_size=64)
     val = load_split(data_cfg, 'val', 4)
-    expected = cluster_segmentation(extract_features(vit, val['images']), val['labels'], 9,
-                                    num_iters=5)
+    expected = cluster_segmentation(extract_features(vit, val['images'], channel_order='rgb'),
+                                    val['labels'], 9, num_iters=5)
     assert {k: metrics[k] for k in expected} == pytest.approx(expected, abs=1e-9)
     assert runner.logged == [(10, {f'dense_eval/cluster_{k}': v for k, v in metrics.items()})]
     assert runner.message_hub.get_scalar('train/dense_eval/cluster_mIoU').current() == \

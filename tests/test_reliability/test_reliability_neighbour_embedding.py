@@ -4,24 +4,27 @@ A DINO checkpoint in the official format (``teacher`` / ``student`` dicts in tim
 converted with ``import_weights``; ``build_nn_pairs.py`` on the CoTAP config's images with the
 DINO config as ``--model-config`` must give exactly the neighbours that a plain mmpretrain
 ``VisionTransformer`` holding the teacher's weights gives (computed here independently, all
-pairs at once). Without ``--model-config`` the tool falls back to the CoTAP config, whose
-object prototypes the DINO file cannot initialise: that is refused.
+pairs at once, on the images read with PIL as RGB, resized with PIL and normalised by hand:
+nothing of the project's pipeline). Without ``--model-config`` the tool falls back to the CoTAP
+config, whose object prototypes the DINO file cannot initialise: that is refused.
 """
 import json
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.dataset import default_collate
 from algorithm_table import tiny_config
 from helpers import ROOT, build_algorithm, four_block_dino, run_tool
+from PIL import Image
 
-from mmdense.registry import DATASETS
 from mmdense.transfer.keys import to_layout
 
 IMG_SIZE, TOPK = 64, 3
+IMAGENET_MEAN_RGB = np.array([123.675, 116.28, 103.53])
+IMAGENET_STD_RGB = np.array([58.395, 57.12, 57.375])
 
 
 @pytest.fixture(scope='module')
@@ -44,26 +47,40 @@ def converted_dino(tmp_path_factory, toy_root):
                 cotap_config=str(folder / 'cotap.py'), teacher=teacher, backbone=cfg.model)
 
 
-def plain_vit_neighbours(converted, toy_root):
-    """Top-k neighbours by the CLS token of a plain ViT holding the teacher's weights."""
+def pil_rgb_inputs(toy_root, swap_red_blue=False):
+    """The toy training images as the DINO teacher was trained to see them: read with PIL as
+    RGB, resized to IMG_SIZE (bicubic; the toy images are square, so no crop), ``(x - mean) /
+    std`` with ImageNet's RGB statistics. ``swap_red_blue``: what treating BGR as RGB gives."""
+    with open(osp.join(toy_root, 'meta', 'train.txt')) as f:
+        paths = [osp.join(toy_root, line.strip()) for line in f if line.strip()]
+    pixels = []
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.width == image.height, path
+            rgb = image.convert('RGB').resize((IMG_SIZE, IMG_SIZE), Image.BICUBIC)
+        pixels.append(np.asarray(rgb, np.float64))
+    pixels = np.stack(pixels)
+    if swap_red_blue:
+        pixels = pixels[..., ::-1]
+    normalised = (pixels - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
+    return torch.from_numpy(normalised).permute(0, 3, 1, 2).float()
+
+
+def plain_vit_neighbours(converted, toy_root, swap_red_blue=False):
+    """Top-k neighbours by the CLS token of a plain ViT holding the teacher's weights, on
+    :func:`pil_rgb_inputs`."""
     from mmpretrain.models import VisionTransformer
     backbone_cfg = dict(converted['backbone'].backbone)
     backbone_cfg.pop('type')
     vit = VisionTransformer(**backbone_cfg)
     vit.load_state_dict(converted['teacher'])
     vit.eval()
-    dataset = DATASETS.build(dict(
-        type='UnlabeledImageDataset', data_root=toy_root, ann_file='meta/train.txt',
-        pipeline=[dict(type='LoadRGBImage'),
-                  dict(type='ResizeEdge', scale=IMG_SIZE, edge='short', backend='pillow',
-                       interpolation='bicubic'),
-                  dict(type='CenterCrop', crop_size=IMG_SIZE), dict(type='PackInputs')]))
-    images = default_collate([dataset[i] for i in range(len(dataset))])['inputs'].float()
     preprocessor = converted['backbone'].data_preprocessor
-    mean = torch.tensor(preprocessor.mean).view(1, 3, 1, 1)
-    std = torch.tensor(preprocessor.std).view(1, 3, 1, 1)
+    assert preprocessor.to_rgb
+    np.testing.assert_allclose(preprocessor.mean, IMAGENET_MEAN_RGB)
+    np.testing.assert_allclose(preprocessor.std, IMAGENET_STD_RGB)
     with torch.no_grad():
-        cls = F.normalize(vit((images - mean) / std)[-1], dim=1)
+        cls = F.normalize(vit(pil_rgb_inputs(toy_root, swap_red_blue))[-1], dim=1)
     similarity = cls @ cls.T
     similarity.fill_diagonal_(-float('inf'))
     return similarity.topk(TOPK, dim=1).indices.tolist()
@@ -79,7 +96,10 @@ def test_neighbours_of_a_converted_dino_equal_those_of_a_plain_vit(converted_din
     with open(out) as f:
         record = json.load(f)
     assert len(record['neighbours']) == 24
-    assert record['neighbours'] == plain_vit_neighbours(converted_dino, toy_root)
+    expected = plain_vit_neighbours(converted_dino, toy_root)
+    swapped = plain_vit_neighbours(converted_dino, toy_root, swap_red_blue=True)
+    assert swapped != expected  # treating BGR as RGB would show
+    assert record['neighbours'] == expected
 
 
 def test_uninitialised_object_prototypes_are_refused(converted_dino, toy_root, tmp_path,

@@ -36,7 +36,7 @@ PROTOCOLS = (('linear', dict(epochs=1, batch_size=16)), ('knn', dict(k=10)),
 class SyntheticScenes(torch.utils.data.Dataset):
     """Image ``i``: a 4x4 grid of blocks whose classes are drawn from a generator seeded by
     ``seed + i``; each class has a fixed colour, plus uniform noise. Items as
-    :class:`mmdense.evaluation.DenseEvalDataset`'s."""
+    :class:`mmdense.evaluation.DenseEvalDataset`'s (RGB uint8 ``image``)."""
 
     def __init__(self, num_images: int, img_size: int, seed: int) -> None:
         self.num_images, self.img_size, self.seed = num_images, img_size, seed
@@ -69,7 +69,8 @@ def run_streaming(model, train, val, device, max_seed_points) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         for name, dataset in (('train', train), ('val', val)):
             stores[name] = FeatureStore(f'{folder}/{name}', 'float16')
-            extract_to_store(model, build_loader(dataset, 16, num_workers=0), stores[name])
+            extract_to_store(model, build_loader(dataset, 16, num_workers=0), stores[name],
+                             channel_order='rgb')
         return [
             run_stream_protocol(protocol, stores['train'], stores['val'], NUM_CLASSES,
                                 device=device, **options,
@@ -87,7 +88,7 @@ def run_in_memory(model, train, val, device, max_seed_points) -> dict:
     for name, dataset in (('train', train), ('val', val)):
         items = [dataset[i] for i in range(len(dataset))]
         images = torch.stack([item['image'] for item in items])
-        splits[name] = (extract_features(model, images, 16).cpu(),
+        splits[name] = (extract_features(model, images, channel_order='rgb', batch_size=16),
                         torch.stack([item['label'] for item in items]))
         del items, images
     (train_feats, train_labels), (val_feats, val_labels) = splits['train'], splits['val']

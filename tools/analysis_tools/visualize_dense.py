@@ -60,7 +60,7 @@ def main():
         data_cfg['img_size'] = args.img_size
     model = load_model(args.config, args.checkpoint, allow_partial=args.allow_partial)
     data = load_split(data_cfg, args.split, args.num_images)
-    feats = extract_features(model, data['images'])
+    feats = extract_features(model, data['images'], channel_order='rgb')  # load_split: RGB
     n, _, h, w = feats.shape
     num_clusters = args.num_clusters or data_cfg['num_classes']
     clusters = kmeans(flatten_features(feats), num_clusters).reshape(n, h, w).numpy()

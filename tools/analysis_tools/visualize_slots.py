@@ -24,6 +24,7 @@ from mmengine.registry import init_default_scope
 from mmdense.datasets.transforms import LoadRGBImage
 from mmdense.engine.checkpoint import read_checkpoint
 from mmdense.engine.load_coverage import load_weights
+from mmdense.evaluation.features import model_inputs
 from mmdense.registry import MODELS
 from mmdense.utils import register_all_modules
 from mmdense.utils.cli import UserError, UserValueError, load_config, run_cli
@@ -73,10 +74,11 @@ def palette(num_colors):
 
 @torch.no_grad()
 def assign(model, branch, images):
-    """BGR uint8 images (N, S, S, 3) → argmax prototype (N, S, S) and its score (N, S, S)."""
+    """BGR uint8 images (N, S, S, 3) from ``LoadRGBImage`` → argmax prototype (N, S, S) and its
+    score (N, S, S)."""
     modules = model.teacher if branch == 'teacher' else model.student_modules()
     batch = torch.from_numpy(images).permute(0, 3, 1, 2)
-    inputs = model.data_preprocessor(dict(inputs=batch, data_samples=None))['inputs']
+    inputs = model_inputs(model, batch, channel_order=LoadRGBImage.channel_order)
     _, dots = model.encode_view(modules, inputs)
     dots = F.interpolate(dots, size=images.shape[1:3], mode='bilinear', align_corners=False)
     scores, winners = dots.max(dim=1)

@@ -11,6 +11,10 @@ checkpoint imported with ``import_weights.py`` records no config, so pass the DI
 in CoTAP's model) is refused, as is a checkpoint that does not fill the whole embedding backbone
 (unless ``--allow-partial``). Each image is resized to ``--img-size`` (short side) and
 centre-cropped; its embedding is the backbone's CLS token (pooled map for CNNs), L2-normalised.
+The images are loaded as the pretraining pipelines load them (``LoadRGBImage``: BGR) and handed
+to the backbone as the model's data preprocessor would (``to_rgb``, mean, std:
+``mmdense.evaluation.features.model_inputs``), so an imported DINO embeds the RGB images it was
+trained on.
 Similarities are computed ``--chunk-size`` query rows at a time, so memory stays
 O(chunk × N), never N × N (COCO's 118k images fit). The image itself is never its own
 neighbour. The JSON output is what ``NeighbourPairDataset`` reads; it is replaced atomically.
@@ -77,12 +81,15 @@ def embedding_model_config(args):
 
 @torch.no_grad()
 def embed_images(model, loader, device) -> torch.Tensor:
-    from mmdense.evaluation.features import dense_backbone, normalize_images
+    """``(N, C)`` L2-normalised embeddings of the images of ``loader``: batches of 0-255
+    ``inputs (B, 3, S, S)`` loaded by ``LoadRGBImage``, in its channel order (BGR)."""
+    from mmdense.datasets.transforms import LoadRGBImage
+    from mmdense.evaluation.features import dense_backbone, model_inputs
     backbone = dense_backbone(model)
     embeddings, done, start = [], 0, time.time()
     for batch in loader:
         images = batch['inputs'].to(device)
-        out = backbone(normalize_images(model, images))[-1]
+        out = backbone(model_inputs(model, images, channel_order=LoadRGBImage.channel_order))[-1]
         out = out.flatten(2).mean(-1) if out.dim() == 4 else out
         embeddings.append(F.normalize(out.float(), dim=1).cpu())
         done += len(images)
@@ -117,6 +124,7 @@ def main():
     from torch.utils.data import DataLoader
 
     from mmdense.engine.checkpoint import refuse_overwriting_inputs, write_atomically
+    from mmdense.evaluation.features import input_normalization
     from mmdense.evaluation.runner import load_model
     from mmdense.registry import DATASETS
     from mmdense.utils.cli import UserKeyError, load_config
@@ -153,6 +161,7 @@ def main():
               for i in range(len(dataset))]
     record = dict(config=args.config, checkpoint=args.checkpoint,
                   checkpoint_sha256=sha256sum(args.checkpoint), embedding='backbone CLS',
+                  model_input=input_normalization(model)._asdict(),
                   img_size=args.img_size, topk=args.topk, images=images,
                   neighbours=neighbours.tolist())
     write_atomically(json.dumps(record).encode(), args.out)

@@ -38,11 +38,16 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
 
 @TRANSFORMS.register_module()
 class LoadRGBImage(BaseTransform):
-    """Load ``results['img_path']`` with PIL as an 8-bit BGR ``HxWx3`` array.
+    """Load ``results['img_path']`` with PIL as an 8-bit **BGR** ``HxWx3`` array.
 
-    EXIF orientation is applied, and grey, palette, alpha, CMYK and 16-bit images become 8-bit
-    three-channel images. Channels are in BGR order like ``mmcv.imread`` (data preprocessors
-    convert to RGB). Adds ``img``, ``img_shape`` and ``ori_shape`` (both ``(h, w)``).
+    "RGB" in the name says that every image becomes three colour channels: EXIF orientation is
+    applied, and grey, palette, alpha, CMYK and 16-bit images become 8-bit three-channel images.
+    The array is in **BGR** order (:attr:`channel_order`), like ``mmcv.imread``, because that is
+    what OpenMMLab data preprocessors expect: the configs' ``to_rgb=True`` turns it back into
+    RGB before the mean/std. Code that feeds these images to a model without the runner's data
+    preprocessor passes ``channel_order=LoadRGBImage.channel_order`` to
+    :func:`mmdense.evaluation.features.model_inputs`. Adds ``img``, ``img_shape`` and
+    ``ori_shape`` (both ``(h, w)``).
 
     Raises:
         ImageLoadError: the file is missing, empty, truncated, not a decodable image, larger
@@ -52,6 +57,8 @@ class LoadRGBImage(BaseTransform):
     Args:
         backend_args (dict, optional): mmengine file backend arguments (e.g. for remote storage).
     """
+
+    channel_order = 'bgr'
 
     def __init__(self, backend_args: Optional[dict] = None):
         self.backend_args = backend_args

@@ -143,7 +143,8 @@ class DenseEvalHook(Hook):
                 loader = build_loader(dataset, self.batch_size, self.num_workers,
                                       pin_memory=device.type == 'cuda')
                 stores[split] = FeatureStore(f'{folder}/{split}')
-                extract_to_store(model, loader, stores[split], grid=self._grid())
+                extract_to_store(model, loader, stores[split], channel_order='rgb',  # its items
+                                 grid=self._grid())
             metrics = run_stream_protocol(self.protocol, stores.get('train'), stores['val'],
                                           self.data_cfg['num_classes'],
                                           self.data_cfg.get('ignore_index', 255), device,

@@ -13,7 +13,11 @@ class PrototypeInitHook(Hook):
     """Initialise the object-aware filter's prototypes by spherical k-means, once.
 
     Before training, the student backbone encodes the first view of training batches until
-    ``num_images`` images (over all ranks) are seen; from the tokens entering its last block,
+    ``num_images`` images (over all ranks) are seen. The batches go through the model's own data
+    preprocessor, as in training (the pipeline's BGR images become RGB by its ``to_rgb``, then
+    the mean/std), so the prototypes are fitted to the inputs the filter will see in training
+    (``tests/test_evaluation/test_model_inputs_rgb.py`` checks them against PIL-RGB images
+    normalised by hand). From the tokens entering its last block,
     ``windows_per_image`` random k×k patch windows per image form a bank of (k²·D) vectors.
     Spherical k-means over the bank (gathered from all ranks, seeded by ``seed``, so every rank
     gets the same prototypes) gives M unit centroids, copied into ``prototypes`` (M, k², D).
