@@ -291,12 +291,35 @@ def _load_error_reason(error: Exception) -> str:
     return f'{type(error).__name__}: {lines[0] if lines else repr(error)}'
 
 
+def _weights_only_refusal(error: Exception) -> Union[str, None]:
+    """What torch's weights-only unpickler refused to load (``the global `os.system```, ``an
+    object of type `numpy.dtypes.ObjectDType```), read from its error; ``None`` when the error is
+    not such a refusal (a damaged file)."""
+    refusals = (  # torch's wording → what it refused
+        (r'GLOBAL (\S+) was not an allowed global', 'the global `{}`'),
+        (r'unsupported GLOBAL (\S+) whose module \S+ is blocked', 'the global `{}`'),
+        (r'call reduce for unrecognized function (.+?)(?: which belongs to .*)?$', 'the call `{}`'),
+        (r'Can only (?:build|create new object for) .* but got (.+)$', 'an object of type `{}`'),
+        # the stand-ins of mmdense.utils.compat refusing what they do not build
+        (r'checkpoint asks for (.+?); only', 'the call `{}`'),
+    )
+    for pattern, what in refusals:
+        match = re.search(pattern, str(error), re.MULTILINE)
+        if match:
+            refused = re.sub(r"^<class '(.+)'>$", r'\1', match.group(1).strip())
+            return what.format(refused)
+    return None
+
+
 def read_checkpoint(path: str, extra_safe_globals: tuple = ()) -> dict:
-    """``torch.load(path, weights_only=True)`` on the CPU (mmengine runner checkpoints are allowed
-    by :mod:`mmdense.utils.compat`), with errors that name ``path`` and the reason."""
+    """``torch.load(path, weights_only=True)`` on the CPU (what the allow-list of
+    :func:`mmdense.utils.compat.checkpoint_safe_globals` and ``extra_safe_globals`` add is
+    allowed), with errors that name ``path`` and the reason; a file that needs anything else is
+    refused with one line that names what it needs and what to do
+    (:class:`UnsafeCheckpointError`)."""
     import torch
 
-    import mmdense  # noqa: F401  (applies the allow-list for mmengine checkpoints)
+    import mmdense  # noqa: F401  (applies the allow-list)
     path = os.fspath(path)
     if not osp.exists(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
@@ -313,9 +336,14 @@ def read_checkpoint(path: str, extra_safe_globals: tuple = ()) -> dict:
             raise
         raise CheckpointReadError(f'{path}: {error}') from error
     except pickle.UnpicklingError as error:
-        if 'GLOBAL' in str(error):  # a global weights_only refuses: code, or an unknown class
-            raise UnsafeCheckpointError(f'{path}: refused, not a weights-only checkpoint: '
-                                        f'{error}') from error
+        refused = _weights_only_refusal(error)
+        if refused is not None:  # code, or a class weights-only loading does not know
+            raise UnsafeCheckpointError(
+                f'{path}: refused, not a weights-only checkpoint: it needs {refused}, which '
+                'torch.load(weights_only=True) does not allow (a pickle can run code through '
+                "it); if you trust the file's source, re-save its tensors in a trusted "
+                'environment (torch.load(..., weights_only=False), then torch.save of the '
+                'state_dict) and give that file') from error
         raise CheckpointReadError(f'{path}: truncated or corrupt checkpoint '
                                   f'({_load_error_reason(error)})') from error
     except Exception as error:  # noqa: BLE001 - torch raises many types for damaged files

@@ -8,7 +8,6 @@ An *imported* file is an MMEngine-style checkpoint (``meta`` + ``state_dict``) i
 algorithm layout: ``backbone.*`` (student) and ``teacher.module.backbone.*`` (EMA teacher), so it
 can be exported like a pretraining checkpoint or used as ``load_from`` to continue training.
 """
-import argparse
 import json
 import os.path as osp
 from typing import Dict, Optional, Tuple
@@ -39,14 +38,21 @@ def default_branch(algorithm: str, model_cfg: Optional[dict] = None) -> Optional
     register_all_modules(init_default_scope=False)
     cls = MODELS.get(algorithm) if algorithm else None
     return getattr(cls, 'default_transfer_branch', None) or PUBLISHED_BRANCHES.get(algorithm)
-# published checkpoint formats → (algorithm recorded in the imported file, source layout)
+# published checkpoint formats → (algorithm recorded in the imported file, the backbone kinds it
+# publishes: 'vit' in timm names (or another layout keys.detect_vit_layout knows), 'resnet' in
+# torchvision names)
 IMPORT_FORMATS = {
-    'slotcon': ('SlotCon', 'torchvision'),
-    'dino': ('DINO', 'timm'),
-    'ibot': ('iBOT', 'timm'),
-    'timm': ('timm', 'timm'),
-    'torchvision': ('torchvision', 'torchvision'),
+    'slotcon': ('SlotCon', ('resnet', )),
+    'dino': ('DINO', ('vit', 'resnet')),  # ViT-S/B and the ResNet-50 release
+    'ibot': ('iBOT', ('vit', )),
+    'timm': ('timm', ('vit', )),
+    'torchvision': ('torchvision', ('resnet', )),
 }
+# the format to suggest for a backbone of each kind given with a format that does not publish it
+GENERIC_FORMATS = {'vit': 'timm', 'resnet': 'torchvision'}
+GENERIC_NAMES = {'vit': 'ViTs', 'resnet': 'ResNets'}
+# formats whose training checkpoints hold 'teacher' and 'student' dicts
+TEACHER_STUDENT_FORMATS = ('dino', 'ibot')
 SIDECAR_FORMAT = 'mmdense-transfer/1'
 
 
@@ -55,11 +61,12 @@ def sidecar_path(path: str) -> str:
     return osp.splitext(path)[0] + '.json'
 
 
-def load_file(path: str, extra_safe_globals: tuple = ()) -> dict:
-    """:func:`mmdense.engine.checkpoint.read_checkpoint`: ``weights_only=True``, errors that name
-    the file."""
+def load_file(path: str) -> dict:
+    """:func:`mmdense.engine.checkpoint.read_checkpoint`: ``weights_only=True`` (the official
+    training scripts' ``args`` namespaces, paths and numpy floats are allowed by
+    :func:`mmdense.utils.compat.checkpoint_safe_globals`), errors that name the file."""
     from mmdense.engine.checkpoint import read_checkpoint
-    return read_checkpoint(path, extra_safe_globals)
+    return read_checkpoint(path)
 
 
 # ------------------------------------------------------------------------------ pretraining side
@@ -233,13 +240,22 @@ def published_branches(checkpoint: dict, source_format: str,
 
     * ``slotcon``: the official training checkpoint (``module.encoder_k.*`` teacher and
       ``module.encoder_q.*`` student) or a backbone-only release in torchvision names (teacher);
-    * ``dino`` / ``ibot``: ``teacher`` / ``student`` dicts (``[module.]backbone.*``) or a
-      backbone-only release in timm names (teacher);
+    * ``dino`` / ``ibot``: the official training checkpoint (``teacher`` / ``student`` dicts,
+      ``[module.]backbone.*``) or a backbone-only release (teacher): timm names, or torchvision
+      names for DINO's ResNet-50; iBOT's ``extract_backbone_weights.py`` wraps it in
+      ``state_dict``;
     * ``timm`` / ``torchvision``: one backbone (recorded as the teacher).
     """
-    if source_format in ('dino', 'ibot') and ('teacher' in checkpoint or 'student' in checkpoint):
+    has_branches = isinstance(checkpoint.get('teacher'), dict) or isinstance(
+        checkpoint.get('student'), dict)
+    if source_format in TEACHER_STUDENT_FORMATS and has_branches:
         sources = {branch: _unwrap(checkpoint[branch], path) for branch in ('teacher', 'student')
                    if branch in checkpoint}
+    elif has_branches:
+        raise UserValueError(f"{path}: a training checkpoint with 'teacher' and 'student' "
+                             f'backbones (the layout of {", ".join(TEACHER_STUDENT_FORMATS)}), '
+                             f'not a {source_format} one: import it with '
+                             f'--from {" or --from ".join(TEACHER_STUDENT_FORMATS)}')
     else:
         sources = {'teacher': _unwrap(checkpoint, path)}
     branches, others = {}, []
@@ -257,13 +273,32 @@ def published_branches(checkpoint: dict, source_format: str,
     return branches, sorted(set(others))
 
 
-def canonical_backbone(state_dict: StateDict, source_layout: str, path: str) -> Tuple[StateDict,
-                                                                                     list]:
-    """Published backbone → mmpretrain layout, checked against a reference mmpretrain backbone.
-    Returns it and the keys that are not backbone weights (heads, ``fc``, iBOT's
-    ``masked_embed`` ...), which are dropped."""
-    kind = 'vit' if source_layout == 'timm' else 'resnet'
-    layout = detect_vit_layout(state_dict) if kind == 'vit' else source_layout
+def published_kind(state_dict: StateDict, source_format: str, path: str) -> str:
+    """``'vit'`` or ``'resnet'``: the kind of a published backbone in its own layout, which must
+    be one that ``source_format`` publishes (:data:`IMPORT_FORMATS`)."""
+    if 'conv1.weight' in state_dict and 'layer1.0.conv1.weight' in state_dict:
+        kind, names = 'resnet', 'a ResNet in torchvision names'
+    else:
+        try:
+            kind, names = 'vit', f'a ViT in {detect_vit_layout(state_dict)} names'
+        except UserValueError:
+            raise UserValueError(f'{path}: neither a ViT nor a ResNet backbone (first keys: '
+                                 f'{list(state_dict)[:5]}); those are the backbones '
+                                 'import_weights reads') from None
+    publishes = IMPORT_FORMATS[source_format][1]
+    if kind not in publishes:
+        raise UserValueError(
+            f'{path}: holds {names} (keys {list(state_dict)[:2]} ...), but --from '
+            f'{source_format} reads {" or ".join(GENERIC_NAMES[k] for k in publishes)}: import '
+            f'it with --from {GENERIC_FORMATS[kind]}')
+    return kind
+
+
+def canonical_backbone(state_dict: StateDict, kind: str, path: str) -> Tuple[StateDict, list]:
+    """Published backbone of ``kind`` (its own layout) → mmpretrain layout, checked against a
+    reference mmpretrain backbone. Returns it and the keys that are not backbone weights (heads,
+    ``fc``, iBOT's ``masked_embed`` ...), which are dropped."""
+    layout = detect_vit_layout(state_dict) if kind == 'vit' else 'torchvision'
     # canonical name → source name (the conversion renames keys one by one)
     names = from_layout({k: k for k in state_dict}, kind, layout)
     canonical = {name: state_dict[source_name] for name, source_name in names.items()}
@@ -291,14 +326,14 @@ def import_published(source: str, out: str, source_format: str) -> dict:
     if source_format not in IMPORT_FORMATS:
         raise UserValueError(f'unknown source format {source_format!r}; choose from '
                              f'{sorted(IMPORT_FORMATS)}')
-    algorithm, source_layout = IMPORT_FORMATS[source_format]
+    algorithm = IMPORT_FORMATS[source_format][0]
     refuse_overwriting_inputs({'source checkpoint': source}, {'OUT': out})
-    # official training checkpoints also pickle their argparse arguments
-    checkpoint = load_file(source, extra_safe_globals=(argparse.Namespace, ))
+    checkpoint = load_file(source)
     published, outside = published_branches(checkpoint, source_format, source)
     branches, dropped = {}, set(outside)
     for branch, state_dict in published.items():
-        branches[branch], branch_dropped = canonical_backbone(state_dict, source_layout, source)
+        kind = published_kind(state_dict, source_format, source)
+        branches[branch], branch_dropped = canonical_backbone(state_dict, kind, source)
         dropped.update(branch_dropped)
     state_dict = {}
     for branch in ('student', 'teacher'):

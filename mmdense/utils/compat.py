@@ -2,6 +2,8 @@
 
 Each fix names the version that needs it. Nothing here disables a safety check.
 """
+import argparse
+import pathlib
 import pickle
 import warnings
 
@@ -46,31 +48,88 @@ def _empty_bytes(*args):
     return b''
 
 
-def checkpoint_safe_globals() -> list:
-    """The globals mmengine 0.10.7 runner checkpoints hold beyond torch's defaults: numpy arrays
-    and scalars (``HistoryBuffer`` histories, message-hub values), ``HistoryBuffer`` itself and
-    the empty ``bytes`` of an empty history."""
-    from mmengine.logging import HistoryBuffer
+# numpy's pickling helpers under the module numpy 1.x pickles name (``numpy.core.multiarray``,
+# e.g. DINO's 2021 checkpoints) and the one numpy >= 2 pickles name (``numpy._core.multiarray``).
+NUMPY_PICKLE_MODULES = ('numpy.core.multiarray', 'numpy._core.multiarray')
+NUMPY_PICKLE_HELPERS = ('scalar', '_reconstruct')
+
+
+def numpy_pickle_helpers() -> list:
+    """``(function, global name)`` for the constructors of numpy scalars (``scalar(dtype,
+    bytes)``) and arrays (``_reconstruct(ndarray, shape, typecode)``) under both numpy module
+    names: a pickle written under numpy 1.x names ``numpy.core.multiarray.scalar``, which numpy 2
+    keeps only as a deprecated alias. The dtype such an object is built from must still be one of
+    :data:`NUMERIC_DTYPE_CLASSES` (weights-only loading refuses to build any other)."""
     try:  # numpy >= 2.0 moved the pickling helpers to numpy._core
-        from numpy._core.multiarray import _reconstruct, scalar
+        from numpy._core import multiarray
     except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import _reconstruct, scalar
+        from numpy.core import multiarray
+    return [(getattr(multiarray, helper), f'{module}.{helper}')
+            for module in NUMPY_PICKLE_MODULES for helper in NUMPY_PICKLE_HELPERS]
+
+
+def path_safe_globals() -> list:
+    """The ``pathlib`` classes a pickled path names, each mapped to a class that can be built
+    here: ``PosixPath`` / ``WindowsPath`` (e.g. DINO's ``args.output_dir`` under
+    ``run_with_submitit.py``) load as themselves on the system that can instantiate them and as
+    ``PurePosixPath`` / ``PureWindowsPath`` elsewhere (``pathlib.WindowsPath(...)`` raises on
+    POSIX); the pure classes load as themselves. Building a path never touches the file system."""
+    native = type(pathlib.Path())  # PosixPath or WindowsPath: the one this system builds
+    stand_ins = {
+        pathlib.PurePosixPath: pathlib.PurePosixPath,
+        pathlib.PureWindowsPath: pathlib.PureWindowsPath,
+        pathlib.PosixPath: native if native is pathlib.PosixPath else pathlib.PurePosixPath,
+        pathlib.WindowsPath: native if native is pathlib.WindowsPath else pathlib.PureWindowsPath,
+    }
+    names = {}
+    for cls, stand_in in stand_ins.items():  # pathlib's public name, and the defining module's
+        for module in {'pathlib', cls.__module__}:
+            names[f'{module}.{cls.__qualname__}'] = stand_in
+    return [(stand_in, name) for name, stand_in in names.items()]
+
+
+def _numeric_dtype(*args):
+    """Stands in for ``numpy.dtype`` while a checkpoint is unpickled with ``weights_only=True``:
+    builds the dtypes of :data:`NUMERIC_DTYPE_CLASSES` only (never an object dtype, whose arrays
+    would hold arbitrary objects), whichever way the pickle asks for them."""
+    dtype = np.dtype(*args)
+    if type(dtype) not in NUMERIC_DTYPE_CLASSES:
+        raise pickle.UnpicklingError(f'checkpoint asks for numpy.dtype{args!r}; only numeric and '
+                                     'bool dtypes are allowed')
+    return dtype
+
+
+def checkpoint_safe_globals() -> list:
+    """The globals beyond torch's defaults that the checkpoints this project reads hold, each
+    one data, never a callable that could run code:
+
+    * mmengine 0.10.7 runner checkpoints: numpy arrays and scalars (``HistoryBuffer``
+      histories, message-hub values), ``HistoryBuffer`` itself and the empty ``bytes`` of an
+      empty history;
+    * the published training checkpoints :mod:`mmdense.transfer.checkpoints` imports (DINO's
+      ``main_dino.py``, iBOT's ``main_ibot.py``, SlotCon's ``main_pretrain.py``): their
+      ``args`` (an ``argparse.Namespace``, holding ``pathlib`` paths under DINO's
+      ``run_with_submitit.py``) and numpy floats in the optimizer state, pickled under numpy
+      1.x or 2.x (:func:`numpy_pickle_helpers`, :func:`path_safe_globals`)."""
+    from mmengine.logging import HistoryBuffer
     return [
         np.ndarray,
-        np.dtype,
+        (_numeric_dtype, 'numpy.dtype'),
         *NUMERIC_DTYPE_CLASSES,
-        (_reconstruct, f'{_reconstruct.__module__}._reconstruct'),
-        (scalar, f'{scalar.__module__}.scalar'),
+        *numpy_pickle_helpers(),
         HistoryBuffer,
         (_history_buffer_statistic, 'builtins.getattr'),
         (_empty_bytes, 'builtins.bytes'),
+        argparse.Namespace,
+        *path_safe_globals(),
     ]
 
 
 def allow_mmengine_checkpoints() -> None:
     """torch >= 2.6 loads with ``weights_only=True`` by default, which refuses mmengine 0.10.7's
-    runner checkpoints (``--resume``). Allow-list the globals they contain; every other global
-    (e.g. an arbitrary callable in a malicious pickle) is still refused."""
+    runner checkpoints (``--resume``) and the published training checkpoints. Allow-list the
+    globals they contain (:func:`checkpoint_safe_globals`); every other global (e.g. an arbitrary
+    callable in a malicious pickle) is still refused."""
     if hasattr(torch.serialization, 'add_safe_globals'):
         torch.serialization.add_safe_globals(checkpoint_safe_globals())
 

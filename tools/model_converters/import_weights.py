@@ -5,9 +5,16 @@
 
 * slotcon: the official training checkpoint (``module.encoder_k.*`` teacher, ``encoder_q.*``
   student) or a backbone-only release (torchvision names);
-* dino / ibot: a training checkpoint (``teacher`` / ``student`` dicts, ``[module.]backbone.*``) or
-  a backbone-only release (timm names);
-* timm: a timm ViT state dict; torchvision: a torchvision ResNet state dict.
+* dino / ibot: a training checkpoint (``teacher`` / ``student`` dicts, ``[module.]backbone.*``;
+  ``main_dino.py`` under torch.distributed.launch or ``run_with_submitit.py``, pickled under
+  numpy 1.x or 2.x) or a backbone-only release (timm names; torchvision names for DINO's
+  ResNet-50);
+* timm: a timm ViT state dict; torchvision: a torchvision (or timm) ResNet state dict.
+
+Files are read with ``torch.load(weights_only=True)``: a file that needs a global beyond tensors,
+plain data, ``argparse.Namespace``, ``pathlib`` paths and numpy scalars/arrays is refused with
+one line that names the global. A backbone of a kind the format does not publish (a ResNet given
+as ``--from timm``) is refused with the ``--from`` that reads it.
 
 OUT.pth is an MMEngine-style checkpoint: ``backbone.*`` (student) and
 ``teacher.module.backbone.*`` (teacher; a one-backbone source fills both) in mmpretrain names,
