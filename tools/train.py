@@ -7,8 +7,10 @@
 The checkpoint training starts from (``load_from``, ``--resume``) is checked before it reaches
 the model (:class:`~mmdense.engine.hooks.atomic_checkpoint_hook.CheckpointLoadGuardHook`): its
 ``meta.config`` text is never executed, its coverage is logged, and a partial load is refused
-unless ``--allow-partial``. A ``--cfg-options`` key that names no top-level key of the config is
-warned about.
+unless ``--allow-partial``. A ``--cfg-options`` key that nothing would read stops the run before
+anything is built, with the nearest valid name (``model.backbone.dpeth``: ``ResNet
+(model.backbone) takes no argument 'dpeth' (did you mean 'depth'?)``; see
+:func:`mmdense.utils.cli.check_cfg_options`).
 
 The config's ``fast_path`` switches (:mod:`mmdense.engine.fast_path`) are resolved for this
 machine: bf16 autocast on a CUDA GPU with bf16 (fp32 on the CPU), channels_last for ResNet

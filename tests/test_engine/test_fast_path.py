@@ -104,6 +104,13 @@ def test_unknown_switch_is_named():
 
 def test_train_step_with_compiled_backbone_equals_the_eager_step(toy_root,
                                                                  message_hub_max_iters):
+    """Inductor's fused kernels sum in another order than eager, and two SlotCon steps amplify
+    the rounding differences, by how much depends on the CPU: the tolerance is measured on the
+    spot, as the spread between the eager model and an eager copy whose parameters differ by
+    one rounding (x (1 ± eps) each). On the machine this was written on, compiled and
+    perturbed ended within a factor 0.6-1.7 of each other on every tensor (both about 1e-4 of
+    a tensor's largest value in the backbone, 1e-7 in the losses); a tensor may differ from
+    eager by 10 times the spread (the factor 10 covers the draw of the perturbation)."""
     from mmengine.runner import Runner
 
     from mmdense.engine.hooks import CompileBackboneHook
@@ -112,25 +119,36 @@ def test_train_step_with_compiled_backbone_equals_the_eager_step(toy_root,
     torch.manual_seed(0)
     eager = MODELS.build(cfg.model)
     eager.init_weights()
-    compiled = copy.deepcopy(eager)
+    compiled, perturbed = copy.deepcopy(eager), copy.deepcopy(eager)
     names = [name for name, _ in compiled.named_parameters()]
     CompileBackboneHook(backend='inductor').before_train(SimpleNamespace(model=compiled))
     # compiled in place: the names the EMA teacher and checkpoints use are unchanged
     assert [name for name, _ in compiled.named_parameters()] == names
+    eps = torch.finfo(torch.float32).eps
+    with torch.no_grad():
+        for param in perturbed.parameters():
+            param.mul_(1 + eps * torch.randn_like(param).sign())
+    models = dict(eager=eager, compiled=compiled, perturbed=perturbed)
+
+    def assert_within_spread(name, expected, actual, reference):
+        expected, actual, reference = (t.detach().float() for t in (expected, actual, reference))
+        spread = (reference - expected).abs().max() + eps * expected.abs().max()
+        assert (actual - expected).abs().max() <= 10 * spread, name
+
     loader = Runner.build_dataloader(cfg.train_dataloader)
-    wrappers = [build_optim_wrapper(m, cfg.optim_wrapper) for m in (eager, compiled)]
+    wrappers = {key: build_optim_wrapper(model, cfg.optim_wrapper) for key, model in models.items()}
     for batch in islice(loader, 2):  # the second step uses the teacher updated by the first
-        torch.manual_seed(1)
-        expected = eager.train_step(batch, wrappers[0])
-        torch.manual_seed(1)
-        actual = compiled.train_step(batch, wrappers[1])
-        for key in expected:
-            assert torch.allclose(actual[key], expected[key], rtol=1e-4, atol=1e-5), key
-    for (name, a), b in zip(compiled.named_parameters(), eager.parameters()):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
-    for (name, a), b in zip(compiled.teacher.state_dict().items(),
-                            eager.teacher.state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
+        outputs = {}
+        for key, model in models.items():
+            torch.manual_seed(1)
+            outputs[key] = model.train_step(batch, wrappers[key])
+        for name in outputs['eager']:
+            assert_within_spread(name, *(outputs[key][name] for key in models))
+    for name, *tensors in zip(names, *(model.parameters() for model in models.values())):
+        assert_within_spread(name, *tensors)
+    for name, *tensors in zip(eager.teacher.state_dict(),
+                              *(model.teacher.state_dict().values() for model in models.values())):
+        assert_within_spread(name, *tensors)
 
 
 @pytest.mark.parametrize('schedule', ['dino_adamw_100e.py', 'cotap_adamw.py', 'dsc_sgd.py'])

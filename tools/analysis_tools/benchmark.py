@@ -34,7 +34,6 @@ import os.path as osp
 import resource
 import site
 import statistics
-import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -145,12 +144,11 @@ def main():
     import mmdense  # noqa: F401  registers modules and applies compat fixes
     from mmdense.registry import MODELS
     from mmdense.utils import count_host_readbacks, register_all_modules
+    from mmdense.utils.cli import load_config
     from mmdense.utils.op_counter import compute_ops, count_aten_ops
 
     register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdense'))
     set_views(cfg, args.views)
     if cfg.get('ring_neighbours'):
@@ -248,4 +246,5 @@ def main():
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from mmdense.utils.cli import run_cli
+    run_cli(main)

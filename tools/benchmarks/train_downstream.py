@@ -15,7 +15,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from mmdense.utils.cli import add_launcher_arguments, load_config, parse_launcher_args
+from mmdense.utils.cli import add_launcher_arguments, load_config, parse_launcher_args, run_cli
 
 
 def parse_args():
@@ -58,4 +58,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)
