@@ -9,9 +9,11 @@ _base_ = [
 ]
 train_dataloader = dict(batch_size=64, dataset=dict(pipeline={{_base_.train_pipeline}}))
 default_hooks = dict(checkpoint=dict(interval=50))
-# DINO's hooks, with the query term's teacher temperature warmed up alongside τ_t
+# DINO's hooks, with the query term's teacher temperature warmed up alongside τ_t: the
+# script's np.linspace(0.04, 0.07, 30)[epoch] reaches 0.07 in epoch 29
+# (../_base_/schedules/dino_adamw_300e.py)
 custom_hooks = [
-    dict(type='TeacherTempWarmupHook', start=0.04, end=0.07, warmup_epochs=30,
+    dict(type='TeacherTempWarmupHook', start=0.04, end=0.07, warmup_epochs=29,
          attributes=('teacher_temp', 'query_teacher_temp')),
     dict(type='FreezeLastLayerHook', module_prefixes=('head.last_layer', ), freeze_epochs=1),
 ]

@@ -5,7 +5,8 @@
 _base_ = ['./vit-s_in1k.py']
 
 model = dict(
-    backbone=dict(query_attend_queries=False, query_pos_embed=False),
+    backbone=dict(query_attend_queries=False, query_pos_embed=None,
+                  sincos_pos_embed=False),
     head=dict(out_channels=65536),
     loss=dict(out_channels=65536),
     query_target='cls_token')
@@ -16,6 +17,7 @@ train_pipeline = _base_.train_pipeline
 train_pipeline[1].update(
     local_crops=dict(num=10, size=96, scale=(0.05, 0.25)),
     local_pipeline=_base_.photometric_local,
+    global_pipelines=[_base_.photometric_view1, _base_.photometric_view2],
     query_crops=dict(num=10, size=16, scale=(0.05, 0.25), flip_prob=0.5),
     query_pipeline=_base_.color_distortion)
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

@@ -21,9 +21,9 @@ from helpers import (ROOT, TINY_ARCH, adclr_views, build_seeded, query_samples,
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
-def tiny_vit(training=True, arch=TINY_ARCH, **kwargs):
+def tiny_vit(training=True, arch=TINY_ARCH, img_size=32, **kwargs):
     torch.manual_seed(0)
-    vit = QueryVisionTransformer(img_size=32, patch_size=16, arch=arch, **kwargs)
+    vit = QueryVisionTransformer(img_size=img_size, patch_size=16, arch=arch, **kwargs)
     vit.init_weights()
     vit.train(training)
     return vit
@@ -66,8 +66,8 @@ def test_attention_mask_image_tokens_never_see_queries_queries_see_image_and_que
     flags = dict(query_attend_queries=attend_queries, query_pos_embed=True)
     if attend_queries == 'recipe':
         backbone = Config.fromfile(f'{ROOT}/configs/adclr/vit-s_in1k.py').model.backbone
-        flags = {key: backbone[key] for key in flags}
-        attend_queries = True
+        flags['query_attend_queries'] = attend_queries = backbone.query_attend_queries
+        assert attend_queries
     vit = tiny_vit(training=False, arch=dict(TINY_ARCH, num_layers=1), out_type='raw', **flags)
     images, queries = torch.randn(1, 3, 32, 32), torch.randn(1, 2, 3, 32, 32)
 
@@ -224,7 +224,8 @@ def test_parameter_count_equals_dino_with_the_same_head():
         model = MODELS.build(cfg)
         counts[method] = (sum(p.numel() for p in model.parameters()),
                           sum(p.numel() for p in model.parameters() if p.requires_grad))
-    assert counts['adclr'] == counts['dino']
+    fixed_positions = 197 * 384  # ADCLR's sin-cos positional embedding is not trained
+    assert counts['adclr'] == (counts['dino'][0], counts['dino'][1] - fixed_positions)
     assert counts['dino'][1] == 21_665_664 + 7_614_720  # ViT-S/16 + DINO head (K = 8192)
     assert counts['dino'][0] == 2 * counts['dino'][1]  # + the EMA teacher
 
@@ -233,13 +234,15 @@ RECIPES = ['vit-s_in1k.py', 'vit-s_coco.py', 'vit-b_in1k.py']
 
 
 @pytest.mark.parametrize('config', RECIPES)
-def test_recipe_views_are_two_globals_then_the_96px_query_crops(config):
-    """The authors' public code: the 96 px local crops (not flipped) are the queries, 36 patch
-    tokens each, seeing all image and query tokens, with one teacher patch token per token;
-    there are no other local views."""
+def test_recipe_views_are_two_globals_then_the_96px_query_crop(config):
+    """The authors' README command: one 96 px local crop (not flipped) is the query, 36 patch
+    tokens, seeing all image and query tokens, with one teacher patch token per token and
+    sin-cos positions in the global views; there are no other local views."""
     cfg = Config.fromfile(f'{ROOT}/configs/adclr/{config}')
     assert cfg.model.query_target == 'patch_tokens'
-    assert cfg.model.backbone.query_attend_queries and cfg.model.backbone.query_pos_embed
+    backbone = cfg.model.backbone
+    assert backbone.query_attend_queries and backbone.query_pos_embed == 'global_sincos'
+    assert backbone.sincos_pos_embed
     assert cfg.model.head.out_channels == cfg.model.loss.out_channels == 8192
     crop_cfg = cfg.train_dataloader.dataset.pipeline[1]
     crop_cfg.update(global_pipelines=[[]], local_pipeline=[], query_pipeline=[])
@@ -248,8 +251,8 @@ def test_recipe_views_are_two_globals_then_the_96px_query_crops(config):
     img = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
     np.random.seed(0)
     results = transform(dict(img=img))
-    assert [v.shape[:2] for v in results['img']] == [(224, 224)] * 2 + [(96, 96)] * 4
-    assert results['num_queries'] == 4 and not results['flips'][2:].any()
+    assert [v.shape[:2] for v in results['img']] == [(224, 224)] * 2 + [(96, 96)]
+    assert results['num_queries'] == 1 and not results['flips'][2:].any()
     areas = np.prod(results['crop_boxes'][2:, 2:] - results['crop_boxes'][2:, :2], axis=1)
     assert ((areas / (300 * 400) > 0.04) & (areas / (300 * 400) < 0.27)).all()
 
@@ -257,7 +260,9 @@ def test_recipe_views_are_two_globals_then_the_96px_query_crops(config):
 def test_single_token_variant_config_keeps_the_dino_views_and_16px_queries():
     cfg = Config.fromfile(f'{ROOT}/configs/adclr/vit-s_in1k_cls-queries.py')
     assert cfg.model.query_target == 'cls_token'
-    assert not cfg.model.backbone.query_attend_queries and not cfg.model.backbone.query_pos_embed
+    backbone = cfg.model.backbone
+    assert not (backbone.query_attend_queries or backbone.query_pos_embed or
+                backbone.sincos_pos_embed)
     assert cfg.model.head.out_channels == cfg.model.loss.out_channels == 65536  # DINO's
     crop_cfg = cfg.train_dataloader.dataset.pipeline[1]
     assert (crop_cfg.local_crops.num, crop_cfg.local_crops.size) == (10, 96)
@@ -282,7 +287,7 @@ def toy_recipe_batch_and_model(algorithm):
     if algorithm == 'DINO':
         model_cfg.type = 'DINO'
         model_cfg.backbone.type = 'VisionTransformer'
-        for key in ('query_attend_queries', 'query_pos_embed'):
+        for key in ('query_attend_queries', 'query_pos_embed', 'sincos_pos_embed'):
             model_cfg.backbone.pop(key)
         for key in ('query_target', 'query_loss_weight', 'query_teacher_temp'):
             model_cfg.pop(key)
@@ -349,3 +354,92 @@ def test_query_crops_follow_the_views_and_reach_the_model(message_hub_max_iters)
     assert data['data_samples'][0].num_queries == 4
     losses = model.loss(data['inputs'], data['data_samples'])
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+# ------------------------------------------------------------- sin-cos query positions
+def hand_sincos(x, y, dims):
+    """The authors' get_2d_sincos_pos_embed_from_grid for one position, written out:
+    [sin(x·ω_d)]_d, [cos(x·ω_d)]_d, [sin(y·ω_d)]_d, [cos(y·ω_d)]_d, ω_d = 10000^(-d/(dims/4))."""
+    omegas = [10000 ** (-d / (dims // 4)) for d in range(dims // 4)]
+    return torch.tensor([math.sin(x * w) for w in omegas] + [math.cos(x * w) for w in omegas] +
+                        [math.sin(y * w) for w in omegas] + [math.cos(y * w) for w in omegas])
+
+
+def test_sincos_positions_of_the_image_tokens_are_the_formula_and_not_trained():
+    vit = tiny_vit(img_size=64, sincos_pos_embed=True)  # 4 x 4 patches, 48 channels
+    pos_embed = vit.pos_embed[0]
+    assert torch.equal(pos_embed[0], torch.zeros(48))  # the CLS token's
+    for row, col in [(0, 0), (1, 2), (3, 1)]:
+        torch.testing.assert_close(pos_embed[1 + 4 * row + col], hand_sincos(col, row, 48),
+                                   atol=1e-6, rtol=0)
+    assert not vit.pos_embed.requires_grad
+    vit.forward_all_tokens(torch.randn(1, 3, 64, 64)).sum().backward()
+    assert vit.pos_embed.grad is None
+
+
+def test_query_crop_equal_to_the_global_crop_has_exactly_the_global_grid_positions():
+    vit = tiny_vit(img_size=64, sincos_pos_embed=True, query_pos_embed='global_sincos')
+    box = torch.tensor([10., 20., 138., 148.])  # 128 px: 4 x 4 cells of 32 px
+    positions = vit.query_positions(box, box, (4, 4), (4, 4))
+    torch.testing.assert_close(positions, vit.pos_embed[0, 1:], atol=1e-6, rtol=0)
+
+
+def test_one_query_cell_against_the_hand_computation():
+    """Global crop (0, 0)-(160, 160) in 10 x 10 cells of 16 px; query crop (40, 24)-(88, 72)
+    in 3 x 3 cells of 16 px: cell (row 1, column 2) starts at x = 40/16 + 2 = 4.5 and
+    y = 24/16 + 1 = 2.5 global cells (augmentation.py calculate_sin_cos)."""
+    vit = tiny_vit(query_pos_embed='global_sincos')
+    positions = vit.query_positions(torch.tensor([0., 0., 160., 160.]),
+                                    torch.tensor([40., 24., 88., 72.]), (10, 10), (3, 3))
+    assert positions.shape == (9, 48)
+    torch.testing.assert_close(positions[3 + 2], hand_sincos(4.5, 2.5, 48), atol=1e-6, rtol=0)
+    # a crop half the global cell size per cell, offset: x = 1 + 0.5 j, y = 3 + 0.5 i
+    positions = vit.query_positions(torch.tensor([0., 0., 160., 160.]),
+                                    torch.tensor([16., 48., 40., 72.]), (10, 10), (3, 3))
+    torch.testing.assert_close(positions[2 * 3 + 1], hand_sincos(1.5, 4.0, 48), atol=1e-6,
+                               rtol=0)
+
+
+def test_adclr_places_each_query_in_each_global_view_by_the_crop_boxes(message_hub_max_iters):
+    """The positions added to the query tokens of global view v are those of the query cells
+    in view v's grid, from the packed crop boxes (2 global views of 32 px = 2 x 2 cells, 2
+    query crops of 32 px): a loop over (v, b, q, cell) with the hand formula."""
+    cfg = tiny_adclr_cfg()
+    cfg['backbone'].update(sincos_pos_embed=True, query_pos_embed='global_sincos',
+                           query_attend_queries=True)
+    model = build_seeded(cfg)
+    from mmpretrain.structures import DataSample
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(3):
+        xy = rng.uniform(0, 50, (4, 2))
+        sizes = rng.uniform(20, 60, (4, 1))
+        samples.append(DataSample(num_queries=2, flips=torch.zeros(4), crop_boxes=torch.tensor(
+            np.concatenate([xy, xy + sizes], axis=1), dtype=torch.float32)))
+    views = [torch.randn(3, 3, 32, 32) for _ in range(2)]
+    queries = torch.randn(3, 2, 3, 32, 32)
+    positions = model.query_positions(samples, views, queries)
+    assert positions.shape == (2 * 3, 2, 4, 48)
+    for v in range(2):
+        for b in range(3):
+            gx1, gy1, gx2, gy2 = samples[b].crop_boxes[v].tolist()
+            for q in range(2):
+                qx1, qy1, qx2, qy2 = samples[b].crop_boxes[2 + q].tolist()
+                for i in range(2):
+                    for j in range(2):
+                        x = (qx1 - gx1) / ((gx2 - gx1) / 2) + j * (qx2 - qx1) / (gx2 - gx1)
+                        y = (qy1 - gy1) / ((gy2 - gy1) / 2) + i * (qy2 - qy1) / (gy2 - gy1)
+                        torch.testing.assert_close(positions[3 * v + b, q, 2 * i + j],
+                                                   hand_sincos(x, y, 48), atol=1e-5, rtol=0)
+    losses = model.loss(views + list(queries.unbind(1)), samples)
+    assert all(torch.isfinite(value) for value in losses.values())
+    with pytest.raises(KeyError, match="'crop_boxes' is missing"):
+        model.loss(views + list(queries.unbind(1)), query_samples(3, 2))
+
+
+def test_query_position_settings_are_checked():
+    with pytest.raises(ValueError, match="query_pos_embed='sincos' is not one of"):
+        tiny_vit(query_pos_embed='sincos')
+    vit = tiny_vit(query_pos_embed='global_sincos')
+    with pytest.raises(ValueError, match='query_pos must be given exactly when'):
+        vit.forward_with_queries(torch.randn(1, 3, 32, 32), torch.randn(1, 2, 3, 16, 16))

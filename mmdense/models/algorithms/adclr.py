@@ -7,6 +7,7 @@ from torch import Tensor
 
 from mmdense.models.backbones import QueryVisionTransformer
 from mmdense.registry import MODELS
+from .base import view_geometry
 from .dino import DINO, embed_views
 
 QUERY_TARGETS = ('patch_tokens', 'cls_token')
@@ -42,6 +43,13 @@ class ADCLR(DINO):
     (``query_teacher_temp``) its own teacher temperature, warmed up by
     :class:`TeacherTempWarmupHook` with ``attributes=('teacher_temp', 'query_teacher_temp')``.
     The head is shared, so there are no parameters beyond DINO's.
+
+    Query positions (the backbone's ``query_pos_embed``): with ``'global_sincos'`` (the
+    authors' script, the default recipe) query token j of crop q appended to global view v
+    carries the fixed sin-cos embedding of that cell's place in view v's patch grid, computed
+    from the packed ``crop_boxes`` (:meth:`query_positions`), so the same crop has different
+    positions in the two global views; with ``'crop'`` it carries the ViT's learned embedding
+    of its place within its own crop.
 
     Args:
         backbone: :class:`QueryVisionTransformer` config.
@@ -113,6 +121,29 @@ class ADCLR(DINO):
         logits = self.head(query_tokens)
         return logits.view(num_global, -1, logits.shape[-1])
 
+    def query_positions(self, data_samples: List[DataSample], views: List[Tensor],
+                        queries: Tensor) -> Optional[Tensor]:
+        """(V_g·B, Q, P, C) sin-cos positions of the query cells in each global view's grid,
+        rows ordered (v, b) like the global views' batch, for ``query_pos_embed=
+        'global_sincos'``; None otherwise. The boxes are the packed ``crop_boxes``: the global
+        views lead, the Q queries trail."""
+        if self.backbone.query_pos_embed != 'global_sincos':
+            return None
+        if data_samples[0].get('crop_boxes') is None:
+            raise KeyError("ADCLR: 'crop_boxes' is missing from the data samples, and "
+                           "query_pos_embed='global_sincos' places the queries with them: pack "
+                           "'crop_boxes' with PackMultiViewInputs")
+        boxes, _ = view_geometry(data_samples, queries.device)
+        patch_h, patch_w = self.backbone.patch_embed.projection.stride
+        global_grid = (views[0].shape[-2] // patch_h, views[0].shape[-1] // patch_w)
+        query_grid = (queries.shape[-2] // patch_h, queries.shape[-1] // patch_w)
+        num_global, num_queries = self.num_global_views, queries.shape[1]
+        global_boxes = boxes[:, :num_global].transpose(0, 1)[:, :, None]  # (V_g, B, 1, 4)
+        query_boxes = boxes[:, -num_queries:][None]  # (1, B, Q, 4)
+        positions = self.backbone.query_positions(global_boxes, query_boxes.expand(
+            num_global, -1, -1, -1), global_grid, query_grid)  # (V_g, B, Q, P, C)
+        return positions.flatten(0, 1)
+
     def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
         views, queries = self.split_queries(inputs, data_samples)
         num_global = self.num_global_views
@@ -127,7 +158,8 @@ class ADCLR(DINO):
                                          views[:num_global])
             teacher_query_logits = self.teacher_query_logits(queries)
         global_feats, query_tokens = self.backbone.forward_with_queries(
-            torch.cat(views[:num_global]), queries.repeat(num_global, 1, 1, 1, 1))
+            torch.cat(views[:num_global]), queries.repeat(num_global, 1, 1, 1, 1),
+            self.query_positions(data_samples, views, queries))
         student_logits = self.head(global_feats[-1]).view(num_global, batch_size, -1)
         if len(views) > num_global:
             local_logits = embed_views(self.backbone, self.head, views[num_global:])
