@@ -50,7 +50,7 @@ def overlap_in_views(boxes_a: Tensor,
     region = torch.cat([torch.maximum(boxes_a[:, :2], boxes_b[:, :2]),
                         torch.minimum(boxes_a[:, 2:], boxes_b[:, 2:])], dim=1)
     valid = ((region[:, 2:] - region[:, :2]) > eps).all(dim=1)
-    full_view = region.new_tensor([0., 0., 1., 1.]).expand_as(region)
+    full_view = torch.cat([region.new_zeros(2), region.new_ones(2)]).expand_as(region)
     overlap_a = torch.where(valid[:, None], _to_view_frame(region, boxes_a, flips_a.bool()),
                             full_view)
     overlap_b = torch.where(valid[:, None], _to_view_frame(region, boxes_b, flips_b.bool()),

@@ -11,9 +11,14 @@ iteration is a full ``train_step``: forward, losses, backward, optimizer step an
 update; the reported time is the median over ``--iters``. FLOPs are counted once with torch's
 ``FlopCounterMode`` over one such step (forward + backward) and reported per image. Images are
 counted per data sample, two for a CoTAP pair (a sample holding an image and its neighbour).
-``--count-readbacks`` runs one more step counting the tensor-to-Python read-backs
-(``.item()``, ``.tolist()``, ``bool(t)``, ...; each a device synchronisation on CUDA) by call
-site; with ``--count-ops`` it is the same step, counted both ways.
+``--count-readbacks`` runs one more step counting its host synchronisations by call site
+(``mmdense.utils.count_host_readbacks``): values read into Python (``.item()``, ``.tolist()``,
+``bool(t)``, ...) and operators whose output size depends on the data (``nonzero``,
+boolean-mask indexing and its gradient, ``masked_select``, ``unique``, ``bincount``,
+``repeat_interleave`` with tensor repeats), forward, backward, optimizer and EMA update alike;
+on CUDA, blocking copies between host and device too. Each makes a GPU step wait until the
+device has finished everything queued before. With ``--count-ops`` it is the same step, counted
+both ways.
 ``--count-ops`` runs one more step counting the aten operators it dispatches (forward,
 backward, optimizer and EMA update; metadata-only views excluded): a CPU proxy for the kernel
 launches that bound a small GPU step; the JSON lists the most frequent operators and the call
@@ -32,7 +37,6 @@ import json
 import os
 import os.path as osp
 import resource
-import site
 import statistics
 import time
 from collections import Counter
@@ -65,7 +69,7 @@ def parse_args():
     parser.add_argument('--threads', type=int, help='torch.set_num_threads (default: torch\'s '
                         'own, the number of physical cores or OMP_NUM_THREADS)')
     parser.add_argument('--count-readbacks', action='store_true',
-                        help='count host read-backs of one more step, by call site')
+                        help='count the host synchronisations of one more step, by call site')
     parser.add_argument('--count-ops', action='store_true',
                         help='count the aten operators of one more step (CPU proxy for GPU '
                         'kernel launches)')
@@ -104,14 +108,6 @@ def peak_memory_mb(device: str) -> float:
     if device.startswith('cuda'):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def short_path(call_site: str) -> str:
-    """A ``file:line`` call site relative to the repository or to site-packages."""
-    for root in (REPO_ROOT, *site.getsitepackages()):
-        if call_site.startswith(root + osp.sep):
-            return osp.relpath(call_site, root)
-    return call_site
 
 
 def images_in(batch: dict) -> int:
@@ -211,8 +207,9 @@ def main():
     readbacks, all_ops, ops_by_site = None, None, Counter()
     if counted:  # one more step, counted both ways at once
         with ExitStack() as counting:
-            if args.count_readbacks:
-                readbacks = counting.enter_context(count_host_readbacks())
+            if args.count_readbacks:  # on CUDA, only the syncs of CUDA tensors
+                readbacks = counting.enter_context(count_host_readbacks(
+                    'cuda' if args.device.startswith('cuda') else None))
             if args.count_ops:
                 all_ops = counting.enter_context(count_aten_ops(by_site=ops_by_site))
             step(batches[-1])
@@ -231,9 +228,8 @@ def main():
         achieved_gflops_per_s=flops_per_image * num_images / median / 1e9)
     if readbacks is not None:
         result.update(host_readbacks_per_step=sum(readbacks.values()),
-                      host_readback_sites={
-                          f'{method} at {short_path(call_site)}': count
-                          for (method, call_site), count in readbacks.most_common()})
+                      host_readback_sites={str(site): count
+                                           for site, count in readbacks.most_common()})
     if ops is not None:
         result.update(aten_ops_per_step=sum(ops.values()),
                       aten_ops_top=dict(ops.most_common(15)),

@@ -179,13 +179,14 @@ class CoTAP(TeacherStudentSelfSupervisor):
         overlaps = {pair: (overlap_t[i * batch:(i + 1) * batch],
                            overlap_s[i * batch:(i + 1) * batch], valid[i * batch:(i + 1) * batch])
                     for i, pair in enumerate(pairs)}
-        # one host sync for all pairs: which of them overlap in some image of some rank
-        num_valid = all_reduce_sum(valid.view(len(pairs), batch).sum(1)).tolist()
+        # which pairs overlap in some image of some rank, on the device (no host read): every
+        # pair is computed, in the order of ``pairs``, and the mean is over those that overlap
+        overlapping = all_reduce_sum(valid.view(len(pairs), batch).sum(1)) > 0
         totals, weight_sums = [], []
         for g, teacher_view in enumerate(teacher):
             codes = self.loss_distill.codes(teacher_view['patch'], dim=1)
-            for (pair_g, v), count in zip(overlaps, num_valid):
-                if pair_g != g or count == 0:
+            for pair_g, v in pairs:
+                if pair_g != g:
                     continue
                 overlap_t, overlap_s, valid = overlaps[g, v]
                 student_view = student[v]
@@ -201,12 +202,12 @@ class CoTAP(TeacherStudentSelfSupervisor):
                     weight = weight * attention / attention.mean((1, 2), keepdim=True)
                 totals.append((pixel_loss * weight).sum())
                 weight_sums.append(weight.sum())
-        if not totals:
-            return student[0]['patch'].sum() * 0
         # mean over ranks of each pair's total weight: the mean of the per-rank losses (what DDP
-        # averages) is the loss of the whole batch
+        # averages) is the loss of the whole batch; a pair that overlaps nowhere has weight 0
+        # everywhere, and the loss is 0 when no pair overlaps
         mean_weights = all_reduce_sum(torch.stack(weight_sums)) / get_world_size()
-        return (torch.stack(totals) / mean_weights.clamp(min=1e-6)).mean()
+        pair_losses = torch.stack(totals) / mean_weights.clamp(min=1e-6)
+        return (pair_losses * overlapping).sum() / overlapping.sum().clamp(min=1)
 
     def cls_loss(self, student: List[dict], teacher: List[dict]) -> Tensor:
         """Swapped prediction between crops against Sinkhorn teacher codes."""
@@ -308,20 +309,19 @@ class CoTAP(TeacherStudentSelfSupervisor):
         if crossing and not paired:
             raise ValueError(f'CoTAP: loss terms {crossing} need (image, neighbour) pairs: wrap '
                              'the dataset in NeighbourPairDataset or set their weights to 0')
-        teacher_index = (list(range(num_student, num_student + num_global))
-                         if self.clean_teacher_views else list(range(num_global)))
+        first = num_student if self.clean_teacher_views else 0
+        teacher_views = slice(first, first + num_global)  # (a list would be copied to the device)
 
         self.teacher.update(self.student_modules())
         with torch.no_grad():
-            teacher = self.encode(self.teacher, [views[i] for i in teacher_index],
-                                  with_attention=True)
+            teacher = self.encode(self.teacher, views[teacher_views], with_attention=True)
         student = self.encode(self.student_modules(), views[:num_student])
 
         batch = views[0].shape[0]
         partner = torch.arange(batch, device=views[0].device).roll(batch // 2)
         terms = dict(
-            patch=lambda: self.patch_loss(student, teacher, boxes, flips, boxes[:, teacher_index],
-                                          flips[:, teacher_index]),
+            patch=lambda: self.patch_loss(student, teacher, boxes, flips, boxes[:, teacher_views],
+                                          flips[:, teacher_views]),
             cls=lambda: self.cls_loss(student, teacher),
             cross_patch=lambda: self.cross_patch_loss(student[0], teacher[0], partner),
             cross_cls=lambda: self.cross_cls_loss(student, teacher, partner))

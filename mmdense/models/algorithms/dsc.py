@@ -209,10 +209,8 @@ class DSC(TeacherStudentSelfSupervisor):
             if self.num_classes > num_pixels:
                 raise ValueError(f'num_classes={self.num_classes} exceeds the {num_pixels} '
                                  'pixels that the batch k-means clusters')
-            # same seed on every rank (the step count), so every rank gets the same clusters
-            generator = torch.Generator(device=flat.device).manual_seed(self.teacher.num_updates)
-            _, labels, all_labels = gathered_spherical_kmeans(flat, self.num_classes,
-                                                              self.kmeans_iters, generator)
+            _, labels, all_labels = gathered_spherical_kmeans(
+                flat, self.num_classes, self.kmeans_iters, self.kmeans_generator(flat.device))
         else:
             prototypes = F.normalize(self.prototypes.detach().float(), dim=1)
             codes = sinkhorn_knopp(F.normalize(flat.float(), dim=1) @ prototypes.t(),
@@ -223,6 +221,13 @@ class DSC(TeacherStudentSelfSupervisor):
             loss_prototype = self.loss_prototype(student_pixels, self.prototypes, codes)
         return labels.view(pixels.shape[:3]), all_labels.view(-1, *pixels.shape[1:3]), \
             loss_prototype
+
+    def kmeans_generator(self, device: torch.device) -> torch.Generator:
+        """The generator of the k-means seeding draws: on ``device`` (no host synchronisation),
+        seeded by the step count, so every rank draws the same and gets the same clusters.
+        A CUDA generator needs a driver, which fake CUDA tensors do not have: the fake-CUDA tests
+        draw from the device's default generator instead (``None``)."""
+        return torch.Generator(device=device).manual_seed(self.teacher.num_updates)
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:

@@ -29,7 +29,8 @@ def multi_positive_info_nce(queries: Tensor, keys: Tensor, positive_mask: Tensor
     num_positives = positive_mask.sum(dim=1)
     has_positive = num_positives > 0
     per_query = -(log_probs * positive_mask).sum(dim=1) / num_positives.clamp(min=1)
-    return global_mean(per_query[has_positive].sum(), has_positive.sum())
+    # (a where, not per_query[has_positive]: a mask index reads its size back on a GPU)
+    return global_mean(per_query.where(has_positive, 0).sum(), has_positive.sum())
 
 
 @MODELS.register_module()

@@ -35,6 +35,13 @@ def slot_contrast_loss(student_slots: Tensor,
     ``L = mean_q [ CE(z_q, positive(q)) ] · 2τ``, the mean over the queries of this rank
     (:func:`rank_mean`; 0 if it has none), as in the official code.
 
+    One host synchronisation per call: the numbers of queries and of keys are read together,
+    because the predictor's BatchNorm normalises over exactly the kept slots (the number of rows
+    is the shape of its input). With those numbers the rows are taken by index
+    (``nonzero_static`` of the known size, ``index_select``), so nothing else is read back, in
+    the backward pass neither (boolean-mask indexing would read each mask's size again, and its
+    gradient once more).
+
     Args:
         student_slots, teacher_slots: (B, K, D) slots of the two views.
         student_dots, teacher_dots: (B, K, h, w) prototype scores of the same views.
@@ -43,23 +50,27 @@ def slot_contrast_loss(student_slots: Tensor,
     """
     batch_size, num_prototypes = student_slots.shape[:2]
     teacher_kept = kept_slots(teacher_dots)
-    query_mask = kept_slots(student_dots) & teacher_kept
-    queries = student_slots[query_mask]
+    query_mask = (kept_slots(student_dots) & teacher_kept).flatten()  # (B · K,)
+    all_kept = concat_all_gather(teacher_kept).flatten()  # (world · B · K,)
+    num_queries, num_keys = torch.stack([query_mask.sum(), all_kept.sum()]).tolist()
+    query_rows = torch.nonzero_static(query_mask, size=num_queries).flatten()
+    key_rows = torch.nonzero_static(all_kept, size=num_keys).flatten()
+
+    queries = student_slots.flatten(0, 1).index_select(0, query_rows)
     if predictor is not None:
         queries = predictor(queries)
     queries = F.normalize(queries.float(), dim=1)
-
-    all_kept = concat_all_gather(teacher_kept).flatten()  # (world · B · K,)
-    all_keys = concat_all_gather(teacher_slots.detach()).flatten(0, 1)[all_kept]
+    all_keys = concat_all_gather(teacher_slots.detach()).flatten(0, 1).index_select(0, key_rows)
     keys = F.normalize(all_keys.float(), dim=1)
     # Index of every (rank, image, prototype) among the kept keys; a query's label is the index
     # of its own (rank, image, prototype).
     key_index = (all_kept.long().cumsum(0) - 1).view(-1, batch_size * num_prototypes)
-    labels = key_index[get_rank()][query_mask.flatten()]
+    labels = key_index[get_rank()].index_select(0, query_rows)
 
     logits = queries @ keys.t() / temp
     total = F.cross_entropy(logits, labels, reduction='sum')
-    return rank_mean(total, torch.tensor(len(labels), device=logits.device)) * (2 * temp)
+    count = torch.full((), num_queries, dtype=torch.float32, device=logits.device)
+    return rank_mean(total, count) * (2 * temp)
 
 
 @MODELS.register_module()

@@ -22,7 +22,8 @@ def align_to_boxes(maps: Tensor, boxes: Tensor, flips: Tensor,
         aligned to their own overlap boxes match pixel for pixel.
     """
     height, width = maps.shape[-2:]
-    scale = maps.new_tensor([width, height, width, height])
+    scale = maps.new_full((4, ), width)  # (width, height, width, height), filled on the device
+    scale[1::2] = height
     batch_index = torch.arange(maps.shape[0], device=maps.device, dtype=maps.dtype)
     rois = torch.cat([batch_index[:, None], boxes.to(maps.dtype) * scale], dim=1)
     aligned = roi_align(maps, rois, output_size=out_size, aligned=True)

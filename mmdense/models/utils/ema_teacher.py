@@ -64,16 +64,27 @@ class EMATeacher(CosineEMA):
         for module in self.module.modules():
             if hasattr(module, 'drop_prob'):
                 module.drop_prob = 0.0
-        self._host_steps = None  # (value, version of the ``steps`` tensor it was read at)
+        # (value, version of the ``steps`` tensor it is the value of); ``steps`` is on the CPU here
+        self._host_steps = (int(self.steps), self.steps._version)
 
     @property
     def num_updates(self) -> int:
         """The step counter as a Python int. It is read from the device only after a change
-        made elsewhere (loading a checkpoint, a DDP buffer broadcast), which bumps the tensor's
-        version counter."""
-        if self._host_steps is None or self._host_steps[1] != self.steps._version:
+        made elsewhere (loading a checkpoint, a DDP buffer broadcast, ``steps.fill_``), which
+        bumps the tensor's version counter; a move or cast (:meth:`_apply`) keeps the value."""
+        if self._host_steps[1] != self.steps._version:
             self._host_steps = (int(self.steps), self.steps._version)
         return self._host_steps[0]
+
+    def _apply(self, fn, *args, **kwargs):
+        """``Module.to()``/``.cuda()``/``.double()`` replace the ``steps`` tensor by one of the
+        same value: keep the host copy (if it was current), so the first step after a move to a
+        GPU does not read the counter back."""
+        current = self._host_steps[1] == self.steps._version
+        out = super()._apply(fn, *args, **kwargs)
+        if current:
+            self._host_steps = (self._host_steps[0], self.steps._version)
+        return out
 
     def student_weight(self, steps: int) -> float:
         """``1 − m`` at ``steps``: the cosine schedule of ``CosineEMA.avg_func``."""

@@ -68,7 +68,9 @@ def _reseed_empty_clusters(assignments: Tensor, similarity: Tensor,
     """
     num_points = assignments.shape[0]
     device = assignments.device
-    counts = torch.bincount(assignments, minlength=num_clusters)
+    # bincount's output size is the largest assignment + 1: a host read on a GPU
+    counts = torch.zeros(num_clusters, dtype=torch.long, device=device).index_add_(
+        0, assignments, torch.ones_like(assignments))
     # rank of each point within its cluster, farthest first
     by_similarity = similarity.argsort(stable=True)
     by_cluster = by_similarity[assignments[by_similarity].argsort(stable=True)]
