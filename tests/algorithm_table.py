@@ -35,6 +35,15 @@ def shrink_adclr(cfg, toy_root):
                              attributes=('teacher_temp', 'query_teacher_temp'))]
 
 
+def shrink_ibot(cfg, toy_root):
+    """DINO's tiny ViT and head (the patch term's 128 prototypes too); both teacher
+    temperatures warm up."""
+    shrink_dino(cfg, toy_root)
+    cfg.model.patch_loss.out_channels = 128
+    cfg.custom_hooks = [dict(type='TeacherTempWarmupHook', warmup_iters=3,
+                             attributes=('teacher_temp', 'teacher_patch_temp'))]
+
+
 def shrink_cotap(cfg, toy_root):
     """Pairs from a ring neighbour file (2 per batch), a 2-block ViT with 4 prototypes and
     64-prototype heads, no DINO checkpoint to start from."""
@@ -67,6 +76,7 @@ def shrink_dsc(cfg, toy_root):
 ALGORITHMS: Dict[str, Algorithm] = {
     'DINO': Algorithm('configs/dino/vit-s_toy.py', shrink_dino, 'vit'),
     'ADCLR': Algorithm('configs/adclr/vit-s_toy.py', shrink_adclr, 'vit'),
+    'iBOT': Algorithm('configs/ibot/vit-s_toy.py', shrink_ibot, 'vit'),
     'CoTAP': Algorithm('configs/cotap/vit-s_toy.py', shrink_cotap, 'vit'),
     'SlotCon': Algorithm('configs/slotcon/r18_toy.py', shrink_slotcon, 'resnet'),
     'DSC': Algorithm('configs/dsc/r18_toy.py', shrink_dsc, 'resnet'),

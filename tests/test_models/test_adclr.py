@@ -443,3 +443,49 @@ def test_query_position_settings_are_checked():
     vit = tiny_vit(query_pos_embed='global_sincos')
     with pytest.raises(ValueError, match='query_pos must be given exactly when'):
         vit.forward_with_queries(torch.randn(1, 3, 32, 32), torch.randn(1, 2, 3, 16, 16))
+
+
+# ------------------------------------------------- the ViT-B recipe: iBOT's masked-image term
+def test_vit_b_recipe_adds_ibots_masked_image_term():
+    """The authors' README command keeps --lambda2 1.0 with --pred_ratio 0 0.3
+    --pred_ratio_var 0 0.2 (block masks); the ViT-S recipe leaves the term out."""
+    cfg = Config.fromfile(f'{ROOT}/configs/adclr/vit-b_in1k.py')
+    assert cfg.model.backbone.arch == 'base' and cfg.model.backbone.mask_token
+    assert cfg.model.patch_loss.type == 'iBOTPatchLoss' and cfg.model.patch_loss_weight == 1.0
+    assert not cfg.model.head.norm_last_layer
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert pipeline[2].type == 'BlockwisePatchMasks'
+    assert (pipeline[2].pred_ratio, pipeline[2].pred_ratio_var) == ((0.0, 0.3), (0.0, 0.2))
+    assert 'masks' in pipeline[3].algorithm_keys
+    assert 'teacher_patch_temp' in cfg.custom_hooks[0].attributes
+    register_all_modules(init_default_scope=False)
+    transform = Compose([TRANSFORMS.build(t) for t in pipeline[1:3]])
+    np.random.seed(0)
+    results = transform(dict(img=np.zeros((300, 400, 3), np.uint8)))
+    assert results['masks'].shape == (2, 14, 14)
+    assert 'patch_loss' not in Config.fromfile(f'{ROOT}/configs/adclr/vit-s_in1k.py').model
+
+
+def test_masked_image_term_equals_ibots_on_the_same_weights(message_hub_max_iters):
+    """ADCLR with patch_loss: its DINO and masked-image terms are iBOT's (same weights, same
+    masks, no local views), whatever the queries."""
+    from mmpretrain.structures import DataSample
+    cfg = tiny_adclr_cfg(patch_loss=dict(type='iBOTPatchLoss', out_channels=64),
+                         teacher_patch_temp=0.05)
+    cfg['backbone']['mask_token'] = True
+    adclr = build_seeded(cfg)
+    ibot_cfg = {k: v for k, v in cfg.items() if not k.startswith('query')}
+    ibot = build_seeded(dict(ibot_cfg, type='iBOT'))
+    ibot.load_state_dict({k: v for k, v in adclr.state_dict().items()
+                          if not k.startswith('query_loss_module')})
+    adclr.eval(), ibot.eval()
+    views, queries = adclr_views()
+    masks = torch.rand(3, 2, 2, 2, generator=torch.Generator().manual_seed(3)) < 0.5
+    samples = [DataSample(num_queries=4, masks=m) for m in masks]
+    losses = adclr.loss(views[:2] + queries, samples)
+    reference = ibot.loss(views[:2], samples)
+    torch.testing.assert_close(losses['loss_mim'], reference['loss_mim'], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(losses['loss_dino'], reference['loss_cls'], atol=1e-6, rtol=1e-5)
+    unmasked = adclr.loss(views[:2] + queries, [DataSample(num_queries=4, masks=m & False)
+                                                 for m in masks])
+    assert unmasked['loss_mim'] == 0

@@ -10,3 +10,6 @@ __all__ = [
 from .query_crops import MultiCropWithQueries  # noqa: E402
 
 __all__ += ['MultiCropWithQueries']
+from .block_masks import BlockwisePatchMasks  # noqa: E402
+
+__all__ += ['BlockwisePatchMasks']

@@ -13,3 +13,6 @@ __all__ += ['ADCLR']
 from .cotap import CoTAP  # noqa: E402
 
 __all__ += ['CoTAP']
+from .ibot import iBOT  # noqa: E402
+
+__all__ += ['iBOT']

@@ -9,6 +9,7 @@ from mmdense.models.backbones import QueryVisionTransformer
 from mmdense.registry import MODELS
 from .base import view_geometry
 from .dino import DINO, embed_views
+from .ibot import view_masks
 
 QUERY_TARGETS = ('patch_tokens', 'cls_token')
 
@@ -51,6 +52,12 @@ class ADCLR(DINO):
     positions in the two global views; with ``'crop'`` it carries the ViT's learned embedding
     of its place within its own crop.
 
+    With ``patch_loss`` (the authors' ViT-B recipe) iBOT's masked-image term is added:
+    ``L = L_DINO + λ · L_query + λ_mim · L_mim`` with :class:`iBOTPatchLoss` as in
+    :class:`iBOT`: the student's global views are block-masked (the packed ``masks``; the
+    query tokens then read the masked views, as in the authors' script), the teacher's are not,
+    and the student's patch head outputs at the masked patches match the teacher's.
+
     Args:
         backbone: :class:`QueryVisionTransformer` config.
         head, loss, **kwargs: as for :class:`DINO`.
@@ -59,6 +66,9 @@ class ADCLR(DINO):
             ``loss`` by default. It always keeps every (teacher, student view) pair.
         query_loss_weight: λ.
         query_teacher_temp: τ_q.
+        patch_loss: :class:`iBOTPatchLoss` config of the masked-image term; None: no term.
+        patch_loss_weight: λ_mim.
+        teacher_patch_temp: τ_p of the masked-image term (warmed up by the hook like τ_q).
     """
 
     def __init__(self,
@@ -69,6 +79,9 @@ class ADCLR(DINO):
                  query_loss: Optional[dict] = None,
                  query_loss_weight: float = 1.0,
                  query_teacher_temp: float = 0.07,
+                 patch_loss: Optional[dict] = None,
+                 patch_loss_weight: float = 1.0,
+                 teacher_patch_temp: float = 0.07,
                  **kwargs) -> None:
         # name ADCLR, not DINO, in the error about a mistyped argument
         unknown = sorted(set(kwargs) - set(inspect.signature(DINO.__init__).parameters))
@@ -87,6 +100,17 @@ class ADCLR(DINO):
             raise ValueError(f'ADCLR: query_loss out_channels='
                              f'{self.query_loss_module.center.shape[-1]} does not match the head '
                              f'out_channels={self.loss_module.center.shape[-1]}')
+        self.patch_loss_module = None if patch_loss is None else MODELS.build(patch_loss)
+        if patch_loss is not None and self.backbone.mask_token is None:
+            raise ValueError('ADCLR: patch_loss (the masked-image term) needs the backbone\'s '
+                             'mask token (mask_token=True)')
+        if patch_loss is not None and \
+                self.patch_loss_module.center.shape != self.loss_module.center.shape:
+            raise ValueError(f'ADCLR: patch_loss out_channels='
+                             f'{self.patch_loss_module.center.shape[-1]} does not match the head '
+                             f'out_channels={self.loss_module.center.shape[-1]}')
+        self.patch_loss_weight = patch_loss_weight
+        self.teacher_patch_temp = teacher_patch_temp
         self.query_target = query_target
         self.query_loss_weight = query_loss_weight
         self.query_teacher_temp = query_teacher_temp
@@ -152,15 +176,32 @@ class ADCLR(DINO):
                              f'the queries, got {len(views)}: check the MultiCrop pipeline')
         batch_size = queries.shape[0]
 
+        with_mim = self.patch_loss_module is not None
+        masks = view_masks(data_samples, num_global, queries.device) if with_mim else None
+        global_views = torch.cat(views[:num_global])
+
         self.teacher.update(self.student_modules())
         with torch.no_grad():
-            teacher_logits = embed_views(self.teacher['backbone'], self.teacher['head'],
-                                         views[:num_global])
+            if with_mim:  # (V_g, B, 1 + N, K): the CLS and the patch tokens
+                teacher_tokens = self.teacher['head'](
+                    self.teacher['backbone'].forward_all_tokens(global_views))
+                teacher_tokens = teacher_tokens.view(num_global, batch_size,
+                                                     *teacher_tokens.shape[1:])
+                teacher_logits = teacher_tokens[:, :, 0]
+            else:
+                teacher_logits = embed_views(self.teacher['backbone'], self.teacher['head'],
+                                             views[:num_global])
             teacher_query_logits = self.teacher_query_logits(queries)
         global_feats, query_tokens = self.backbone.forward_with_queries(
-            torch.cat(views[:num_global]), queries.repeat(num_global, 1, 1, 1, 1),
-            self.query_positions(data_samples, views, queries))
-        student_logits = self.head(global_feats[-1]).view(num_global, batch_size, -1)
+            global_views, queries.repeat(num_global, 1, 1, 1, 1),
+            self.query_positions(data_samples, views, queries),
+            mask=None if masks is None else masks.flatten(0, 1), image_tokens=with_mim)
+        if with_mim:
+            student_tokens = self.head(global_feats).view(num_global, batch_size, -1,
+                                                          teacher_logits.shape[-1])
+            student_logits = student_tokens[:, :, 0]
+        else:
+            student_logits = self.head(global_feats[-1]).view(num_global, batch_size, -1)
         if len(views) > num_global:
             local_logits = embed_views(self.backbone, self.head, views[num_global:])
             student_logits = torch.cat([student_logits, local_logits])
@@ -168,4 +209,8 @@ class ADCLR(DINO):
         loss_dino = self.loss_module(student_logits, teacher_logits, self.teacher_temp)
         loss_query = self.query_loss_module(self.student_query_logits(query_tokens, num_global),
                                             teacher_query_logits, self.query_teacher_temp)
-        return dict(loss_dino=loss_dino, loss_query=self.query_loss_weight * loss_query)
+        losses = dict(loss_dino=loss_dino, loss_query=self.query_loss_weight * loss_query)
+        if with_mim:
+            losses['loss_mim'] = self.patch_loss_weight * self.patch_loss_module(
+                student_tokens[:, :, 1:], teacher_tokens[:, :, 1:], masks, self.teacher_patch_temp)
+        return losses

@@ -181,7 +181,8 @@ class QueryVisionTransformer(VisionTransformerCP):
 
     def forward_with_queries(self, x: Tensor, queries: Tensor,
                              query_pos: Optional[Tensor] = None,
-                             mask: Optional[Tensor] = None) -> Tuple[Tuple[Tensor, ...], Tensor]:
+                             mask: Optional[Tensor] = None,
+                             image_tokens: bool = False) -> Tuple[Tuple[Tensor, ...], Tensor]:
         """Images with the tokens of their query crops appended.
 
         Args:
@@ -191,10 +192,13 @@ class QueryVisionTransformer(VisionTransformerCP):
             query_pos: (B, Q, P, C) positional embeddings of the query tokens, required with
                 ``query_pos_embed='global_sincos'`` (and only then).
             mask: optional (B, H/patch, W/patch) bool mask of the images' patches (mask token).
+            image_tokens: return the image tokens after the last layer (and the final norm),
+                (B, 1 + N, C), in place of ``outs``.
 
         Returns:
-            ``(outs, query_tokens)``: ``outs`` is exactly ``self.forward(x)``; ``query_tokens``
-            (B, Q, P, C) are the query tokens after the last layer (and the final norm).
+            ``(outs, query_tokens)``: ``outs`` is exactly ``self.forward(x)`` (with ``mask``: on
+            the masked images); ``query_tokens`` (B, Q, P, C) are the query tokens after the
+            last layer (and the final norm).
         """
         if queries.dim() != 5 or queries.shape[0] != x.shape[0] or queries.shape[1] == 0:
             raise ValueError(f'{type(self).__name__}: queries must be (B, Q, 3, h, w) with '
@@ -222,7 +226,8 @@ class QueryVisionTransformer(VisionTransformerCP):
                 image, query = self.ln1(image), self.ln1(query)
             if i in self.out_indices:
                 outs.append(self._format_output(image, patch_resolution))
-        return tuple(outs), query.reshape(batch_size, num_queries, -1, self.embed_dims)
+        query = query.reshape(batch_size, num_queries, -1, self.embed_dims)
+        return (image if image_tokens else tuple(outs)), query
 
     def forward_patch_tokens(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) images → (B, h·w, C) patch tokens after the last layer and the final

@@ -21,3 +21,6 @@ from .prototype_assignment_loss import (PrototypeAssignmentLoss,  # noqa: E402
 __all__ += ['InfoNCEWithQueueLoss', 'info_nce_with_queue', 'MultiPositiveInfoNCELoss',
             'multi_positive_info_nce', 'feature_neighbours', 'per_image_to_batch_mask',
             'PrototypeAssignmentLoss', 'prototype_assignment_loss']
+from .ibot_patch_loss import iBOTPatchLoss, masked_patch_cross_entropy  # noqa: E402
+
+__all__ += ['iBOTPatchLoss', 'masked_patch_cross_entropy']
