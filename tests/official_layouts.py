@@ -39,9 +39,11 @@ def tiny_preset(preset):
     import dataclasses
 
     def shrink(protocol, options):
-        if protocol == 'cluster':
+        if protocol == 'cluster':  # (PCA to at most the tiny ViT's 32 channels, 2 seeds)
             return protocol, dict(options, num_clusters=min(options['num_clusters'], 8),
-                                  num_iters=3, num_init=1)
+                                  num_iters=3, num_init=1,
+                                  **{key: min(options[key], cap) for key, cap in
+                                     (('pca_dim', 8), ('num_seeds', 2)) if key in options})
         if protocol == 'linear':
             return protocol, dict(options, epochs=2, batch_size=2, lr_step=1)
         return protocol, options

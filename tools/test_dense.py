@@ -13,14 +13,15 @@
         [--matching auto|hungarian|majority] [--knn-k 10] [--linear-epochs 30] [--seed 0]
         [--out JSON] [--allow-partial]
 
-A ``--preset`` fixes everything a published number depends on (resolution, crop, feature
-stride, image lists and counts, protocol settings; ``--list-presets`` prints them with their
-sources) and streams: features come from a DataLoader into an on-disk store, so memory does not
-grow with the split; under ``torchrun ... --launcher pytorch`` the images are shared among the
-ranks and the metrics are identical to one process. It refuses a run on fewer images than the
-preset unless ``--allow-subset`` (then marked ``subset: true``), and writes JSON + Markdown
-with the checkpoint's SHA-256. ``--protocol`` is the earlier in-memory path for small ad-hoc
-runs (toy data, ``--num-train`` / ``--num-val`` images).
+A ``--preset`` fixes everything a published number depends on (resolution, crop, image lists and
+counts, protocol settings; features on the backbone's own grid; ``--list-presets`` prints them
+with their sources and, point by point, the reference protocol beside the preset with the reason
+for every departure) and streams: features come from a DataLoader into an on-disk store, so
+memory does not grow with the split; under ``torchrun ... --launcher pytorch`` the images are
+shared among the ranks and the metrics are identical to one process. It refuses a run on fewer
+images than the preset unless ``--allow-subset`` (then marked ``subset: true``), and writes
+JSON + Markdown with the checkpoint's SHA-256. ``--protocol`` is the earlier in-memory path for
+small ad-hoc runs (toy data, ``--num-train`` / ``--num-val`` images).
 
 ``--check-data`` reads no image and runs no model: it lists the samples the run would read,
 checks that every image, label map, file list and image list exists, prints a per-split summary

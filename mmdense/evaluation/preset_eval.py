@@ -136,6 +136,7 @@ def evaluate_preset(model: nn.Module, preset: Union[str, DensePreset],
                             num_workers, feature_dtype, progress)
             for split, dataset in datasets.items()
         }
+        feature_grid = list(stores['val'].feat_shape[-2:])
         results = []
         for protocol, options in preset.protocols:
             start = time.time()
@@ -153,7 +154,7 @@ def evaluate_preset(model: nn.Module, preset: Union[str, DensePreset],
         shutil.rmtree(folder, ignore_errors=True)
     return dict(preset=preset.record(), subset=subset,
                 num_train=len(datasets['train']) if 'train' in datasets else 0,
-                num_val=len(datasets['val']), feature_grid=list(preset.grid),
+                num_val=len(datasets['val']), feature_grid=feature_grid,
                 feature_dtype=feature_dtype, world_size=get_world_size(), device=str(device),
                 results=results)
 
@@ -176,11 +177,16 @@ def format_markdown(record: dict) -> str:
         (' **(SUBSET of the preset: not comparable with published numbers)**'
          if record['subset'] else ''),
         f"- {preset['img_size']} px ({preset['crop']}), feature grid "
-        f"{record['feature_grid'][0]}x{record['feature_grid'][1]} (stride "
-        f"{preset['feature_stride']}), scored at {preset['label_size'] or preset['img_size']} px,"
-        f" features stored as {record['feature_dtype']}, {record['world_size']} process(es) on "
-        f"{record['device']}",
-        f"- source: {preset['source']}", f"- notes: {preset['notes']}", '',
+        f"{record['feature_grid'][0]}x{record['feature_grid'][1]} ("
+        f"{'native stride' if preset['feature_stride'] is None else 'resampled to stride '}"
+        f"{preset['feature_stride'] or ''}), scored at "
+        f"{preset['label_size'] or preset['img_size']} px, features stored as "
+        f"{record['feature_dtype']}, {record['world_size']} process(es) on {record['device']}",
+        f"- source: {preset['source']}",
+        '- departures from the reference protocol: ' + ('; '.join(
+            f"{point['setting']}: {point['value']} (reference: {point['reference']}; "
+            f"{point['departure']})" for point in preset['points'] if point['departure'])
+            or 'none'), '',
         '| protocol | setting | ' + ' | '.join(names) + ' | seconds |',
         '|---|---|' + '---|' * (len(names) + 1),
     ]

@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from mmdense.models.utils import spherical_kmeans
+from mmdense.models.utils.kmeans import kmeans as fit_kmeans
 
 from .metrics import confusion_matrix, scores_from_confusion, segmentation_scores
 
 PROTOCOLS = ('linear', 'cluster', 'knn', 'dispersion')
+MATCHINGS = ('hungarian', 'hungarian_iou', 'majority')
 
 
 def flatten_features(feats: Tensor) -> Tensor:
@@ -59,32 +60,59 @@ def upsample_labels(pred: Tensor, size) -> Tensor:
 
 def kmeans(x: Tensor, num_clusters: int, num_iters: int = 50, num_init: int = 3,
            seed: int = 0) -> Tensor:
-    """The best of ``num_init`` runs of :func:`~mmdense.models.utils.spherical_kmeans` on the rows
-    of ``x (M, C)`` (highest ``Σ_i <x_i, μ_assign_i>``), as the assignment ``(M,)``. All runs draw
-    their seeds from one generator seeded with ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    best_assign, best_score = None, -float('inf')
-    for _ in range(num_init):
-        centres, assign = spherical_kmeans(x, num_clusters, num_iters, generator)
-        score = float((F.normalize(x.float(), dim=1) @ centres.T).max(1).values.sum())
-        if score > best_score:
-            best_assign, best_score = assign, score
-    return best_assign
+    """The assignment ``(M,)`` of the best of ``num_init`` runs of spherical k-means
+    (:func:`mmdense.models.utils.kmeans.kmeans`, ``metric='cosine'``) on the rows of
+    ``x (M, C)``, all runs drawing their seeds from one generator seeded with ``seed``."""
+    _, assign = fit_kmeans(x, num_clusters, num_iters, torch.Generator().manual_seed(seed),
+                           'cosine', num_init)
+    return assign
+
+
+def standardised_pca(count: Tensor, sums: Tensor, outer: Tensor,
+                     dim: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Standardise-then-PCA from the moments of ``N = count`` rows ``x``: ``sums = Σ x (C,)``,
+    ``outer = Σ x xᵀ (C, C)`` (float64).
+
+    Returns ``(mean (C,), scale (C,), components (C, dim))`` such that the reduced rows are
+    ``((x − mean) / scale) @ components``: ``scale`` the population std (ddof 0; 1 for a
+    constant channel, as scikit-learn's ``StandardScaler``), ``components`` the ``dim``
+    eigenvectors of the standardised rows' covariance with the largest eigenvalues, in
+    descending order (no whitening, as faiss's ``PCAMatrix``). Each component's sign is
+    arbitrary; Euclidean distances between reduced rows do not depend on it.
+    """
+    channels = sums.shape[0]
+    if not 1 <= dim <= channels:
+        raise ValueError(f'PCA to {dim} dimensions needs 1 <= dim <= {channels} (the feature '
+                         'channels)')
+    mean = sums / count
+    covariance = outer / count - torch.outer(mean, mean)
+    variance = covariance.diagonal().clamp(min=0)
+    scale = torch.where(variance > 0, variance.sqrt(), torch.ones_like(variance))
+    correlation = covariance / torch.outer(scale, scale)
+    _, vectors = torch.linalg.eigh(correlation)  # ascending eigenvalues
+    return mean, scale, vectors.flip(1)[:, :dim]
 
 
 def match_clusters(matrix: Tensor, matching: str) -> Tensor:
     """Class of each cluster from the class×cluster pixel count matrix ``matrix (C, K)``.
 
     * ``'hungarian'``: one-to-one assignment maximising matched pixels (scipy
-      ``linear_sum_assignment``); with ``K > C`` the unmatched clusters get -1 (always wrong).
+      ``linear_sum_assignment``; PiCIE, STEGO); with ``K > C`` the unmatched clusters get -1
+      (always wrong).
+    * ``'hungarian_iou'``: one-to-one assignment maximising the summed IoU of the matched pairs,
+      ``IoU(c, k) = M[c, k] / (Σ_j M[c, j] + Σ_i M[i, k] − M[c, k])`` (Leopart).
     * ``'majority'``: many-to-one, each cluster takes its most frequent class.
     """
     num_classes, num_clusters = matrix.shape
     if matching == 'majority':
         return matrix.argmax(0)
-    if matching != 'hungarian':
-        raise ValueError(f"matching must be 'hungarian' or 'majority', got {matching!r}")
-    rows, cols = linear_sum_assignment(matrix.numpy(), maximize=True)
+    if matching not in MATCHINGS:
+        raise ValueError(f'matching must be one of {MATCHINGS}, got {matching!r}')
+    score = matrix.double()
+    if matching == 'hungarian_iou':
+        union = score.sum(1, keepdim=True) + score.sum(0, keepdim=True) - score
+        score = score / union.clamp(min=1)
+    rows, cols = linear_sum_assignment(score.numpy(), maximize=True)
     mapping = torch.full((num_clusters, ), -1, dtype=torch.long)
     mapping[torch.as_tensor(cols)] = torch.as_tensor(rows)
     return mapping

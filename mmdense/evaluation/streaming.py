@@ -14,11 +14,12 @@ few images at a time, so memory is bounded by the chunk sizes, never by the spli
 * ``knn``: the bank is the train store, streamed in chunks; a block of val queries (gathered from
   all ranks) keeps a running top-k over the chunks of each rank's bank, the ranks' top-k lists are
   merged, and each rank votes for its own queries.
-* ``cluster``: spherical k-means with k-means++ seeding on the points (all of them, or a seeded
+* ``cluster``: k-means (:mod:`mmdense.models.utils.kmeans`: spherical, or Euclidean on
+  standardised PCA rows as Leopart, the PCA from one float64 pass of the channel moments) fitted
+  on the val or the train store, with k-means++ seeding on the points (all of them, or a seeded
   sample of about ``max_seed_points``), then Lloyd iterations that accumulate per-cluster sums
-  over the chunks (float64, all-reduced); empty clusters are re-seeded exactly as
-  :func:`mmdense.models.utils.spherical_kmeans` does, from the lowest-similarity points kept
-  while streaming.
+  over the chunks (float64, all-reduced); empty clusters are re-seeded exactly as the in-memory
+  k-means does, from the lowest-similarity points kept while streaming.
 * ``dispersion`` and the ``grid_mIoU`` ceiling: sums and confusion matrices, all-reduced.
 
 Why a disk store rather than recomputing features every epoch: the backbone runs once per image
@@ -44,13 +45,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmdense.models.utils import spherical_kmeans
+from mmdense.models.utils.kmeans import (centroid_similarity, check_metric, kmeans,
+                                         prepare_points, updated_centroids)
 from mmdense.utils.dist import all_reduce_sum, get_rank, get_world_size, is_distributed
 from .feature_store import FeatureStore
 from .metrics import confusion_matrix, scores_from_confusion
 from .protocols import (build_probe_optimizer, class_dispersion, cluster_scores,
                         flatten_features, init_probe, instance_sums, knn_vote,
-                        mean_pairwise_cosine, patch_labels, upsample_labels)
+                        mean_pairwise_cosine, patch_labels, standardised_pca, upsample_labels)
 
 # Entries of one query × bank similarity block (64 MB in float32), whatever the chunk sizes.
 SIM_BLOCK = 2**24
@@ -137,13 +139,23 @@ def _reduce_mean_gradient(probe: nn.Module, valid: Tensor) -> None:
 def stream_fit_linear_probe(train_store: FeatureStore, num_classes: int, epochs: int = 30,
                             batch_size: int = 16, ignore_index: int = 255, seed: int = 0,
                             device='cpu', chunk_images: int = 16, progress: bool = False,
+                            standardize: bool = True, drop_last: bool = False,
+                            train_label_size: Optional[int] = None,
                             **optim_cfg) -> Tuple[nn.Conv2d, Tensor, Tensor]:
     """:func:`~.protocols.fit_linear_probe` on stored features; returns ``(probe, mean, std)``.
 
     The images of a step are the same as in the in-memory version (the same seeded permutation
-    of the whole split); each rank reads the ones it owns.
+    of the whole split, ``batch_size`` images per step over all ranks); each rank reads the ones
+    it owns. ``standardize=False`` feeds the probe the features as stored (Leopart; then
+    ``mean = 0``, ``std = 1``); ``drop_last`` skips each epoch's last, incomplete batch;
+    ``train_label_size``: the loss is taken on label maps brought (nearest) to that size
+    (Leopart trains at 100 px, scores at 448).
     """
-    mean, std = stream_feature_stats(train_store, chunk_images, device)
+    if standardize:
+        mean, std = stream_feature_stats(train_store, chunk_images, device)
+    else:
+        mean = torch.zeros(1, train_store.feat_shape[0], 1, 1, device=device)
+        std = torch.ones_like(mean)
     probe = init_probe(train_store.feat_shape[0], num_classes, seed).to(device)
     optimizer, scheduler = build_probe_optimizer(probe, **optim_cfg)
     position_of = {index: position for position, index in enumerate(train_store.indices)}
@@ -151,12 +163,16 @@ def stream_fit_linear_probe(train_store: FeatureStore, num_classes: int, epochs:
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
         for batch in torch.randperm(total, generator=generator).split(batch_size):
+            if drop_last and len(batch) < batch_size:
+                continue
             positions = sorted(position_of[i] for i in batch.tolist() if i in position_of)
             optimizer.zero_grad()
             valid = torch.zeros((), device=device)
             if positions:
                 chunk = train_store.read(positions, fields=('feats', 'labels'))
                 labels = chunk['labels'].to(device)
+                if train_label_size is not None:
+                    labels = upsample_labels(labels, (train_label_size, train_label_size))
                 logits = F.interpolate(probe((chunk['feats'].to(device) - mean) / std),
                                        size=labels.shape[-2:], mode='bilinear',
                                        align_corners=False)
@@ -176,11 +192,12 @@ def stream_linear_probe(train_store: FeatureStore, val_store: FeatureStore, num_
                         epochs: int = 30, lr: float = 1e-2, batch_size: int = 16,
                         ignore_index: int = 255, seed: int = 0, device='cpu',
                         chunk_images: int = 16, progress: bool = False,
-                        **optim_cfg) -> Dict[str, float]:
-    """:func:`~.protocols.linear_probe` on stored features (see the module docstring)."""
+                        **options) -> Dict[str, float]:
+    """:func:`~.protocols.linear_probe` on stored features (see the module docstring), scored
+    on the val label maps as stored; ``options`` go to :func:`stream_fit_linear_probe`."""
     probe, mean, std = stream_fit_linear_probe(train_store, num_classes, epochs, batch_size,
                                                ignore_index, seed, device, chunk_images,
-                                               progress, lr=lr, **optim_cfg)
+                                               progress, lr=lr, **options)
     totals = _zero_confusion(num_classes, num_classes, device)
     with torch.no_grad():
         for chunk in val_store.chunks(chunk_images, fields=('feats', 'labels')):
@@ -282,19 +299,61 @@ def stream_knn(train_store: FeatureStore, val_store: FeatureStore, num_classes: 
 
 
 def _points(store: FeatureStore, chunk_images: int, device,
-            fields=('feats', 'labels', 'instances')
+            transform: Optional['PointTransform'] = None, fields=('feats', 'labels', 'instances')
             ) -> Iterator[Tuple[Tensor, Tensor, Dict[str, Tensor]]]:
-    """``(unit rows (n·h·w, C), global point indices (n·h·w,), chunk)`` by chunk; point ``p`` of
-    image ``i`` (row-major on the grid) has index ``i·h·w + p``, as in the in-memory flattening
-    of the whole split."""
+    """``(rows (n·h·w, D), global point indices (n·h·w,), chunk)`` by chunk, the rows
+    ``transform(feats)`` (default: unit rows); point ``p`` of image ``i`` (row-major on the
+    grid) has index ``i·h·w + p``, as in the in-memory flattening of the whole split."""
     _, h, w = store.feat_shape
+    transform = transform or PointTransform(store)
     for chunk in store.chunks(chunk_images, fields):
         index = (chunk['indices'][:, None] * (h * w) + torch.arange(h * w)).reshape(-1)
-        yield flatten_features(chunk['feats'].to(device)), index.to(device), chunk
+        yield transform(chunk['feats'].to(device)), index.to(device), chunk
 
 
-def _seed_points(store: FeatureStore, max_points: int, seed: int, chunk_images: int,
-                 device) -> Tensor:
+class PointTransform:
+    """The rows k-means clusters, from feature maps ``(n, C, h, w)``.
+
+    ``metric='cosine'`` (the default): L2-normalised rows (:func:`~.protocols.flatten_features`).
+    With ``pca_dim`` (Leopart): rows standardised per channel over the fitting split and
+    projected on its ``pca_dim`` principal components (:func:`~.protocols.standardised_pca`,
+    from float64 moments streamed over every point of every rank), for Euclidean k-means.
+    """
+
+    def __init__(self, store: FeatureStore, metric: str = 'cosine',
+                 pca_dim: Optional[int] = None, chunk_images: int = 16, device='cpu') -> None:
+        check_metric(metric)
+        if pca_dim is not None and metric != 'euclidean':
+            raise ValueError("standardise + PCA (pca_dim) goes with metric='euclidean' "
+                             f'(Leopart), got metric={metric!r}')
+        self.metric, self.pca_dim = metric, pca_dim
+        if pca_dim is None:
+            return
+        channels = store.feat_shape[0]
+        count = torch.zeros((), dtype=torch.float64, device=device)
+        sums = torch.zeros(channels, dtype=torch.float64, device=device)
+        outer = torch.zeros(channels, channels, dtype=torch.float64, device=device)
+        for chunk in store.chunks(chunk_images, fields=('feats', )):
+            rows = _rows(chunk['feats'].to(device)).double()
+            count += len(rows)
+            sums += rows.sum(0)
+            outer += rows.T @ rows
+        self.mean, self.scale, self.components = (part.float() for part in standardised_pca(
+            all_reduce_sum(count), all_reduce_sum(sums), all_reduce_sum(outer), pca_dim))
+
+    def __call__(self, feats: Tensor) -> Tensor:
+        if self.pca_dim is None:
+            return prepare_points(_rows(feats), self.metric)
+        return ((_rows(feats) - self.mean) / self.scale) @ self.components
+
+
+def _rows(feats: Tensor) -> Tensor:
+    """``(n, C, h, w)`` → ``(n·h·w, C)`` float32, row-major over the grid."""
+    return feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).float()
+
+
+def _seed_points(store: FeatureStore, max_points: int, seed: int, chunk_images: int, device,
+                 transform: PointTransform) -> Tensor:
     """The points k-means++ draws its seeds from, from all ranks in global order: every point
     when there are at most ``max_points``, else a sample of about ``max_points`` (each point
     kept with probability ``max_points / #points``, drawn per image from a generator seeded by
@@ -302,7 +361,7 @@ def _seed_points(store: FeatureStore, max_points: int, seed: int, chunk_images: 
     _, h, w = store.feat_shape
     num_points = _total_images(store, device) * h * w
     rows, keys = [], []
-    for x, index, chunk in _points(store, chunk_images, device, fields=('feats', )):
+    for x, index, chunk in _points(store, chunk_images, device, transform, fields=('feats', )):
         if num_points > max_points:
             keep = torch.cat([
                 torch.rand(h * w, generator=torch.Generator().manual_seed(seed * 7919 + int(i)))
@@ -311,8 +370,8 @@ def _seed_points(store: FeatureStore, max_points: int, seed: int, chunk_images: 
             x, index = x[keep], index[keep]
         rows.append(x)
         keys.append(index)
-    rows = _gather_cat(torch.cat(rows) if rows else torch.zeros(0, store.feat_shape[0],
-                                                                 device=device))
+    dim = transform.pca_dim or store.feat_shape[0]
+    rows = _gather_cat(torch.cat(rows) if rows else torch.zeros(0, dim, device=device))
     keys = _gather_cat(torch.cat(keys) if keys else torch.zeros(0, dtype=torch.long,
                                                                 device=device))
     return rows[keys.argsort()]
@@ -328,12 +387,13 @@ class _LloydPass:
     """One assignment pass of streaming k-means: per-cluster float64 sums and counts, each
     cluster's most similar member (its similarity and point index; ties → highest index), and
     the ``2K`` least similar points (similarity, index, cluster, row): the donors that
-    :func:`_LloydPass.reseed_empty` may need."""
+    :func:`_LloydPass.reseed_empty` may need. Similarities as
+    :func:`~mmdense.models.utils.kmeans.centroid_similarity` of ``metric``."""
 
-    def __init__(self, centroids: Tensor) -> None:
+    def __init__(self, centroids: Tensor, metric: str = 'cosine') -> None:
         num_clusters, channels = centroids.shape
         device = centroids.device
-        self.centroids = centroids
+        self.centroids, self.metric = centroids, metric
         self.sums = torch.zeros(num_clusters, channels, dtype=torch.float64, device=device)
         self.counts = torch.zeros(num_clusters, dtype=torch.long, device=device)
         self.best_sim = torch.full((num_clusters, ), -float('inf'), device=device)
@@ -343,7 +403,7 @@ class _LloydPass:
                     torch.zeros(0, channels, device=device))
 
     def add(self, x: Tensor, index: Tensor) -> None:
-        sims, assign = (x @ self.centroids.T).max(1)
+        sims, assign = centroid_similarity(x, self.centroids, self.metric).max(1)
         num_clusters = len(self.counts)
         self.sums.index_add_(0, assign, x.double())
         self.counts += torch.bincount(assign, minlength=num_clusters)
@@ -394,34 +454,35 @@ class _LloydPass:
         self.counts.index_add_(0, empty, torch.ones_like(donors))
 
     def centroids_update(self) -> Tensor:
-        """``c_k = Σ x / ‖Σ x‖``; a cluster whose members cancel keeps its centroid."""
-        norms = self.sums.norm(dim=1, keepdim=True)
-        return torch.where(norms > 1e-6, (self.sums / norms.clamp(min=1e-6)).float(),
-                           self.centroids)
+        """:func:`~mmdense.models.utils.kmeans.updated_centroids` of the pass's sums."""
+        return updated_centroids(self.sums, self.counts, self.centroids.double(),
+                                 self.metric).float()
 
 
 @torch.no_grad()
-def stream_spherical_kmeans(store: FeatureStore, num_clusters: int, num_iters: int = 10,
-                            generator: Optional[torch.Generator] = None,
-                            max_seed_points: int = 50_000, sample_seed: int = 0,
-                            chunk_images: int = 16, device='cpu') -> Tensor:
-    """:func:`~mmdense.models.utils.spherical_kmeans` of all stored patch features (unit rows),
-    streamed; returns the ``(K, C)`` centroids.
+def stream_kmeans(store: FeatureStore, num_clusters: int, num_iters: int = 10,
+                  generator: Optional[torch.Generator] = None, max_seed_points: int = 50_000,
+                  sample_seed: int = 0, chunk_images: int = 16, device='cpu',
+                  transform: Optional[PointTransform] = None) -> Tensor:
+    """One run of :func:`mmdense.models.utils.kmeans.kmeans` on the rows ``transform(feats)``
+    of all stored patch features (default: unit rows, cosine), streamed; returns the ``(K, D)``
+    centroids.
 
     Seeds: k-means++ with ``generator`` on :func:`_seed_points` (all points when there are at
     most ``max_seed_points``: then the seeds, and so the result, are those of the in-memory
     function given the same generator state). Then ``num_iters`` Lloyd passes over the chunks.
     """
+    transform = transform or PointTransform(store)
     _, h, w = store.feat_shape
     num_points = _total_images(store, device) * h * w
     if num_clusters < 1 or num_points < num_clusters:
-        raise ValueError(f'spherical_kmeans needs 1 <= num_clusters <= number of points, got '
+        raise ValueError(f'kmeans needs 1 <= num_clusters <= number of points, got '
                          f'num_clusters={num_clusters} for {num_points} points')
-    seeds = _seed_points(store, max_seed_points, sample_seed, chunk_images, device)
-    centroids, _ = spherical_kmeans(seeds, num_clusters, 0, generator)  # k-means++ only
+    seeds = _seed_points(store, max_seed_points, sample_seed, chunk_images, device, transform)
+    centroids, _ = kmeans(seeds, num_clusters, 0, generator, transform.metric)  # k-means++ only
     for _ in range(num_iters):
-        lloyd = _LloydPass(centroids)
-        for x, index, _ in _points(store, chunk_images, device, fields=('feats', )):
+        lloyd = _LloydPass(centroids, transform.metric)
+        for x, index, _ in _points(store, chunk_images, device, transform, fields=('feats', )):
             lloyd.add(x, index)
         lloyd.reduce()
         lloyd.reseed_empty()
@@ -429,21 +490,56 @@ def stream_spherical_kmeans(store: FeatureStore, num_clusters: int, num_iters: i
     return centroids
 
 
-def _cluster_pass(store: FeatureStore, centroids: Tensor, num_classes: int, ignore_index: int,
-                  chunk_images: int) -> Tuple[float, Tensor]:
-    """``(Σ_i max_k <x_i, c_k>, class×cluster pixel counts (C, K))`` over all ranks."""
+def stream_spherical_kmeans(store: FeatureStore, num_clusters: int, num_iters: int = 10,
+                            generator: Optional[torch.Generator] = None,
+                            max_seed_points: int = 50_000, sample_seed: int = 0,
+                            chunk_images: int = 16, device='cpu') -> Tensor:
+    """:func:`stream_kmeans` of the unit rows (cosine):
+    :func:`~mmdense.models.utils.spherical_kmeans` of all stored patch features."""
+    return stream_kmeans(store, num_clusters, num_iters, generator, max_seed_points, sample_seed,
+                         chunk_images, device)
+
+
+def _objective(store: FeatureStore, centroids: Tensor, transform: PointTransform,
+               chunk_images: int) -> float:
+    """``Σ_i max_k sim(x_i, c_k)`` over the points of all ranks (the k-means objective of the
+    module docstring of :mod:`mmdense.models.utils.kmeans`)."""
+    score = torch.zeros((), dtype=torch.float64, device=centroids.device)
+    for x, _, _ in _points(store, chunk_images, centroids.device, transform, fields=('feats', )):
+        score += centroid_similarity(x, centroids, transform.metric).max(1).values.double().sum()
+    return float(all_reduce_sum(score))
+
+
+def _cluster_counts(store: FeatureStore, centroids: Tensor, transform: PointTransform,
+                    num_classes: int, ignore_index: int, chunk_images: int,
+                    upsample: str = 'nearest', score_size: Optional[int] = None) -> Tensor:
+    """Class×cluster pixel counts ``(C, K)`` over all ranks of the val maps of ``store``.
+
+    Each point goes to its most similar centroid; ``upsample='nearest'`` upsamples that cluster
+    map (nearest) to the label size, ``'bilinear'`` upsamples the ``(K, h, w)`` similarity maps
+    bilinearly and takes the per-pixel argmax (PiCIE's evaluation). ``score_size``: the labels
+    are first brought to ``score_size²`` (nearest; Leopart scores clusters at 100 px).
+    """
     device = centroids.device
-    score = torch.zeros(1, dtype=torch.float64, device=device)
     matrix = torch.zeros(num_classes, len(centroids), dtype=torch.long, device=device)
     _, h, w = store.feat_shape
-    for x, _, chunk in _points(store, chunk_images, device, fields=('feats', 'labels')):
-        sims, assign = (x @ centroids.T).max(1)
-        score += sims.double().sum()
+    for x, _, chunk in _points(store, chunk_images, device, transform,
+                               fields=('feats', 'labels')):
         labels = chunk['labels'].to(device)
-        cluster_map = upsample_labels(assign.reshape(-1, h, w), labels.shape[-2:])
+        if score_size is not None:
+            labels = upsample_labels(labels, (score_size, score_size))
+        sims = centroid_similarity(x, centroids, transform.metric)
+        if upsample == 'bilinear':
+            maps = sims.reshape(-1, h, w, len(centroids)).permute(0, 3, 1, 2)
+            cluster_map = F.interpolate(maps, size=labels.shape[-2:], mode='bilinear',
+                                        align_corners=False).argmax(1)
+        elif upsample == 'nearest':
+            cluster_map = upsample_labels(sims.argmax(1).reshape(-1, h, w), labels.shape[-2:])
+        else:
+            raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {upsample!r}")
         matrix += confusion_matrix(cluster_map, labels, len(centroids), num_classes,
                                    ignore_index)[0]
-    return float(all_reduce_sum(score)), all_reduce_sum(matrix).cpu()
+    return all_reduce_sum(matrix).cpu()
 
 
 @torch.no_grad()
@@ -452,22 +548,51 @@ def stream_cluster_segmentation(val_store: FeatureStore, num_classes: int,
                                 matching: str = 'hungarian', ignore_index: int = 255,
                                 seed: int = 0, num_iters: int = 50, num_init: int = 3,
                                 max_seed_points: int = 50_000, device='cpu',
-                                chunk_images: int = 16) -> Dict[str, float]:
-    """:func:`~.protocols.cluster_segmentation` on stored features: the best (highest
-    ``Σ_i max_k <x_i, c_k>``) of ``num_init`` runs of :func:`stream_spherical_kmeans`, all
-    seeded from one generator seeded with ``seed``, scored by :func:`~.protocols.cluster_scores`.
+                                chunk_images: int = 16, fit: str = 'val',
+                                train_store: Optional[FeatureStore] = None,
+                                metric: str = 'cosine', pca_dim: Optional[int] = None,
+                                num_seeds: int = 1, upsample: str = 'nearest',
+                                score_size: Optional[int] = None) -> Dict[str, float]:
+    """Unsupervised segmentation by k-means on stored features, clusters matched to classes.
+
+    The k-means is fitted on the ``fit`` split's patch features (``'val'``: the scored features
+    themselves, :func:`~.protocols.cluster_segmentation`; ``'train'``: ``train_store``, PiCIE)
+    as rows of a :class:`PointTransform` (``metric``, ``pca_dim``): the best (highest
+    objective on the fitted split) of ``num_init`` runs of :func:`stream_kmeans`, all seeded
+    from one generator seeded with ``seed``. Each val point takes its most similar centroid
+    (``upsample``, ``score_size``: :func:`_cluster_counts`) and
+    :func:`~.protocols.cluster_scores` matches clusters to classes (``matching``).
+
+    ``num_seeds > 1`` repeats all of it with seeds ``seed, seed + 1, ...`` and returns the mean
+    of each metric and its population std (``mIoU_std``, ``pAcc_std``), as Leopart reports.
     """
+    if fit not in ('val', 'train'):
+        raise ValueError(f"cluster fit must be 'val' or 'train', got {fit!r}")
+    if fit == 'train' and train_store is None:
+        raise ValueError("cluster fit='train' needs a training split")
+    fit_store = train_store if fit == 'train' else val_store
     num_clusters = num_clusters or num_classes
-    generator = torch.Generator().manual_seed(seed)
-    best_score, best_matrix = -float('inf'), None
-    for _ in range(num_init):
-        centroids = stream_spherical_kmeans(val_store, num_clusters, num_iters, generator,
-                                            max_seed_points, seed, chunk_images, device)
-        score, matrix = _cluster_pass(val_store, centroids, num_classes, ignore_index,
-                                      chunk_images)
-        if score > best_score:
-            best_score, best_matrix = score, matrix
-    return cluster_scores(best_matrix, matching)
+    transform = PointTransform(fit_store, metric, pca_dim, chunk_images, device)
+    runs = []
+    for run_seed in range(seed, seed + num_seeds):
+        generator = torch.Generator().manual_seed(run_seed)
+        best_score, best = -float('inf'), None
+        for _ in range(num_init):
+            centroids = stream_kmeans(fit_store, num_clusters, num_iters, generator,
+                                      max_seed_points, run_seed, chunk_images, device, transform)
+            score = _objective(fit_store, centroids, transform, chunk_images)
+            if score > best_score:
+                best_score, best = score, centroids
+        matrix = _cluster_counts(val_store, best, transform, num_classes, ignore_index,
+                                 chunk_images, upsample, score_size)
+        runs.append(cluster_scores(matrix, matching))
+    if num_seeds == 1:
+        return runs[0]
+    values = {name: torch.tensor([run[name] for run in runs], dtype=torch.float64)
+              for name in runs[0]}
+    return {key: value for name, column in values.items()
+            for key, value in ((name, float(column.mean())),
+                               (f'{name}_std', float(column.std(unbiased=False))))}
 
 
 @torch.no_grad()
@@ -528,7 +653,8 @@ def run_stream_protocol(protocol: str, train_store: Optional[FeatureStore],
     if protocol == 'dispersion':
         return stream_dispersion(val_store, **common, **options)
     if protocol == 'cluster':
-        metrics = stream_cluster_segmentation(val_store, **common, **options)
+        metrics = stream_cluster_segmentation(val_store, **common, train_store=train_store,
+                                              **options)
     elif protocol not in ('linear', 'knn'):
         raise ValueError(f'unknown dense protocol {protocol!r}; choose from {STREAM_PROTOCOLS}')
     elif train_store is None:

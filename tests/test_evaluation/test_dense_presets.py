@@ -84,13 +84,13 @@ def vit():
 @pytest.mark.parametrize('name', sorted(PRESETS))
 def test_every_preset_names_its_source_and_settings(name):
     preset = get_preset(name)
-    assert preset.source and preset.notes and preset.protocols
+    assert preset.source and preset.points and preset.protocols
     assert {protocol for protocol, _ in preset.protocols} <= {'linear', 'knn', 'cluster',
                                                               'dispersion'}
     if name != 'toy':
         assert preset.num_train > 1000 and preset.num_val > 400
     text = format_preset(preset)
-    for fact in (f'{preset.img_size} px', f'feature stride {preset.feature_stride}',
+    for fact in (f'{preset.img_size} px', "features at the backbone's native stride",
                  preset.source):
         assert fact in text
     assert json.loads(json.dumps(preset.record()))['protocols'][0]['protocol'] == \
@@ -129,8 +129,8 @@ def test_voc_palette_masks_are_read_as_class_indices(tmp_path):
     assert labels.shape == (2, 32, 32)  # one channel: palette indices, not the colours
     assert set(labels.unique().tolist()) == {0, 1, 15, 20, 255}
     leopart = preset_data_cfg(get_preset('voc12_leopart'), str(root))
-    item = DenseEvalDataset(leopart, 'train')[0]  # 448x448 without aspect, scored at 100
-    assert item['image'].shape == (3, 448, 448) and item['label'].shape == (100, 100)
+    item = DenseEvalDataset(leopart, 'train')[0]  # 448x448 without aspect, scored at 448
+    assert item['image'].shape == (3, 448, 448) and item['label'].shape == (448, 448)
 
 
 def test_a_run_on_fewer_images_than_its_preset_is_refused_or_marked(tmp_path, vit, toy_root):

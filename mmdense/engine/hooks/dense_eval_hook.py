@@ -128,7 +128,7 @@ class DenseEvalHook(Hook):
             self.evaluate(runner)
 
     def _grid(self):
-        if self.preset is None:
+        if self.preset is None or self.preset.feature_stride is None:  # native stride
             return None
         side = self.data_cfg['img_size'] // self.preset.feature_stride
         return side, side

@@ -1,4 +1,13 @@
-"""Spherical (cosine) k-means, for pseudo-classes and prototype initialisation."""
+"""k-means: spherical (cosine) for pseudo-classes, prototype initialisation and dense evaluation,
+Euclidean for dense evaluation protocols that cluster in a Euclidean space (e.g. Leopart's, on
+standardised PCA features).
+
+Both metrics share one formulation: a point's *similarity* to a centroid is ``x·c`` (cosine, unit
+rows and centroids) or ``-‖x - c‖²`` (Euclidean); a point goes to its most similar centroid,
+k-means++ draws seeds with probability ∝ the *distance* ``1 - x·c`` or ``‖x - c‖²`` to the
+nearest seed so far, and a run's objective is the sum of the points' similarities to their
+centroids (the negated inertia for Euclidean), higher being better.
+"""
 from typing import Optional, Tuple
 
 import torch
@@ -9,6 +18,42 @@ from mmdense.utils.dist import concat_all_gather, get_rank
 
 # Rows scored against the centroids at once: memory stays O(CHUNK_ROWS × K), never O(N²).
 CHUNK_ROWS = 8192
+METRICS = ('cosine', 'euclidean')
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f'k-means metric must be one of {METRICS}, got {metric!r}')
+    return metric
+
+
+def prepare_points(features: Tensor, metric: str) -> Tensor:
+    """The rows k-means clusters: L2-normalised for ``'cosine'``, as given (float32) for
+    ``'euclidean'``."""
+    features = features.detach().float()
+    return F.normalize(features, dim=1) if check_metric(metric) == 'cosine' else features
+
+
+def centroid_similarity(points: Tensor, centroids: Tensor, metric: str = 'cosine') -> Tensor:
+    """``(N, K)`` similarities of rows to centroids: ``x·c`` (cosine) or ``-‖x - c‖²``
+    (Euclidean, ``= 2 x·c - ‖c‖² - ‖x‖²``, clamped at 0)."""
+    dots = points @ centroids.T
+    if metric == 'cosine':
+        return dots
+    squared = (points.pow(2).sum(1, keepdim=True) - 2 * dots + centroids.pow(2).sum(1))
+    return -squared.clamp(min=0)
+
+
+def updated_centroids(sums: Tensor, counts: Tensor, centroids: Tensor,
+                      metric: str = 'cosine') -> Tensor:
+    """New centroids from the per-cluster sums ``(K, D)`` and member counts ``(K,)`` of their
+    points: ``Σ x / ‖Σ x‖`` (cosine; members that cancel out, ``‖Σ x‖ ≈ 0``, leave the centroid
+    where it was) or ``Σ x / n`` (Euclidean; an empty cluster keeps its centroid)."""
+    if metric == 'cosine':
+        norms = sums.norm(dim=1, keepdim=True)
+        return torch.where(norms > 1e-6, sums / norms.clamp(min=1e-6), centroids)
+    counts = counts.to(sums.dtype)[:, None]
+    return torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
 
 
 def _sample_index(weights: Tensor, generator: Optional[torch.Generator]) -> Tensor:
@@ -22,20 +67,23 @@ def _sample_index(weights: Tensor, generator: Optional[torch.Generator]) -> Tens
     return (weights / noise.to(weights.device)).argmax()
 
 
-def _nearest_centroid(points: Tensor, centroids: Tensor) -> Tuple[Tensor, Tensor]:
-    """For each unit row of ``points`` (N, D): the cosine similarity to its nearest centroid and
-    that centroid's index, computed CHUNK_ROWS rows at a time."""
+def _nearest_centroid(points: Tensor, centroids: Tensor,
+                      metric: str = 'cosine') -> Tuple[Tensor, Tensor]:
+    """For each row of ``points`` (N, D): the similarity to its nearest centroid
+    (:func:`centroid_similarity`) and that centroid's index, computed CHUNK_ROWS rows at a
+    time."""
     similarities, indices = [], []
     for chunk in points.split(CHUNK_ROWS):
-        best = (chunk @ centroids.T).max(dim=1)
+        best = centroid_similarity(chunk, centroids, metric).max(dim=1)
         similarities.append(best.values)
         indices.append(best.indices)
     return torch.cat(similarities), torch.cat(indices)
 
 
-def _kmeans_plus_plus(points: Tensor, num_clusters: int,
-                      generator: Optional[torch.Generator]) -> Tensor:
-    """k-means++ seeding with the cosine distance ``1 − cos``: (K, D) distinct rows.
+def _kmeans_plus_plus(points: Tensor, num_clusters: int, generator: Optional[torch.Generator],
+                      metric: str = 'cosine') -> Tensor:
+    """k-means++ seeding with the distance ``1 − cos`` (cosine, unit rows) or ``‖x − s‖²``
+    (Euclidean): (K, D) distinct rows.
 
     Seeds stay on the device (no host synchronisation per draw). The K draws are sequential,
     so each is kept to a few operators (GPU kernel launches): rows already drawn carry weight
@@ -44,15 +92,19 @@ def _kmeans_plus_plus(points: Tensor, num_clusters: int,
     untaken = torch.ones(points.shape[0], device=points.device)  # 0 for rows already seeds
     distance = torch.ones(points.shape[0], device=points.device)
     chosen = []
-    for _ in range(num_clusters):
+    for draw in range(num_clusters):
         weights = distance * untaken
         # every remaining row duplicates a seed (or k = 0): draw uniformly among the rest
         weights = torch.where(weights.sum() > 0, weights, untaken)
         index = _sample_index(weights, generator).view(1)  # indexing by 0-d tensors syncs
         chosen.append(index)
         untaken.index_fill_(0, index, 0)
-        seed = points.index_select(0, index)[0]
-        distance = torch.minimum(distance, (1 - points @ seed).clamp(min=0))
+        seed = points.index_select(0, index)
+        if metric == 'cosine':
+            distance = torch.minimum(distance, (1 - points @ seed[0]).clamp(min=0))
+        else:  # the first draw is uniform; then ‖x − s‖² to the nearest seed
+            to_seed = -centroid_similarity(points, seed, metric)[:, 0]
+            distance = to_seed if draw == 0 else torch.minimum(distance, to_seed)
     return points.index_select(0, torch.cat(chosen))
 
 
@@ -89,45 +141,78 @@ def _reseed_empty_clusters(assignments: Tensor, similarity: Tensor,
     return assignments.scatter(0, donors, targets)
 
 
-@torch.no_grad()
-def spherical_kmeans(features: Tensor, num_clusters: int, num_iters: int = 10,
-                     generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
-    """Cosine k-means on the L2-normalised rows of ``features``.
+def _lloyd(points: Tensor, num_clusters: int, num_iters: int,
+           generator: Optional[torch.Generator], metric: str) -> Tuple[Tensor, Tensor, Tensor]:
+    """One k-means run on prepared rows: k-means++ seeds, ``num_iters`` Lloyd iterations.
+    Returns ``(centroids, assignments, objective)`` (objective: a 0-d tensor, see the module
+    docstring)."""
+    centroids = _kmeans_plus_plus(points, num_clusters, generator, metric)
+    for _ in range(num_iters):
+        similarity, assignments = _nearest_centroid(points, centroids, metric)
+        assignments = _reseed_empty_clusters(assignments, similarity, num_clusters)
+        sums = torch.zeros_like(centroids).index_add_(0, assignments, points)
+        counts = torch.zeros(num_clusters, dtype=torch.long, device=points.device).index_add_(
+            0, assignments, torch.ones_like(assignments))
+        centroids = updated_centroids(sums, counts, centroids, metric)
+    similarity, assignments = _nearest_centroid(points, centroids, metric)
+    return centroids, assignments, similarity.double().sum()
 
-    Rows ``x_i = f_i / ‖f_i‖`` are seeded with k-means++ (distance ``1 − cos``, draws from
-    ``generator``), then ``num_iters`` times assigned to ``argmax_k x_i·c_k`` and each centroid
-    re-estimated as ``c_k = Σ_{i∈k} x_i / ‖Σ_{i∈k} x_i‖``. A cluster left empty takes the point
-    farthest from its own centroid, so every centroid stays a unit vector. Deterministic given the
-    generator's state; no gradient.
+
+@torch.no_grad()
+def kmeans(features: Tensor, num_clusters: int, num_iters: int = 10,
+           generator: Optional[torch.Generator] = None, metric: str = 'cosine',
+           num_restarts: int = 1) -> Tuple[Tensor, Tensor]:
+    """k-means of the rows of ``features`` (N, D), the best of ``num_restarts`` runs.
+
+    ``metric='cosine'``: rows ``x_i = f_i / ‖f_i‖``, centroids ``c_k = Σ_{i∈k} x_i / ‖Σ_{i∈k}
+    x_i‖`` (unit vectors), each row assigned to ``argmax_k x_i·c_k``. ``metric='euclidean'``:
+    rows as given, ``c_k`` the mean of its members, each row assigned to ``argmin_k ‖x_i −
+    c_k‖²``. Each run: k-means++ seeds (draws from ``generator``), then ``num_iters`` Lloyd
+    iterations; a cluster left empty takes the point farthest from its own centroid. The runs
+    draw their seeds one after the other from ``generator``; the one with the highest objective
+    (``Σ_i x_i·c_{a_i}``, or the lowest inertia ``Σ_i ‖x_i − c_{a_i}‖²``) is returned (the first
+    on ties). Deterministic given the generator's state; no gradient.
 
     Args:
         features: (N, D) embeddings.
         num_clusters: K, at most N.
         num_iters: Lloyd iterations after seeding.
         generator: source of the seeding draws (on any device).
+        metric: ``'cosine'`` or ``'euclidean'``.
+        num_restarts: runs to keep the best of.
+
+    Returns:
+        ``(centroids, assignments)``: (K, D) centroids and the (N,) long index of the nearest
+        centroid of each row.
+    """
+    if features.dim() != 2:
+        raise ValueError(f'kmeans needs (N, D) features, got shape {tuple(features.shape)}')
+    num_points = features.shape[0]
+    if num_clusters < 1 or num_points < num_clusters:
+        raise ValueError(f'kmeans needs 1 <= num_clusters <= number of points, got '
+                         f'num_clusters={num_clusters} for {num_points} points')
+    if num_restarts < 1:
+        raise ValueError(f'kmeans needs num_restarts >= 1, got {num_restarts}')
+    points = prepare_points(features, metric)
+    best = None
+    for _ in range(num_restarts):
+        run = _lloyd(points, num_clusters, num_iters, generator, metric)
+        if best is None or run[2] > best[2]:  # one host read per restart, none with one run
+            best = run
+    centroids, assignments, _ = best
+    return centroids.to(features.dtype), assignments
+
+
+def spherical_kmeans(features: Tensor, num_clusters: int, num_iters: int = 10,
+                     generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+    """Cosine k-means on the L2-normalised rows of ``features``: one run of :func:`kmeans` with
+    ``metric='cosine'``; every centroid is a unit vector.
 
     Returns:
         ``(centroids, assignments)``: (K, D) unit centroids and the (N,) long index of the
         nearest centroid of each row.
     """
-    if features.dim() != 2:
-        raise ValueError(f'spherical_kmeans needs (N, D) features, got shape '
-                         f'{tuple(features.shape)}')
-    num_points = features.shape[0]
-    if num_clusters < 1 or num_points < num_clusters:
-        raise ValueError(f'spherical_kmeans needs 1 <= num_clusters <= number of points, got '
-                         f'num_clusters={num_clusters} for {num_points} points')
-    points = F.normalize(features.detach().float(), dim=1)
-    centroids = _kmeans_plus_plus(points, num_clusters, generator)
-    for _ in range(num_iters):
-        similarity, assignments = _nearest_centroid(points, centroids)
-        assignments = _reseed_empty_clusters(assignments, similarity, num_clusters)
-        sums = torch.zeros_like(centroids).index_add_(0, assignments, points)
-        norms = sums.norm(dim=1, keepdim=True)
-        # members that cancel out (Σ x_i ≈ 0) leave their centroid where it was
-        centroids = torch.where(norms > 1e-6, sums / norms.clamp(min=1e-6), centroids)
-    _, assignments = _nearest_centroid(points, centroids)
-    return centroids.to(features.dtype), assignments
+    return kmeans(features, num_clusters, num_iters, generator, 'cosine')
 
 
 @torch.no_grad()
