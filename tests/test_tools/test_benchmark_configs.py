@@ -84,7 +84,8 @@ def read_yaml(path):
 def test_model_index():
     metafiles = read_yaml('model-index.yml')['Import']
     assert {osp.dirname(m) for m in metafiles} == {
-        'configs/dino', 'configs/slotcon', 'configs/cotap', 'configs/adclr', 'configs/dsc'}
+        'configs/dino', 'configs/slotcon', 'configs/cotap', 'configs/adclr', 'configs/dsc',
+        'configs/ibot'}
     from mmdense.transfer.checkpoints import default_branch
     names = set()
     for metafile in metafiles:
