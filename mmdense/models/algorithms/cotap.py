@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
+from mmdense.models.losses import similarity_lists
 from mmdense.models.utils import align_to_boxes
 from mmdense.registry import MODELS
 from mmdense.structures import overlap_in_views
@@ -256,8 +257,8 @@ class CoTAP(TeacherStudentSelfSupervisor):
                 all_student_cells = gather_with_grad(student_cells)
                 teacher_others += [all_teacher_cells[n] for n in negatives]
                 student_others += [all_student_cells[n] for n in negatives]
-            targets = torch.cat([teacher_cells @ o.transpose(1, 2) for o in teacher_others], 2)
-            preds = torch.cat([student_cells @ o.transpose(1, 2) for o in student_others], 2)
+            targets = similarity_lists(teacher_cells, teacher_others)
+            preds = similarity_lists(student_cells, student_others)
             scale = torch.ones_like(targets)
             scale[..., num_kept:] = self.negative_weight
             losses.append(self.loss_rank(preds, targets, item_scale=scale))

@@ -5,6 +5,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
+from mmdense.models.losses.precision import fp32_forward
 from mmdense.registry import MODELS
 
 
@@ -27,6 +28,11 @@ class WeightNormLinear(nn.Module):
 class DINOHead(BaseModule):
     """DINO projection head: MLP (GELU) → L2-normalised bottleneck → weight-normalised
     prototype layer ``last_layer``. Works on (B, C) and on (B, N, C) token maps.
+
+    The logits ``last_layer(normalize(mlp(x)))`` are cosine similarities (scaled by the
+    prototype norms) that the losses divide by temperatures of 0.04–0.1: the normalisation and
+    the prototype layer run in fp32 under autocast (:meth:`prototype_logits`), the MLP in the
+    autocast precision.
 
     Args:
         in_channels: backbone feature dim (2·D when a module concatenates two token streams).
@@ -59,4 +65,9 @@ class DINOHead(BaseModule):
         self.last_layer = WeightNormLinear(bottleneck_channels, out_channels, norm_last_layer)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+        return self.prototype_logits(self.mlp(x))
+
+    @fp32_forward
+    def prototype_logits(self, bottleneck: Tensor) -> Tensor:
+        """``last_layer(bottleneck / ‖bottleneck‖)``: (..., bottleneck) → (..., K)."""
+        return self.last_layer(F.normalize(bottleneck, dim=-1))

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from mmdense.models.losses.precision import fp32_forward
 from mmdense.registry import MODELS
 
 
@@ -16,6 +17,9 @@ class SemanticGrouping(BaseModule):
     ``dots[b,k,h,w] = <normalize(proto_k), normalize(x[b,:,h,w])>``,
     ``attn = softmax_k(dots / τ) + eps``,
     ``slots[b,k] = Σ_hw attn[b,k,h,w] · x[b,:,h,w] / Σ_hw attn[b,k,h,w]`` (x not normalised).
+
+    Computed in fp32 under autocast: the scores are divided by τ here and by the group loss's
+    temperatures, and decide which slots the slot loss keeps (argmax over prototypes).
 
     Args:
         num_prototypes: K.
@@ -33,6 +37,7 @@ class SemanticGrouping(BaseModule):
         self.eps = eps
         self.prototypes = nn.Embedding(num_prototypes, dim)
 
+    @fp32_forward
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """x (B, dim, H, W) → slots (B, K, dim), dots (B, K, H, W)."""
         if x.shape[1] != self.dim:

@@ -1,7 +1,7 @@
 """Continuous-target AP (CoTAP) ranking loss (Wen et al., "Semantic Concentration for
 Self-Supervised Dense Representations Learning", TPAMI 2025): the functional core
 :func:`cotap_loss` and the module :class:`ContinuousAPLoss` that configs build."""
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mmdense.registry import MODELS
 from mmdense.utils.dist import all_reduce_sum, get_world_size
+from .precision import fp32_forward
 
 
 def smooth_hinge(x: Tensor, margin: float) -> Tensor:
@@ -31,6 +32,23 @@ def _precision_losses(pred: Tensor, target: Tensor, rows: slice, margin: float,
     return ratio / (1 + ratio)
 
 
+@fp32_forward
+def similarity_lists(anchors: Tensor, candidates: Sequence[Tensor]) -> Tensor:
+    """The lists that :func:`cotap_loss` ranks: every anchor against every candidate, the
+    candidate sets side by side, ``S[b, i, Σ_{j<c} m_j + m] = a[b, i] · x_c[b, m]`` (cosine
+    similarities for unit vectors), in fp32 under autocast (a bf16 product would move every
+    similarity by up to 2⁻⁸, a few percent of a margin τ = 0.1).
+
+    Args:
+        anchors: (B, n, K).
+        candidates: (B, m_c, K) each.
+
+    Returns:
+        (B, n, Σ_c m_c).
+    """
+    return torch.cat([anchors @ others.transpose(1, 2) for others in candidates], dim=2)
+
+
 def _check_hyper_parameters(owner: str, margin: float, chunk_size: Optional[int],
                             eps: float) -> None:
     """Refuse a margin τ ≤ 0, a chunk size < 1 or an eps ≤ 0, naming ``owner`` and the value."""
@@ -42,6 +60,7 @@ def _check_hyper_parameters(owner: str, margin: float, chunk_size: Optional[int]
         raise ValueError(f'{owner}: eps must be positive, got {eps}')
 
 
+@fp32_forward
 def cotap_loss(pred: Tensor,
                target: Tensor,
                margin: float = 0.1,

@@ -5,8 +5,10 @@ from torch import Tensor
 
 from mmdense.models.utils.centering import update_center_
 from mmdense.registry import MODELS
+from .precision import fp32_forward
 
 
+@fp32_forward
 def multicrop_cross_entropy(student_logits: Tensor,
                             teacher_probs: Tensor,
                             student_temp: float,
@@ -38,7 +40,8 @@ class DINOLoss(nn.Module):
     Teacher targets ``q = softmax((g_t − c) / τ_t)``; loss = :func:`multicrop_cross_entropy`.
     After each call the centre is updated with the mean teacher output over all views, samples
     and ranks: ``c ← m·c + (1 − m)·mean(g_t)``. ``skip_same_view=False`` keeps the pairs (t, t),
-    for teacher outputs that are not views of the student (e.g. ADCLR's query crops).
+    for teacher outputs that are not views of the student (e.g. ADCLR's query crops). Computed
+    in fp32 under autocast (:func:`fp32_forward`).
     """
 
     def __init__(self, out_channels: int, student_temp: float = 0.1,
@@ -52,6 +55,7 @@ class DINOLoss(nn.Module):
     def teacher_targets(self, teacher_logits: Tensor, teacher_temp: float) -> Tensor:
         return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
 
+    @fp32_forward
     def forward(self,
                 student_logits: Tensor,
                 teacher_logits: Tensor,

@@ -5,8 +5,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmdense.registry import MODELS
+from .precision import fp32_forward
 
 
+@fp32_forward
 def info_nce_with_queue(queries: Tensor, keys: Tensor, queue: Tensor, temp: float) -> Tensor:
     """MoCo InfoNCE: each query's positive is its own key, the negatives are the queue.
 

@@ -4,9 +4,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmdense.registry import MODELS
+from .precision import fp32_forward
 from .reductions import global_mean
 
 
+@fp32_forward
 def multi_positive_info_nce(queries: Tensor, keys: Tensor, positive_mask: Tensor,
                             temp: float) -> Tensor:
     """InfoNCE with a set of positives per query (the supervised-contrastive "outside" form).

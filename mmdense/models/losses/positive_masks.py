@@ -3,8 +3,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .precision import fp32_forward
+
 
 @torch.no_grad()
+@fp32_forward
 def feature_neighbours(pixels_1: Tensor, pixels_2: Tensor, k: int) -> Tensor:
     """The k pixels of view 2 most similar (cosine) to each pixel of view 1, per image.
 

@@ -4,8 +4,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmdense.registry import MODELS
+from .precision import fp32_forward
 
 
+@fp32_forward
 def prototype_assignment_loss(pixels: Tensor, prototypes: Tensor, codes: Tensor,
                               temp: float) -> Tensor:
     """Cross-entropy between balanced codes and the pixels' softmax over the prototypes.

@@ -10,6 +10,7 @@ from torch import Tensor
 from mmdense.models.utils import sinkhorn_knopp
 from mmdense.registry import MODELS
 from .dino_loss import multicrop_cross_entropy
+from .precision import fp32_forward
 
 
 @MODELS.register_module()
@@ -52,6 +53,7 @@ class SinkhornCrossEntropyLoss(nn.Module):
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_iters = sinkhorn_iters
 
+    @fp32_forward
     def codes(self, teacher_logits: Tensor, dim: int = -1) -> Tensor:
         """Codes q of logits with the K prototypes along ``dim``, every other position a
         sample (e.g. (B, K) or (B, K, h, w) with ``dim=1``); same shape, no gradient."""
@@ -60,10 +62,12 @@ class SinkhornCrossEntropyLoss(nn.Module):
                                self.sinkhorn_iters)
         return codes.view(moved.shape).movedim(-1, dim)
 
+    @fp32_forward
     def log_probs(self, student_logits: Tensor, dim: int = -1) -> Tensor:
         """log p = log_softmax(z_s / τ_s) along ``dim``, in float32 or wider."""
         return F.log_softmax(student_logits.float() / self.student_temp, dim)
 
+    @fp32_forward
     def forward(self,
                 student_logits: Tensor,
                 teacher_logits: Tensor,

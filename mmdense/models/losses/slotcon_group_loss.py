@@ -8,9 +8,11 @@ from torch import Tensor
 
 from mmdense.models.utils.centering import update_center_
 from mmdense.registry import MODELS
+from .precision import fp32_forward
 from .reductions import rank_mean
 
 
+@fp32_forward
 def group_loss(student_dots: Tensor,
                teacher_dots: Tensor,
                center: Tensor,
@@ -79,6 +81,7 @@ class SlotConGroupLoss(nn.Module):
         return (f'num_prototypes={self.center.shape[-1]}, student_temp={self.student_temp}, '
                 f'teacher_temp={self.teacher_temp}, center_momentum={self.center_momentum}')
 
+    @fp32_forward
     def update_center(self, teacher_dots: Sequence[Tensor]) -> None:
         """``c ← m·c + (1 − m)·mean(t)`` over every pixel of the (B, K, h, w) teacher score
         maps of all views (not only the aligned regions) on all ranks."""
