@@ -104,13 +104,17 @@ def test_unknown_switch_is_named():
 
 def test_train_step_with_compiled_backbone_equals_the_eager_step(toy_root,
                                                                  message_hub_max_iters):
-    """Inductor's fused kernels sum in another order than eager, and two SlotCon steps amplify
-    the rounding differences, by how much depends on the CPU: the tolerance is measured on the
-    spot, as the spread between the eager model and an eager copy whose parameters differ by
-    one rounding (x (1 ± eps) each). On the machine this was written on, compiled and
-    perturbed ended within a factor 0.6-1.7 of each other on every tensor (both about 1e-4 of
-    a tensor's largest value in the backbone, 1e-7 in the losses); a tensor may differ from
-    eager by 10 times the spread (the factor 10 covers the draw of the perturbation)."""
+    """Inductor's fused kernels sum in another order than eager, so the two agree to rounding,
+    and how far two SlotCon steps carry rounding depends on the CPU. The spread of rounding is
+    measured on the spot: an eager copy whose parameters differ by one rounding (x (1 ± eps)
+    each) trains beside them. Losses may differ from eager by 10 times that copy's difference;
+    the two steps' update of all parameters (and of the EMA teacher), as one vector, by 1000
+    times its difference in norm. Measured on this project's 2-core CPU (relative to the update's
+    norm): rounding copy 1.9e-7, compiled 1.2e-7 (teacher 1.3e-7 and 1.4e-8), losses 1e-7 both.
+    The factor 1000 admits a ReLU or argmax input that rounding moves across its kink: in one of
+    three runs a BatchNorm bias whose gradient sums near-cancelling terms (layer1.0.bn2.bias)
+    ended 1.4 % of its largest value away (64 values within 6e-4: under 5e-5 of the update's
+    norm); a compiled kernel that computes something else moves the update by its own size."""
     from mmengine.runner import Runner
 
     from mmdense.engine.hooks import CompileBackboneHook
@@ -119,7 +123,7 @@ def test_train_step_with_compiled_backbone_equals_the_eager_step(toy_root,
     torch.manual_seed(0)
     eager = MODELS.build(cfg.model)
     eager.init_weights()
-    compiled, perturbed = copy.deepcopy(eager), copy.deepcopy(eager)
+    initial, compiled, perturbed = (copy.deepcopy(eager) for _ in range(3))
     names = [name for name, _ in compiled.named_parameters()]
     CompileBackboneHook(backend='inductor').before_train(SimpleNamespace(model=compiled))
     # compiled in place: the names the EMA teacher and checkpoints use are unchanged
@@ -130,10 +134,9 @@ def test_train_step_with_compiled_backbone_equals_the_eager_step(toy_root,
             param.mul_(1 + eps * torch.randn_like(param).sign())
     models = dict(eager=eager, compiled=compiled, perturbed=perturbed)
 
-    def assert_within_spread(name, expected, actual, reference):
-        expected, actual, reference = (t.detach().float() for t in (expected, actual, reference))
-        spread = (reference - expected).abs().max() + eps * expected.abs().max()
-        assert (actual - expected).abs().max() <= 10 * spread, name
+    def assert_within_spread(what, factor, expected, actual, reference):
+        spread = (reference - expected).norm() + eps * expected.norm()
+        assert (actual - expected).norm() <= factor * spread, what
 
     loader = Runner.build_dataloader(cfg.train_dataloader)
     wrappers = {key: build_optim_wrapper(model, cfg.optim_wrapper) for key, model in models.items()}
@@ -143,12 +146,16 @@ def test_train_step_with_compiled_backbone_equals_the_eager_step(toy_root,
             torch.manual_seed(1)
             outputs[key] = model.train_step(batch, wrappers[key])
         for name in outputs['eager']:
-            assert_within_spread(name, *(outputs[key][name] for key in models))
-    for name, *tensors in zip(names, *(model.parameters() for model in models.values())):
-        assert_within_spread(name, *tensors)
-    for name, *tensors in zip(eager.teacher.state_dict(),
-                              *(model.teacher.state_dict().values() for model in models.values())):
-        assert_within_spread(name, *tensors)
+            assert_within_spread(name, 10, *(outputs[key][name].float() for key in models))
+
+    def updates(tensors_of):
+        start = torch.cat([t.detach().float().flatten() for t in tensors_of(initial)])
+        return [torch.cat([t.detach().float().flatten() for t in tensors_of(model)]) - start
+                for model in models.values()]
+
+    assert_within_spread('parameters', 1000, *updates(lambda model: model.parameters()))
+    assert_within_spread('teacher', 1000, *updates(
+        lambda model: [t for t in model.teacher.state_dict().values() if t.is_floating_point()]))
 
 
 @pytest.mark.parametrize('schedule', ['dino_adamw_100e.py', 'cotap_adamw.py', 'dsc_sgd.py'])
