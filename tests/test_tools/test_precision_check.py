@@ -54,9 +54,10 @@ def dino(toy_root):
 def report(dino):
     tool, cfg, batches = dino
     lines = []
-    result = tool.check_algorithm('DINO', cfg, batches,
-                                  tool.run_plan(['fp32', 'fp16', 'bf16'], 'both'), 'cpu', seed=0,
-                                  log=lines.append)
+    with DefaultScope.overwrite_default_scope('mmdense'):
+        result = tool.check_algorithm('DINO', cfg, batches,
+                                      tool.run_plan(['fp32', 'fp16', 'bf16'], 'both'), 'cpu',
+                                      seed=0, log=lines.append)
     return tool, result, lines
 
 
