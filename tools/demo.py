@@ -8,9 +8,11 @@
    only by shape and texture, and a random network's colour features do not give them away;
 2. SlotCon pretraining of a small ResNet (``configs/demo/slotcon_r18-w16_toy-textures.py``);
 3. the score of what it learnt against random-init draws of the same model (same evaluation):
-   its teacher's prototype assignment matched one-to-one to the 9 labels (Hungarian), k-means
-   on its frozen features (K = 9, Hungarian), and linear / kNN probes; the margin of the
-   pretrained score over the best draw in standard deviations of the draws;
+   its teacher's prototype assignment matched one-to-one to the 9 labels (Hungarian) and
+   many-to-one (majority label per prototype over the probe's train images;
+   ``mmdense.evaluation.prototypes``), k-means on its frozen features (K = 9, Hungarian), and
+   linear / kNN probes; the margin of the pretrained score over the best draw in standard
+   deviations of the draws;
 4. the CoTAP recipe end to end, briefly: DINO ViT-S/16, neighbour pairs by the DINO teacher,
    CoTAP post-training from it (per-term losses);
 5. pictures (prototype maps, PCA-RGB of the features, a similarity map; pretrained beside
@@ -21,7 +23,9 @@ run, kNN and prototype scores), ``gpu`` (the default with ``--device cuda``: the
 the SlotCon epochs, longer DINO / CoTAP runs, and the linear probe and k-means too; not yet run
 on a GPU), and ``tiny`` (the gpu schedule on 48 images, for tests). Without ``--resume-demo``
 the work dir and the data are written afresh; with it, finished steps (data, checkpoints) are
-reused. Every step's wall and CPU time go into the report.
+reused. Every step's wall and CPU time go into the report. The console shows one line per step
+(a progress bar while it runs), the table and the report's path; the programs it runs write to
+``console.log`` in their work dirs.
 """
 import argparse
 import json
@@ -30,12 +34,13 @@ import os.path as osp
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
 import torch
+
+from mmdense.utils.console import StepLine, run_logged, training_progress
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SLOTCON_CONFIG = 'configs/demo/slotcon_r18-w16_toy-textures.py'
@@ -43,9 +48,10 @@ DINO_CONFIG = 'configs/dino/vit-s_toy.py'
 COTAP_CONFIG = 'configs/cotap/vit-s_toy.py'
 COTAP_TERMS = ('loss_patch', 'loss_cls', 'loss_cross_patch', 'loss_cross_cls')
 SLOTCON_TERMS = ('loss', 'loss_group', 'loss_slot')
-SCORES = ('knn', 'linear', 'cluster', 'prototypes')
-SCORE_NAMES = dict(prototypes='prototype assignment, Hungarian', cluster='k-means K=9, Hungarian',
-                   linear='linear probe', knn='kNN (k=10)')
+SCORES = ('knn', 'linear', 'cluster', 'prototypes', 'prototypes_majority')
+SCORE_NAMES = dict(prototypes='prototypes, one-to-one (Hungarian)',
+                   prototypes_majority='prototypes, many-to-one (majority)',
+                   cluster='k-means K=9, Hungarian', linear='linear probe', knn='kNN (k=10)')
 TEXTURE_DATA = dict(img_size=96, class_hues=False, texture_period=(4.0, 8.0))
 
 
@@ -67,7 +73,7 @@ class Schedule:
 SCHEDULES = dict(
     cpu=Schedule(num_train=600, num_val=100, probe_train=200, slotcon_epochs=6, slotcon_batch=32,
                  dino_images=40, cotap_iters=5, random_draws=5, num_workers=2,
-                 scores=('knn', 'prototypes')),
+                 scores=('knn', 'prototypes', 'prototypes_majority')),
     gpu=Schedule(num_train=600, num_val=100, probe_train=200, slotcon_epochs=120,
                  slotcon_batch=32, dino_images=600, cotap_iters=100, random_draws=5,
                  num_workers=8, scores=SCORES),
@@ -106,59 +112,32 @@ def texture_data_cfg(data_root):
     return data_cfg
 
 
-@torch.no_grad()
-def prototype_assignment(model, images, batch_size=16):
-    """Argmax prototype ``(N, h, w)`` of the SlotCon teacher for RGB 0-255 ``images (N, 3, S, S)``.
-
-    The teacher's backbone → projector → prototypes (``SlotCon.encode_view``) gives the scores
-    ``<normalise(z_ij), normalise(prototype_k)>`` on the feature grid; each cell takes the best
-    ``k``.
-    """
-    from mmdense.evaluation import model_inputs
-    device = next(model.parameters()).device
-    winners = []
-    for batch in images.split(batch_size):
-        inputs = model_inputs(model, batch.to(device), channel_order='rgb')
-        _, dots = model.encode_view(model.teacher, inputs)
-        winners.append(dots.argmax(1).cpu())
-    return torch.cat(winners)
-
-
-def prototype_scores(model, val, num_classes, ignore_index=255):
-    """What SlotCon learnt, scored directly: its prototype map of each val image, upsampled to
-    the labels, prototypes matched one-to-one to the classes by the Hungarian algorithm on the
-    class×prototype pixel counts; unmatched prototypes' pixels count as wrong (mIoU, pAcc)."""
-    from mmdense.evaluation import confusion_matrix
-    from mmdense.evaluation.protocols import cluster_scores, upsample_labels
-    assignment = upsample_labels(prototype_assignment(model, val['images']),
-                                 val['labels'].shape[-2:])
-    matrix, _ = confusion_matrix(assignment, val['labels'], model.head.num_prototypes,
-                                 num_classes, ignore_index)
-    return cluster_scores(matrix, 'hungarian')
-
-
 def score_model(model, train, val, data_cfg, which=SCORES):
     """mIoU of each score named in ``which`` (of :data:`SCORES`) for one model, and the ceiling
     the feature grid sets (``grid_ceiling``)."""
     from mmdense.evaluation import grid_majority_scores, run_protocol
+    from mmdense.evaluation.prototypes import prototype_assignment, prototype_scores
     common = dict(num_classes=data_cfg['num_classes'], ignore_index=data_cfg['ignore_index'])
     scores = {}
+    if {'prototypes', 'prototypes_majority'} & set(which):
+        matched = prototype_scores(model, train, val, channel_order='rgb', **common)
+        scores.update(prototypes=matched['hungarian']['mIoU'],
+                      prototypes_majority=matched['majority']['mIoU'])
     for score in which:
-        if score == 'prototypes':
-            scores[score] = prototype_scores(model, val, **common)['mIoU']
-        else:
+        if score not in scores:
             scores[score] = run_protocol(model, score, train, val, batch_size=16,
                                          **common)['mIoU']
-    grid = prototype_assignment(model, val['images'][:1]).shape[-2:]
+    scores = {score: scores[score] for score in which}
+    grid = prototype_assignment(model, val['images'][:1], channel_order='rgb').shape[-2:]
     scores['grid_ceiling'] = grid_majority_scores(val['labels'], grid, **common)['mIoU']
     return scores
 
 
 def evaluate_models(config, models, data_root, num_train, num_val, device='cpu',
-                    which=SCORES):
+                    which=SCORES, progress=None):
     """``{name: scores}`` for ``models = [(name, checkpoint or 'random', seed), ...]``, all on
     the same ``num_train`` / ``num_val`` images; the seed is set before each model is built (it
-    picks a random init's draw)."""
+    picks a random init's draw). ``progress(done, total)`` is called after each model."""
     from mmdense.evaluation import load_model, load_split
     data_cfg = texture_data_cfg(data_root)
     train = load_split(data_cfg, 'train', num_train)
@@ -168,8 +147,8 @@ def evaluate_models(config, models, data_root, num_train, num_val, device='cpu',
         torch.manual_seed(seed)
         model = load_model(config, checkpoint, device, log=lambda *_: None)
         results[name] = score_model(model, train, val, data_cfg, which)
-        print(f'[demo] {name}: ' + ', '.join(f'{k} {v:.4f}' for k, v in results[name].items()),
-              flush=True)
+        if progress is not None:
+            progress(len(results), len(models))
     return results
 
 
@@ -234,6 +213,7 @@ def draw_pictures(config, checkpoint, data_root, work_dir, device='cpu', num_ima
     import cv2
     import numpy as np
     from mmdense.evaluation import extract_features, load_model, load_split
+    from mmdense.evaluation.prototypes import prototype_assignment
     from mmdense.evaluation.visuals import (colorize, heatmap, image_grid, palette, pca_rgb,
                                             similarity_map)
     data_cfg = texture_data_cfg(data_root)
@@ -249,7 +229,8 @@ def draw_pictures(config, checkpoint, data_root, work_dir, device='cpu', num_ima
     size, paths = 2 * data_cfg['img_size'], {}
 
     prototype_colours = palette(models['pretrained'].head.num_prototypes)
-    maps = {name: prototype_assignment(model, images).numpy() for name, model in models.items()}
+    maps = {name: prototype_assignment(model, images, channel_order='rgb').numpy()
+            for name, model in models.items()}
     rows = [[shown[i], truth[i]] + [colorize(maps[name][i], prototype_colours) for name in maps]
             for i in range(num_images)]
     paths['prototypes'] = _write_png(
@@ -361,7 +342,9 @@ def write_report(path, args, schedule, summary, results, curves, pictures, times
         f'{schedule.slotcon_batch}, against {len(draws)} random initialisations of the same model '
         '(torch seeds 0..), all scored the same way on the val images: the teacher\'s frozen '
         f'features, kNN / linear probes fit on {schedule.probe_train} train images; k-means and '
-        'the prototype assignment matched to the labels by the Hungarian algorithm.', '',
+        'the prototype assignment matched to the labels by the Hungarian algorithm (one-to-one), '
+        'and the prototypes also many-to-one: each takes the majority label of its pixels on '
+        f'those {schedule.probe_train} train images.', '',
         '## Pretrained vs random init (val mIoU)', '',
         '| score | pretrained | ' + ' | '.join(draws) +
         ' | draws mean ± std | margin over best draw | over mean |',
@@ -412,13 +395,17 @@ def write_report(path, args, schedule, summary, results, curves, pictures, times
 
 
 class Demo:
-    """The demo's steps, sharing the work dir, the schedule and the timings."""
+    """The demo's steps, sharing the work dir, the schedule and the timings. Each step is one
+    line on the console (a progress bar while it runs); the programs it runs write to
+    ``console.log`` in their work dirs."""
+    num_steps = 5
 
     def __init__(self, args):
         self.args = args
         self.schedule = SCHEDULES[args.schedule]
         self.work_dir = args.work_dir
         self.times = {}
+        self.step, self.note = None, ''
         self.env = dict(os.environ)
         if args.device == 'cpu':
             self.env['CUDA_VISIBLE_DEVICES'] = ''  # MMEngine would pick a visible GPU
@@ -426,25 +413,39 @@ class Demo:
     def path(self, *parts):
         return osp.join(self.work_dir, *parts)
 
-    def run(self, cmd):
-        print('[demo] $ ' + ' '.join(cmd), flush=True)
-        subprocess.run(cmd, cwd=ROOT, env=self.env, check=True)
+    def run(self, cmd, work_dir, max_epochs=None):
+        """``cmd`` with its output in ``<work_dir>/console.log``; an MMEngine training run's
+        logged iterations move the step's progress bar."""
+        def on_line(line):
+            progress = training_progress(line, max_epochs)
+            if progress and self.step is not None:
+                self.step.update(*progress)
+        run_logged(cmd, osp.join(work_dir, 'console.log'), on_line, cwd=ROOT, env=self.env)
 
     def timed(self, name, fn, *args):
-        """``fn(*args)``, recording its wall and CPU seconds under ``name``."""
+        """``fn(*args)`` as one console step, recording its wall and CPU seconds under
+        ``name``."""
+        self.step = StepLine(f'{len(self.times) + 1}/{self.num_steps} {name}')
+        self.note = ''
         wall, cpu = time.time(), cpu_seconds()
-        result = fn(*args)
+        try:
+            result = fn(*args)
+        except BaseException:
+            self.step.finish('failed')
+            raise
         self.times[name] = dict(wall=time.time() - wall, cpu=cpu_seconds() - cpu)
+        self.step.finish(f'{self.times[name]["wall"]:.0f} s wall, {self.times[name]["cpu"]:.0f} '
+                         's CPU' + (f' ({self.note})' if self.note else ''))
         return result
 
-    def train(self, config, work_dir, checkpoint, options):
+    def train(self, config, work_dir, checkpoint, options, max_epochs=None):
         """``tools/train.py`` unless ``--resume-demo`` finds ``checkpoint`` already written."""
         if self.args.resume_demo and osp.isfile(checkpoint):
-            print(f'[demo] reusing {checkpoint}')
+            self.note = f'reusing {checkpoint}'
             return
         shutil.rmtree(work_dir, ignore_errors=True)
         self.run([sys.executable, 'tools/train.py', config, '--work-dir', work_dir,
-                  '--cfg-options'] + options)
+                  '--cfg-options'] + options, work_dir, max_epochs)
 
     # --- steps -------------------------------------------------------------------------------
     def make_data(self):
@@ -453,11 +454,11 @@ class Demo:
                         num_val=self.schedule.num_val)
         root = self.args.data_root
         if self.args.resume_demo and toy_scenes_exist(root, **settings):
-            print(f'[demo] reusing the toy textures in {root}')
+            self.note = f'reusing the toy textures in {root}'
             return
         generate_toy_scenes(root, **settings)
-        print(f'[demo] wrote {settings["num_train"]} + {settings["num_val"]} toy texture scenes '
-              f'to {root}')
+        self.note = f'{settings["num_train"]} + {settings["num_val"]} scenes in {root}'
+
 
     def pretrain_slotcon(self):
         s = self.schedule
@@ -475,7 +476,7 @@ class Demo:
             f'param_scheduler.1.T_max={s.slotcon_epochs - warmup}',
             f'param_scheduler.1.end={s.slotcon_epochs}',
             f'default_hooks.checkpoint.interval={s.slotcon_epochs}',
-        ])
+        ], max_epochs=s.slotcon_epochs)
         return checkpoint
 
     def cotap_recipe(self):
@@ -488,12 +489,13 @@ class Demo:
         dino_ckpt = osp.join(dino_dir, 'epoch_1.pth')
         self.train(DINO_CONFIG, dino_dir, dino_ckpt, [
             f'train_dataloader.dataset.data_root={root}',
-            f'train_dataloader.dataset.indices={s.dino_images}'] + workers)
+            f'train_dataloader.dataset.indices={s.dino_images}'] + workers, max_epochs=1)
         neighbours = self.path('toy_neighbours.json')
         if not (self.args.resume_demo and osp.isfile(neighbours)):
             self.run([sys.executable, 'tools/misc/build_nn_pairs.py', COTAP_CONFIG, dino_ckpt,
                       '--out', neighbours, '--topk', '5', '--img-size', '96', '--data-root',
-                      root, '--num-workers', str(s.num_workers), '--device', self.args.device])
+                      root, '--num-workers', str(s.num_workers), '--device', self.args.device],
+                     self.path('build_nn_pairs'))
         cotap_dir = self.path('pretrain_cotap')
         cotap_ckpt = osp.join(cotap_dir, f'iter_{s.cotap_iters}.pth')
         self.train(COTAP_CONFIG, cotap_dir, cotap_ckpt, [
@@ -510,7 +512,7 @@ class Demo:
             (f'random init {seed}', 'random', seed) for seed in range(self.schedule.random_draws)]
         results = evaluate_models(SLOTCON_CONFIG, models, self.args.data_root,
                                   self.schedule.probe_train, self.schedule.num_val,
-                                  self.args.device, self.schedule.scores)
+                                  self.args.device, self.schedule.scores, self.step.update)
         with open(self.path('scores.json'), 'w') as f:
             json.dump(results, f, indent=2)
         return results
@@ -526,6 +528,7 @@ def main(argv=None):
     os.makedirs(args.work_dir, exist_ok=True)
     start, start_cpu = time.time(), cpu_seconds()
     print(f'[demo] schedule {args.schedule} on {args.device}: {asdict(demo.schedule)}')
+    print(f'[demo] the training runs log to console.log in their work dirs under {args.work_dir}')
     demo.timed('toy textures', demo.make_data)
     checkpoint = demo.timed('SlotCon pretraining', demo.pretrain_slotcon)
     results = demo.timed('scores vs random init', demo.evaluate, checkpoint)
@@ -539,7 +542,7 @@ def main(argv=None):
     report = write_report(demo.path('report.md'), args, demo.schedule, summary, results, curves,
                           pictures, demo.times)
     print(format_summary(summary, demo.times))
-    print(f'[demo] report: {report}')
+    print(f'[demo] report with the pictures and loss curves: {report}')
 
 
 if __name__ == '__main__':

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-import torch
 from helpers import ROOT
 
 _spec = importlib.util.spec_from_file_location('demo', osp.join(ROOT, 'tools', 'demo.py'))
@@ -27,7 +26,7 @@ def recorded_commands(schedule, tmp_path, device='cpu'):
                             str(tmp_path), '--data-root', 'data/x'])
     runner = demo.Demo(args)
     commands = []
-    runner.run = commands.append
+    runner.run = lambda cmd, *args, **kwargs: commands.append(cmd)
     runner.pretrain_slotcon()
     runner.cotap_recipe()
     return runner, commands
@@ -80,7 +79,7 @@ def test_resume_demo_skips_a_finished_run(tmp_path):
                             str(tmp_path), '--resume-demo'])
     runner = demo.Demo(args)
     commands = []
-    runner.run = commands.append
+    runner.run = lambda cmd, *args, **kwargs: commands.append(cmd)
     checkpoint = runner.pretrain_slotcon()
     assert len(commands) == 1  # nothing to reuse yet
     os.makedirs(osp.dirname(checkpoint))
@@ -98,37 +97,6 @@ def test_margins_are_in_standard_deviations_of_the_draws():
     assert row['mean'] == pytest.approx(0.12) and row['std'] == pytest.approx(0.02)
     assert row['margin_over_max_std'] == pytest.approx((0.30 - 0.14) / 0.02)
     assert row['margin_over_mean_std'] == pytest.approx((0.30 - 0.12) / 0.02)
-
-
-class FakeSlotCon(torch.nn.Module):
-    """Prototype scores that pick prototype ``mapping[label]`` on a 2 x 2 grid of labels."""
-
-    def __init__(self, grid_labels, mapping, num_prototypes):
-        super().__init__()
-        self.grid_labels, self.mapping = grid_labels, mapping
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.head = torch.nn.Module()
-        self.head.num_prototypes = num_prototypes
-        self.teacher = None
-
-    def encode_view(self, modules, images):
-        winners = self.mapping[self.grid_labels[:len(images)]]
-        return None, torch.nn.functional.one_hot(winners, self.head.num_prototypes).permute(
-            0, 3, 1, 2).float()
-
-
-def test_prototype_score_matches_prototypes_to_classes_one_to_one():
-    grid = torch.tensor([[[0, 1], [2, 0]], [[0, 2], [2, 1]]])
-    labels = grid.repeat_interleave(4, 1).repeat_interleave(4, 2)  # 8 x 8 pixels
-    val = dict(images=torch.zeros(2, 3, 8, 8, dtype=torch.uint8), labels=labels)
-    # classes 0, 1, 2 on prototypes 5, 3, 0 of 6: the Hungarian matching finds them
-    perfect = FakeSlotCon(grid, torch.tensor([5, 3, 0]), 6)
-    assert demo.prototype_scores(perfect, val, num_classes=3)['mIoU'] == pytest.approx(1.0)
-    # one prototype everywhere: it is matched to the largest class (0: 6 of 16 cells) only
-    constant = FakeSlotCon(grid, torch.tensor([2, 2, 2]), 6)
-    scores = demo.prototype_scores(constant, val, num_classes=3)
-    assert scores['mIoU'] == pytest.approx((6 / 16) / 3)
-    assert scores['pAcc'] == pytest.approx(6 / 16)
 
 
 def test_texture_period_changes_the_images_and_is_recorded(tmp_path):
@@ -168,6 +136,16 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path):
     assert '![prototype maps](prototypes.png)' in report and '| kNN (k=10) |' in report
     assert '| step | wall s | CPU s |' in report and '| total |' in report
     assert 'margin over max' in result.stdout and 's CPU' in result.stdout
+    # the console: one line per step, the table and the report's path; the runs' own logs
+    # (MMEngine's, with its per-parameter optimizer settings) are in their work dirs
+    lines = result.stdout.splitlines()
+    assert all(line.startswith('[demo] ') for line in lines), lines
+    assert [line.split(':')[0] for line in lines if line.startswith('[demo] 1/5')] == \
+        ['[demo] 1/5 toy textures']
+    assert any(line.startswith('[demo] 5/5 pictures: ') for line in lines), lines
+    assert len(lines) < 30 and 'lr_mult' not in result.stdout + result.stderr
+    assert 'Epoch(train)' in (work / 'pretrain_slotcon' / 'console.log').read_text()
+    assert 'Iter(train)' in (work / 'pretrain_cotap' / 'console.log').read_text()
     checkpoint = work / 'pretrain_slotcon' / 'epoch_1.pth'
     image = data / 'images' / 'train' / '000000.jpg'
     stamps = checkpoint.stat().st_mtime_ns, image.stat().st_mtime_ns
