@@ -9,11 +9,12 @@ Three kinds, each named by what the host waits for (:class:`SyncSite`'s ``what``
 * a data-dependent shape: the device computes how large the output is and the host reads that
   size to allocate it: ``'nonzero'`` (also ``torch.where(mask)``, ``argwhere``), ``'index by
   mask'`` and ``'index_put by mask'`` (``x[mask]``, ``x[mask] = v`` and their gradients),
-  ``'masked_select'``, ``'unique'``, ``'bincount'`` (its size is the largest value) and
+  ``'masked_select'``, ``'unique'``, ``'bincount'`` (its size is the largest value + 1) and
   ``'repeat_interleave'`` with tensor repeats and no ``output_size``;
-* a blocking copy between host and device memory: ``'copy to host'`` (``.cpu()``,
-  ``.to('cpu')``) and ``'copy to device'`` without ``non_blocking=True`` (``torch.tensor(...,
-  device='cuda')``, ``.to('cuda')``): torch synchronises the stream after such a copy.
+* a blocking copy (without ``non_blocking=True``) between host and device memory: ``'copy to
+  host'`` (``.cpu()``, ``.to('cpu')``) and ``'copy to device'`` (``.to('cuda')``,
+  ``torch.tensor(..., device='cuda')``, ``x.new_tensor([...])``, indexing by a Python list):
+  torch synchronises the stream after such a copy.
 
 The data-dependent operators are seen where torch dispatches them (a ``TorchDispatchMode``), so
 the ones that C++ code asks for are counted too (``x[mask]`` is ``aten.index.Tensor`` with a
@@ -95,10 +96,9 @@ def host_sync(func, args, kwargs) -> Optional[str]:
         else:
             target, source = args[0].device.type, args[1].device.type
         non_blocking = kwargs.get('non_blocking', args[2] if len(args) > 2 else False)
-        if source == 'cpu' and target != 'cpu' and not non_blocking:
-            return 'copy to device'
-        if source != 'cpu' and target == 'cpu':
-            return 'copy to host'
+        if non_blocking or (source == 'cpu') == (target == 'cpu'):
+            return None
+        return 'copy to device' if source == 'cpu' else 'copy to host'
     return None
 
 

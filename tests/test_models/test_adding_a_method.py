@@ -15,8 +15,8 @@ HERE = osp.dirname(osp.abspath(__file__))
 TESTS = osp.dirname(HERE)
 # the shared tests that parametrise over tests/algorithm_table.py
 SHARED = ('test_device_moves.py', 'test_reliability_algorithms.py',
-          'test_reliability_checkpoint.py', 'test_reliability_transfer.py',
-          'test_algorithm_table.py')
+          'test_reliability_checkpoint.py', 'test_reliability_transfer.py', 'test_fake_cuda.py',
+          'test_host_readbacks.py', 'test_algorithm_table.py')
 
 
 def shared_test_file(name):

@@ -9,7 +9,7 @@ from itertools import islice
 import pytest
 import torch
 from mmengine.optim import build_optim_wrapper
-from mmengine.runner import Runner
+from mmengine.runner import Runner, set_random_seed
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from algorithm_table import ALGORITHMS, tiny_config
@@ -90,6 +90,7 @@ def test_on_cuda_only_cuda_tensors_count_and_blocking_copies_too():
             torch.tensor([1.0, 2.0], device='cuda')  # a list copied to the device
             torch.full((2, ), 3.0, device='cuda'), torch.arange(3, device='cuda')  # filled there
             device.cpu()
+            device.to('cpu', non_blocking=True)  # queued (the caller synchronises before use)
             device.nonzero_static(size=2)
             try:
                 device.sum().item()  # counted, then the fake tensor has no value to give
@@ -130,7 +131,8 @@ def test_op_counter_counts_compute_ops_and_leaves_results_unchanged():
 # ------------------------------------------------------------------- training steps
 # Host syncs of one training step (forward, losses, backward, optimizer step, EMA update) in
 # mmdense's code, counted on the CPU: {(what, file, function): n}; benchmarks/README.md lists
-# them. A method without an entry must have none.
+# them. A method without an entry must have none; outside mmdense, only MMEngine's read of the
+# gradient norm it clips to (and logs) is allowed.
 MMDENSE_SYNCS_PER_STEP = {
     # the numbers of kept slots of each view pair (the predictor's BatchNorm normalises over
     # exactly those slots: their number is the shape of its input)
@@ -143,7 +145,7 @@ MMDENSE_SYNCS_PER_STEP = {
 @pytest.mark.parametrize('algorithm', list(ALGORITHMS))
 def test_a_training_step_pays_the_listed_host_syncs(algorithm, toy_root, message_hub_max_iters):
     register_all_modules(init_default_scope=False)
-    torch.manual_seed(0)
+    set_random_seed(0)  # the model and the loader's draws
     cfg = tiny_config(algorithm, toy_root, max_iters=10)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -153,7 +155,9 @@ def test_a_training_step_pays_the_listed_host_syncs(algorithm, toy_root, message
     model.train_step(first, optim_wrapper)  # the teacher's first update copies the student
     with count_host_readbacks() as counts:
         model.train_step(second, optim_wrapper)
-    mmdense = Counter({(site.what, site.file, site.function): n for site, n in counts.items()
-                       if site.file.startswith('mmdense/')})
-    assert dict(mmdense) == MMDENSE_SYNCS_PER_STEP.get(algorithm, {}), '\n'.join(
-        f'{n} x {site}' for site, n in counts.items())
+    places = Counter({(site.what, site.file, site.function): n for site, n in counts.items()})
+    expected = dict(MMDENSE_SYNCS_PER_STEP.get(algorithm, {}))
+    clip_grad = cfg.optim_wrapper.get('clip_grad') or {}
+    if clip_grad and clip_grad.get('type', 'norm') == 'norm':  # MMEngine logs the total norm
+        expected['value', 'mmengine/optim/optimizer/optimizer_wrapper.py', '_clip_grad'] = 1
+    assert dict(places) == expected, '\n'.join(f'{n} x {site}' for site, n in counts.items())
