@@ -112,9 +112,18 @@ def _involves(device_type: Optional[str], func, args, kwargs) -> bool:
     return any(_device_type(t) == device_type for t in tree_leaves((args, kwargs)))
 
 
+def _passes_on(frame) -> bool:
+    """Whether ``frame`` only passes an operator on: torch's code, this module's, or another
+    dispatch mode stacked above this one (e.g. ``count_aten_ops``)."""
+    code = frame.f_code
+    return (code.co_filename.startswith(_TORCH_DIR) or code.co_filename == _THIS_FILE
+            or code.co_name == '__torch_dispatch__')
+
+
 def _asked_by_torch_optim(frame) -> bool:
-    """Whether torch.optim's code, between ``frame`` and the first frame outside torch, asked."""
-    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIR):
+    """Whether torch.optim's code, between ``frame`` and the first frame that does not only
+    pass the operator on, asked."""
+    while frame is not None and _passes_on(frame):
         if frame.f_code.co_filename.startswith(_HOST_BY_DESIGN):
             return True
         frame = frame.f_back
@@ -122,10 +131,9 @@ def _asked_by_torch_optim(frame) -> bool:
 
 
 def sync_site(what: str, frame) -> SyncSite:
-    """The :class:`SyncSite` of the innermost frame from ``frame`` outwards that is not torch's
-    or this module's (where the synchronisation was asked for)."""
-    while frame is not None and (frame.f_code.co_filename.startswith(_TORCH_DIR)
-                                 or frame.f_code.co_filename == _THIS_FILE):
+    """The :class:`SyncSite` of the innermost frame from ``frame`` outwards that does not only
+    pass the operator on (where the synchronisation was asked for)."""
+    while frame is not None and _passes_on(frame):
         frame = frame.f_back
     if frame is None:
         return SyncSite(what, '<torch>', 0, '')

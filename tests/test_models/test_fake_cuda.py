@@ -245,3 +245,29 @@ def test_feature_pictures_extract_on_the_device(toy_root):
         [lambda model: extract_features(model, images, channel_order='rgb', batch_size=2)],
         model, copy.deepcopy(model))
     assert feats.device.type == 'cpu' and feats.shape[0] == 3
+
+
+@pytest.mark.parametrize('optimizer_type', ['SyncFreeLARS', 'BarlowTwinsLARS'])
+def test_lars_steps_stay_on_the_device_without_host_syncs(optimizer_type):
+    """mmdense's LARS optimizers (no toy config uses SyncFreeLARS, the recipes' LARS before
+    BarlowTwinsLARS): their state on the device, their steps without a read."""
+    from mmdense.engine import optimizers
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+    def steps(model):
+        matrices = [p for p in model.parameters() if p.dim() > 1]
+        vectors = [p for p in model.parameters() if p.dim() == 1]
+        optimizer = getattr(optimizers, optimizer_type)(
+            [dict(params=matrices), dict(params=vectors, weight_decay=0.0, lars_exclude=True)],
+            lr=0.1, momentum=0.9, weight_decay=1e-5)
+        for _ in range(2):
+            set_fake_gradients(model)
+            optimizer.step()
+        return optimizer
+
+    (optimizer, ), (syncs, ) = record_and_replay([steps], model, copy.deepcopy(model))
+    state = {f'{i}.{key}': value for i, param_state in enumerate(optimizer.state.values())
+             for key, value in param_state.items()}
+    assert len(optimizer.state) == 4 and not off_device(state), state
+    assert not off_device(dict(model.named_parameters()))
+    assert not syncs, syncs

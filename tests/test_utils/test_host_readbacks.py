@@ -114,6 +114,21 @@ def test_methods_are_restored_and_optimizer_step_counters_are_not_counted():
     assert (dict(vars(torch.Tensor)), dict(vars(FakeTensor))) == originals  # nothing left behind
 
 
+def test_sites_are_the_same_under_the_op_counter():
+    """``benchmark.py --count-readbacks --count-ops`` stacks the op counter's dispatch mode on
+    this one: it only passes operators on, so sites and the optimizer's exception hold."""
+    from mmdense.utils.op_counter import count_aten_ops
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([weight], lr=0.1, foreach=False)
+    weight.grad = torch.ones(3)
+    with count_host_readbacks() as counts, count_aten_ops():
+        optimizer.step()
+        line = next_line()
+        weight.sum().item()
+    assert [(site.what, site.file.endswith(THIS_FILE), site.line) for site in counts] == [
+        ('value', True, line)], counts
+
+
 def test_op_counter_counts_compute_ops_and_leaves_results_unchanged():
     from mmdense.utils.op_counter import compute_ops, count_aten_ops
     x = torch.randn(4, 3, requires_grad=True)
