@@ -26,7 +26,6 @@ class InputNormalization(NamedTuple):
     std: Optional[Tuple[float, ...]]
 
 
-IMAGENET_NORMALIZATION = InputNormalization('rgb', IMAGENET_MEAN, IMAGENET_STD)
 
 
 def check_channel_order(channel_order: str) -> str:
@@ -59,22 +58,10 @@ def input_normalization(model: nn.Module) -> InputNormalization:
     ``BaseModel`` left with mmengine's ``BaseDataPreprocessor``) is taken to be an ImageNet model:
     RGB, :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`.
     """
-    preprocessor = getattr(model, 'data_preprocessor', None)
-    if preprocessor is None:
-        return IMAGENET_NORMALIZATION
-    converts = _converts_channels(preprocessor)
-    normalizes = getattr(preprocessor, '_enable_normalize', None)
-    if converts is None and normalizes is None:
-        return IMAGENET_NORMALIZATION
-    order = 'rgb' if converts else 'bgr'
-    if not normalizes:
+    order, mean, std = _normalization_tensors(model)
+    if mean is None:
         return InputNormalization(order, None, None)
-    mean = tuple(float(v) for v in preprocessor.mean.flatten())
-    std = tuple(float(v) for v in preprocessor.std.flatten())
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f'{type(preprocessor).__name__} of {type(model).__name__} has '
-                         f'{len(mean)} mean and {len(std)} std values; 3-channel images need 3')
-    return InputNormalization(order, mean, std)
+    return InputNormalization(order, tuple(mean.tolist()), tuple(std.tolist()))
 
 
 def model_inputs(model: nn.Module, images: Tensor, *, channel_order: str) -> Tensor:
@@ -86,28 +73,51 @@ def model_inputs(model: nn.Module, images: Tensor, *, channel_order: str) -> Ten
     reversed when ``channel_order != order``, then ``x' = (x - mean) / std`` per channel; float32
     on the images' device. Equals ``model.data_preprocessor`` on the same images in BGR.
 
+    Nothing is read back from a device: ``mean``/``std`` are the preprocessor's own buffers, and
+    the pixel range is checked for images on the host only (every caller in mmdense hands over
+    host batches or uint8; on a GPU the check would cost one synchronisation per batch).
+
     Raises:
         ValueError: ``channel_order`` is not ``'rgb'``/``'bgr'``, the batch is not
-            ``(B, 3, H, W)``, or it has values outside [0, 255] (already normalised?).
+            ``(B, 3, H, W)``, or host images have values outside [0, 255] (already normalised?).
     """
     check_channel_order(channel_order)
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f'model_inputs expects a (B, 3, H, W) image batch, got shape '
                          f'{tuple(images.shape)}')
-    if images.dtype != torch.uint8 and images.numel():
+    if images.dtype != torch.uint8 and images.numel() and images.device.type == 'cpu':
         low, high = float(images.min()), float(images.max())
         if not 0 <= low <= high <= 255:
             raise ValueError(f'model_inputs expects 0-255 pixel values, got {low:.3g}..'
                              f'{high:.3g} (already normalised?)')
     images = images.float()
-    normalization = input_normalization(model)
-    if channel_order != normalization.channel_order:
+    order, mean, std = _normalization_tensors(model)
+    if channel_order != order:
         images = images.flip(1)
-    if normalization.mean is None:
+    if mean is None:
         return images
-    mean = images.new_tensor(normalization.mean).view(1, 3, 1, 1)
-    std = images.new_tensor(normalization.std).view(1, 3, 1, 1)
+    mean = mean.to(images.device, torch.float32).view(1, 3, 1, 1)
+    std = std.to(images.device, torch.float32).view(1, 3, 1, 1)
     return (images - mean) / std
+
+
+def _normalization_tensors(model: nn.Module):
+    """:func:`input_normalization` with ``mean``/``std`` as tensors (the preprocessor's buffers,
+    on its device, or the ImageNet statistics on the host), read without a device sync."""
+    preprocessor = getattr(model, 'data_preprocessor', None)
+    converts = None if preprocessor is None else _converts_channels(preprocessor)
+    normalizes = getattr(preprocessor, '_enable_normalize', None)
+    if converts is None and normalizes is None:
+        return 'rgb', torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    order = 'rgb' if converts else 'bgr'
+    if not normalizes:
+        return order, None, None
+    mean, std = preprocessor.mean.flatten(), preprocessor.std.flatten()
+    if mean.numel() != 3 or std.numel() != 3:
+        raise ValueError(f'{type(preprocessor).__name__} of {type(model).__name__} has '
+                         f'{mean.numel()} mean and {std.numel()} std values; 3-channel images '
+                         'need 3')
+    return order, mean, std
 
 
 def dense_backbone(model: nn.Module) -> nn.Module:

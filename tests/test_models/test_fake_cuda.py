@@ -165,8 +165,9 @@ def test_dense_features_are_extracted_on_the_device(algorithm, toy_root, tmp_pat
     _, (syncs, ) = record_and_replay([extract], model, copy.deepcopy(model))
     cpu, fake = stores
     assert fake.feat_shape == cpu.feat_shape and fake.indices == cpu.indices == [0, 1, 2, 3]
-    # the features of each batch were computed on the device and copied to the host once
-    assert by_place(syncs)[STORE_APPEND] == len(loader), syncs
+    # the features of each batch were computed on the device and copied to the host once;
+    # nothing else was read back (model_inputs takes the preprocessor's buffers as they are)
+    assert by_place(syncs) == {STORE_APPEND: len(loader)}, syncs
 
 
 def test_dense_eval_hook_evaluates_a_fake_cuda_model(toy_root, tmp_path):
@@ -240,11 +241,15 @@ def test_feature_pictures_extract_on_the_device(toy_root):
     batches to the device, features back to the host."""
     from mmdense.evaluation.features import extract_features
     _, model, _ = build('SlotCon', toy_root, num_batches=0)
-    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
-    (feats, ), _ = record_and_replay(
+    images = torch.randint(0, 256, (3, 3, 64, 64)).float()
+    (feats, ), (syncs, ) = record_and_replay(
         [lambda model: extract_features(model, images, channel_order='rgb', batch_size=2)],
         model, copy.deepcopy(model))
     assert feats.device.type == 'cpu' and feats.shape[0] == 3
+    # two batches: each copied to the device and its features back to the host, nothing else
+    # (no read of the pixel range or of the preprocessor's mean/std)
+    assert sorted((site.what, n) for site, n in syncs.items()) == [
+        ('copy to device', 2), ('copy to host', 2)], syncs
 
 
 @pytest.mark.parametrize('optimizer_type', ['SyncFreeLARS', 'BarlowTwinsLARS'])
