@@ -12,7 +12,7 @@ from mmdense.version import parse_version_info, version_info
 from helpers import ROOT
 
 RENAME_TABLE = osp.join(ROOT, 'configs', 'README.md')
-METHODS = ('adclr', 'cotap', 'dino', 'dsc', 'slotcon')
+METHODS = ('adclr', 'cotap', 'dino', 'dsc', 'ibot', 'slotcon')
 
 BACKBONE = r'(vit-(ti|s|b|l)(8|14|32)?|r(18|34|50|101|152))(-w\d+)?'
 DATASET = r'(in1k|coco|cocoplus|toy|toy-textures)'
