@@ -1,7 +1,8 @@
 """`make demo`: show what dense pretraining learns on the embedded toy scenes, in minutes.
 
     python tools/demo.py [--device auto|cpu|cuda] [--schedule cpu|gpu|tiny] [--resume-demo]
-                         [--work-dir work_dirs/demo] [--data-root data/toy_textures]
+                         [--methods all|dino,adclr,...] [--work-dir work_dirs/demo]
+                         [--data-root data/toy_textures]
 
 1. data: the colour-free toy textures (``tools/misc/make_toy_scenes.py --img-size 96
    --random-hues --texture-period 4 8``): every object gets a random hue, so the 8 classes differ
@@ -26,6 +27,16 @@ the work dir and the data are written afresh; with it, finished steps (data, che
 reused. Every step's wall and CPU time go into the report. The console shows one line per step
 (a progress bar while it runs), the table and the report's path; the programs it runs write to
 ``console.log`` in their work dirs.
+
+``--methods all`` (or comma-separated names; not part of ``make demo``) runs in place of the
+demo: on the same toy textures, each of DINO, ADCLR, iBOT, CoTAP, SlotCon and DSC is pretrained
+with its demo config (:data:`METHOD_CONFIGS`: ViT-Ti/16 for the ViT methods, CoTAP post-training
+DINO's teacher on neighbour pairs it finds; the SlotCon demo's R18-w16 for SlotCon and DSC), and
+the frozen features of its transfer backbone are scored by kNN (k=10) on the val images against
+``random_draws`` random inits of the same model (``mmdense.evaluation.against_random``). The
+table (margins in std of the draws, loss first → last, wall and CPU seconds per method, the load
+average) goes to the console and ``<work-dir>/methods.md``, every draw to ``methods.json``; the
+``tiny`` schedule trains each method 1 epoch (2 iterations for CoTAP) on 48 images.
 """
 import argparse
 import json
@@ -33,10 +44,10 @@ import os
 import os.path as osp
 import resource
 import shutil
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Optional
 
 import torch
 
@@ -52,6 +63,16 @@ SCORES = ('knn', 'linear', 'cluster', 'prototypes', 'prototypes_majority')
 SCORE_NAMES = dict(prototypes='prototypes, one-to-one (Hungarian)',
                    prototypes_majority='prototypes, many-to-one (majority)',
                    cluster='k-means K=9, Hungarian', linear='linear probe', knn='kNN (k=10)')
+# --methods: each method's demo config, in run order (CoTAP post-trains from DINO's teacher)
+METHOD_CONFIGS = {
+    'SlotCon': SLOTCON_CONFIG,
+    'DSC': 'configs/demo/dsc_r18-w16_toy-textures.py',
+    'DINO': 'configs/demo/dino_vit-ti_toy-textures.py',
+    'CoTAP': 'configs/demo/cotap_vit-ti_toy-textures.py',
+    'ADCLR': 'configs/demo/adclr_vit-ti_toy-textures.py',
+    'iBOT': 'configs/demo/ibot_vit-ti_toy-textures.py',
+}
+METHOD_PROTOCOLS = ('knn', )
 TEXTURE_DATA = dict(img_size=96, class_hues=False, texture_period=(4.0, 8.0))
 
 
@@ -68,6 +89,9 @@ class Schedule:
     random_draws: int
     num_workers: int
     scores: tuple  # of SCORES; the linear probe and k-means cost about 1 min a model on 2 cores
+    # --methods: the length of every method's run (None: its demo config's own)
+    method_epochs: Optional[int] = None
+    method_iters: Optional[int] = None
 
 
 SCHEDULES = dict(
@@ -82,7 +106,7 @@ SCHEDULES = dict(
 # CPU, which is as far as the gpu schedule's code has been run (no GPU was available).
 SCHEDULES['tiny'] = replace(SCHEDULES['gpu'], num_train=48, num_val=8, probe_train=16,
                             slotcon_epochs=1, slotcon_batch=8, dino_images=40, cotap_iters=2,
-                            random_draws=2, num_workers=0)
+                            random_draws=2, num_workers=0, method_epochs=1, method_iters=2)
 
 
 def parse_args(argv=None):
@@ -94,13 +118,38 @@ def parse_args(argv=None):
                         help='default: gpu on cuda, cpu otherwise')
     parser.add_argument('--resume-demo', action='store_true',
                         help='reuse the data and the finished training runs of an earlier demo')
-    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--methods', type=parse_methods,
+                        help="'all' or comma-separated names of " + ', '.join(METHOD_CONFIGS) +
+                        ': pretrain each on the toy textures and score its kNN against random '
+                        'inits of the same model, instead of the demo (CoTAP brings DINO, '
+                        'whose teacher it starts from)')
+    parser.add_argument('--work-dir',
+                        help='default: work_dirs/demo, work_dirs/demo_methods with --methods')
     parser.add_argument('--data-root', default='data/toy_textures')
     args = parser.parse_args(argv)
     if args.device == 'auto':
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     args.schedule = args.schedule or ('gpu' if args.device == 'cuda' else 'cpu')
+    args.work_dir = args.work_dir or ('work_dirs/demo_methods' if args.methods else
+                                      'work_dirs/demo')
     return args
+
+
+def parse_methods(value):
+    """``'all'`` or comma-separated method names (any case) → the names in the order of
+    :data:`METHOD_CONFIGS`; CoTAP brings DINO along (it post-trains DINO's teacher)."""
+    if value == 'all':
+        return list(METHOD_CONFIGS)
+    by_lower = {name.lower(): name for name in METHOD_CONFIGS}
+    names = set()
+    for item in value.split(','):
+        if item.strip().lower() not in by_lower:
+            raise argparse.ArgumentTypeError(
+                f'unknown method {item!r}: choose all or names of ' + ', '.join(METHOD_CONFIGS))
+        names.add(by_lower[item.strip().lower()])
+    if 'CoTAP' in names:
+        names.add('DINO')
+    return [name for name in METHOD_CONFIGS if name in names]
 
 
 # --- scores ----------------------------------------------------------------------------------
@@ -136,34 +185,24 @@ def score_model(model, train, val, data_cfg, which=SCORES):
 def evaluate_models(config, models, data_root, num_train, num_val, device='cpu',
                     which=SCORES, progress=None):
     """``{name: scores}`` for ``models = [(name, checkpoint or 'random', seed), ...]``, all on
-    the same ``num_train`` / ``num_val`` images; the seed is set before each model is built (it
-    picks a random init's draw). ``progress(done, total)`` is called after each model."""
-    from mmdense.evaluation import load_model, load_split
+    the same ``num_train`` / ``num_val`` images (:func:`mmdense.evaluation.against_random.
+    score_models`: the seed picks a random init's draw). ``progress(done, total)`` is called
+    after each model."""
+    from mmdense.evaluation import load_split
+    from mmdense.evaluation.against_random import score_models
     data_cfg = texture_data_cfg(data_root)
     train = load_split(data_cfg, 'train', num_train)
     val = load_split(data_cfg, 'val', num_val)
-    results = {}
-    for name, checkpoint, seed in models:
-        torch.manual_seed(seed)
-        model = load_model(config, checkpoint, device, log=lambda *_: None)
-        results[name] = score_model(model, train, val, data_cfg, which)
-        if progress is not None:
-            progress(len(results), len(models))
-    return results
+    return score_models(config, models,
+                        lambda model: score_model(model, train, val, data_cfg, which), device,
+                        progress)
 
 
 def summarise(results):
-    """Per score: the pretrained value, every random draw, their mean / std / max, and the
-    margins ``(pretrained - max) / std`` and ``(pretrained - mean) / std``."""
-    summary = {}
-    for score in (s for s in SCORES if s in results['pretrained']):
-        draws = [scores[score] for name, scores in results.items() if name != 'pretrained']
-        mean, std = statistics.mean(draws), statistics.stdev(draws)
-        value = results['pretrained'][score]
-        summary[score] = dict(pretrained=value, draws=draws, mean=mean, std=std, max=max(draws),
-                              margin_over_max_std=(value - max(draws)) / std if std else None,
-                              margin_over_mean_std=(value - mean) / std if std else None)
-    return summary
+    """Per score of :data:`SCORES` that was run: the pretrained value, every random draw, their
+    mean / std / max and the margins (:func:`mmdense.evaluation.against_random.margins`)."""
+    from mmdense.evaluation.against_random import margins
+    return margins(results, [s for s in SCORES if s in results['pretrained']])
 
 
 def format_summary(summary, times):
@@ -518,10 +557,156 @@ class Demo:
         return results
 
 
+class MethodsDemo(Demo):
+    """``--methods``: the toy textures, then per method its pretraining run (its demo config,
+    :data:`METHOD_CONFIGS`) and its kNN score against ``random_draws`` random inits of the same
+    model (:func:`mmdense.evaluation.against_random.score_against_random_init`); CoTAP's run
+    starts from DINO's checkpoint, on neighbour pairs found by DINO's teacher."""
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.num_steps = 1 + 2 * len(args.methods) + ('CoTAP' in args.methods)
+        self.checkpoints = {}
+        self.splits = None
+
+    def run_length(self, config):
+        """``('epoch' or 'iter', length)`` of ``config``'s training run in this schedule."""
+        from mmengine.config import Config
+        train_cfg = Config.fromfile(osp.join(ROOT, config)).train_cfg
+        if 'max_iters' in train_cfg:
+            return 'iter', self.schedule.method_iters or train_cfg.max_iters
+        return 'epoch', self.schedule.method_epochs or train_cfg.max_epochs
+
+    def pretrain(self, method):
+        s, config = self.schedule, METHOD_CONFIGS[method]
+        unit, length = self.run_length(config)
+        work_dir = self.path(f'pretrain_{method.lower()}')
+        checkpoint = osp.join(work_dir, f'{unit}_{length}.pth')
+        dataset = 'train_dataloader.dataset.' + ('dataset.' if method == 'CoTAP' else '')
+        options = [f'{dataset}data_root={self.args.data_root}',
+                   f'train_dataloader.num_workers={s.num_workers}',
+                   f'train_dataloader.persistent_workers={s.num_workers > 0}',
+                   f'train_cfg.max_{unit}s={length}',
+                   f'default_hooks.checkpoint.interval={length}']
+        if s.method_epochs or s.method_iters:
+            options.append('default_hooks.logger.interval=1')
+        if method == 'CoTAP':
+            options += [f'train_dataloader.dataset.neighbours_file={self.neighbours_file()}',
+                        f'model.backbone_checkpoint.path={self.checkpoints["DINO"]}']
+        self.train(config, work_dir, checkpoint, options,
+                   max_epochs=length if unit == 'epoch' else None)
+        self.checkpoints[method] = checkpoint
+        return checkpoint
+
+    def neighbours_file(self):
+        return self.path('toy_neighbours.json')
+
+    def build_pairs(self):
+        """CoTAP's neighbour pairs: the 5 nearest train images by DINO's teacher."""
+        if self.args.resume_demo and osp.isfile(self.neighbours_file()):
+            self.note = f'reusing {self.neighbours_file()}'
+            return
+        self.run([sys.executable, 'tools/misc/build_nn_pairs.py', METHOD_CONFIGS['CoTAP'],
+                  self.checkpoints['DINO'], '--out', self.neighbours_file(), '--topk', '5',
+                  '--img-size', '96', '--data-root', self.args.data_root, '--num-workers',
+                  str(self.schedule.num_workers), '--device', self.args.device],
+                 self.path('build_nn_pairs'))
+
+    def score(self, method):
+        """kNN val mIoU of the method's checkpoint and of ``random_draws`` random inits."""
+        from mmdense.evaluation import load_split
+        from mmdense.evaluation.against_random import score_against_random_init
+        data_cfg = texture_data_cfg(self.args.data_root)
+        if self.splits is None:
+            self.splits = (load_split(data_cfg, 'train', self.schedule.probe_train),
+                           load_split(data_cfg, 'val', self.schedule.num_val))
+        return score_against_random_init(
+            METHOD_CONFIGS[method], self.checkpoints[method], *self.splits,
+            num_classes=data_cfg['num_classes'], ignore_index=data_cfg['ignore_index'],
+            num_draws=self.schedule.random_draws, protocols=METHOD_PROTOCOLS,
+            device=self.args.device, progress=self.step.update)
+
+    def losses(self, method):
+        """``{term: (first, last)}`` of every logged loss term of the method's run."""
+        records = read_scalars(self.path(f'pretrain_{method.lower()}'))
+        terms = sorted({key for record in records for key in record if key.startswith('loss')})
+        curves = {term: loss_curve(records, term) for term in terms}
+        return {term: (points[0][1], points[-1][1]) for term, points in curves.items() if points}
+
+
+def method_table(evidence):
+    """Markdown rows, one per method: kNN of the pretrained model and of every draw, the margins,
+    the grid ceiling, the loss and the wall / CPU seconds of pretraining and of scoring."""
+    lines = ['| method | config | pretrained kNN | random draws | draws mean ± std | '
+             'margin over best draw | over mean | grid ceiling | loss first → last | '
+             'pretrain wall / CPU s | scoring wall / CPU s |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
+    for method, row in evidence.items():
+        knn, over_max = row['margins']['knn'], row['margins']['knn']['margin_over_max_std']
+        loss = row['losses'].get('loss')
+        pretrain, scoring = row['times']['pretrain'], row['times']['score']
+        lines.append(
+            f'| {method} | `{osp.basename(row["config"])}` | **{knn["pretrained"]:.4f}** | ' +
+            ', '.join(f'{value:.4f}' for value in knn['draws']) +
+            f' | {knn["mean"]:.4f} ± {knn["std"]:.4f} | ' +
+            ('n/a' if over_max is None else f'{knn["pretrained"] - knn["max"]:+.4f} = '
+             f'{over_max:+.1f} std') + ' | ' +
+            ('n/a' if over_max is None else f'{knn["margin_over_mean_std"]:+.1f} std') +
+            f' | {row["grid_ceiling"]:.4f} | ' +
+            ('—' if loss is None else f'{loss[0]:.3f} → {loss[1]:.3f}') +
+            f' | {pretrain["wall"]:.0f} / {pretrain["cpu"]:.0f} | '
+            f'{scoring["wall"]:.0f} / {scoring["cpu"]:.0f} |')
+    return lines
+
+
+def main_methods(args):
+    """``--methods``: every named method pretrained and scored against random inits; the table
+    goes to the console, ``<work-dir>/methods.md`` and ``methods.json`` (every draw, every loss
+    term's first and last value, the times and the load average)."""
+    from mmdense.evaluation.against_random import margins
+    demo = MethodsDemo(args)
+    if not args.resume_demo:
+        shutil.rmtree(args.work_dir, ignore_errors=True)
+    os.makedirs(args.work_dir, exist_ok=True)
+    start, start_cpu, load_start = time.time(), cpu_seconds(), os.getloadavg()
+    print(f'[demo] methods {", ".join(args.methods)}, schedule {args.schedule} on {args.device}')
+    print(f'[demo] the training runs log to console.log in their work dirs under {args.work_dir}')
+    demo.timed('toy textures', demo.make_data)
+    evidence = {}
+    for method in args.methods:
+        if method == 'CoTAP':
+            demo.timed('CoTAP neighbour pairs (DINO teacher)', demo.build_pairs)
+        demo.timed(f'{method} pretraining', demo.pretrain, method)
+        results = demo.timed(f'{method} vs random init', demo.score, method)
+        evidence[method] = dict(
+            config=METHOD_CONFIGS[method], checkpoint=demo.checkpoints[method], results=results,
+            margins=margins(results, METHOD_PROTOCOLS),
+            grid_ceiling=results['pretrained']['grid_ceiling'], losses=demo.losses(method),
+            times=dict(pretrain=demo.times[f'{method} pretraining'],
+                       score=demo.times[f'{method} vs random init']))
+    total = dict(wall=time.time() - start, cpu=cpu_seconds() - start_cpu)
+    load = dict(start=load_start, end=os.getloadavg(), cpus=os.cpu_count())
+    with open(demo.path('methods.json'), 'w') as f:
+        json.dump(dict(schedule=asdict(demo.schedule), device=args.device, evidence=evidence,
+                       total=total, load_average=load), f, indent=2)
+    table = method_table(evidence)
+    footer = (f'Total {total["wall"]:.0f} s wall, {total["cpu"]:.0f} s CPU on {load["cpus"]} '
+              f'CPUs; 1-minute load average {load["start"][0]:.1f} at the start, '
+              f'{load["end"][0]:.1f} at the end.')
+    with open(demo.path('methods.md'), 'w') as f:
+        f.write('\n'.join(table + ['', footer]) + '\n')
+    print('[demo] ===== kNN (k=10) val mIoU: each method vs random inits of its model =====')
+    print('\n'.join(f'[demo] {line}' for line in table))
+    print(f'[demo] {footer}')
+    print(f'[demo] table and every draw: {demo.path("methods.md")}, {demo.path("methods.json")}')
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('error: --device cuda, but torch sees no CUDA device')
+    if args.methods:
+        return main_methods(args)
     demo = Demo(args)
     if not args.resume_demo:
         shutil.rmtree(args.work_dir, ignore_errors=True)

@@ -2,7 +2,7 @@
 # from the ViT-Ti/16 of configs/demo/dino_vit-ti_toy-textures.py (its teacher's backbone; the
 # demo writes it to work_dirs/demo_methods/pretrain_dino and the neighbour pairs its teacher
 # finds to work_dirs/demo_methods/toy_neighbours.json): crops, heads and losses as
-# configs/cotap/vit-s_toy.py, 60 iterations of 4 pairs.
+# configs/cotap/vit-s_toy.py, 30 iterations of 4 pairs.
 _base_ = ['../cotap/vit-s_toy.py']
 
 data_root = 'data/toy_textures/'
@@ -13,10 +13,10 @@ model = dict(
     backbone=dict(arch='deit-tiny', drop_path_rate=0.0),
     patch_head=dict(in_channels=384),  # a token and its object embedding, 192 each
     cls_head=dict(in_channels=384),
-    backbone_checkpoint=dict(path='work_dirs/demo_methods/pretrain_dino/epoch_3.pth'))
+    backbone_checkpoint=dict(path='work_dirs/demo_methods/pretrain_dino/epoch_1.pth'))
 
-max_iters = 60
-warmup_iters = 10
+max_iters = 30
+warmup_iters = 5
 param_scheduler = _base_.param_scheduler
 param_scheduler[0].update(end=warmup_iters)
 param_scheduler[1].update(T_max=max_iters - warmup_iters, begin=warmup_iters, end=max_iters)

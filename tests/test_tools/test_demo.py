@@ -154,3 +154,74 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path):
     assert (checkpoint.stat().st_mtime_ns, image.stat().st_mtime_ns) == stamps
     assert 'reusing the toy textures' in result.stdout
 
+
+
+def test_methods_name_every_method_in_run_order():
+    assert demo.parse_args(['--methods', 'all']).methods == \
+        ['SlotCon', 'DSC', 'DINO', 'CoTAP', 'ADCLR', 'iBOT']
+    # CoTAP post-trains DINO's teacher: DINO comes along, and first
+    assert demo.parse_args(['--methods', 'cotap,dsc']).methods == ['DSC', 'DINO', 'CoTAP']
+    assert demo.parse_args([]).methods is None  # the demo as it is
+    assert demo.parse_args(['--methods', 'all']).work_dir == 'work_dirs/demo_methods'
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--methods', 'dino,byol'])
+
+
+def test_methods_commands_train_every_demo_config_on_the_demo_data(tmp_path):
+    from mmengine.config import Config
+    args = demo.parse_args(['--device', 'cpu', '--methods', 'all', '--work-dir', str(tmp_path),
+                            '--data-root', 'data/x'])
+    runner = demo.MethodsDemo(args)
+    commands = []
+    runner.run = lambda cmd, *args, **kwargs: commands.append(cmd)
+    for method in args.methods:
+        if method == 'CoTAP':
+            runner.build_pairs()
+        runner.pretrain(method)
+    trained = [c for c in commands if c[1] == 'tools/train.py']
+    assert [c[2] for c in trained] == [demo.METHOD_CONFIGS[m] for m in args.methods]
+    for command in trained:
+        cfg, given = Config.fromfile(osp.join(ROOT, command[2])), options(command)
+        # every option replaces a key the config has (a misspelt one would be added, unused)
+        for key in given:
+            node = cfg
+            for part in key.split('.')[:-1]:
+                node = node[int(part)] if part.isdigit() else node[part]
+            assert key.split('.')[-1] in node, (command[2], key)
+        assert 'data/x' in [value for key, value in given.items() if key.endswith('data_root')]
+        # the cpu schedule keeps each demo config's own length
+        unit = 'iters' if 'max_iters' in cfg.train_cfg else 'epochs'
+        assert int(given[f'train_cfg.max_{unit}']) == cfg.train_cfg[f'max_{unit}']
+    pairs = next(c for c in commands if c[1] == 'tools/misc/build_nn_pairs.py')
+    cotap = options(trained[args.methods.index('CoTAP')])
+    dino_checkpoint = runner.checkpoints['DINO']
+    assert pairs[3] == dino_checkpoint == cotap['model.backbone_checkpoint.path']
+    assert pairs[pairs.index('--out') + 1] == cotap['train_dataloader.dataset.neighbours_file']
+    assert dino_checkpoint == str(tmp_path / 'pretrain_dino' / 'epoch_1.pth')
+
+
+def test_methods_tiny_run_scores_dino_and_cotap_against_random_inits(tmp_path):
+    """``--methods cotap --schedule tiny`` end to end: DINO, its neighbour pairs, CoTAP from it,
+    each scored against two random draws; the table, methods.json and the console."""
+    work, data = tmp_path / 'methods', tmp_path / 'data'
+    command = [sys.executable, 'tools/demo.py', '--device', 'cpu', '--schedule', 'tiny',
+               '--methods', 'cotap', '--work-dir', str(work), '--data-root', str(data)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((work / 'methods.json').read_text())
+    assert list(record['evidence']) == ['DINO', 'CoTAP']
+    for method, row in record['evidence'].items():
+        assert list(row['results']) == ['pretrained', 'random init 0', 'random init 1']
+        knn = row['margins']['knn']
+        assert knn['draws'] == [row['results'][f'random init {i}']['knn'] for i in range(2)]
+        assert 0 < knn['pretrained'] <= 1 and 'loss' in row['losses']
+        assert osp.isfile(row['checkpoint'])
+        assert row['times']['pretrain']['cpu'] > 0
+    assert record['evidence']['DINO']['checkpoint'].endswith('epoch_1.pth')
+    assert record['evidence']['CoTAP']['checkpoint'].endswith('iter_2.pth')
+    table = (work / 'methods.md').read_text()
+    assert table.count('\n| DINO |') == table.count('\n| CoTAP |') == 1
+    lines = result.stdout.splitlines()
+    assert all(line.startswith('[demo] ') for line in lines), lines
+    assert '[demo] 5/6 CoTAP pretraining' in result.stdout and 'lr_mult' not in result.stdout
+    assert 'Iter(train)' in (work / 'pretrain_cotap' / 'console.log').read_text()
