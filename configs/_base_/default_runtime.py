@@ -34,10 +34,14 @@ load_from = None
 resume = False
 randomness = dict(seed=0, diff_rank_seed=True)
 
-# The fast path of tools/train.py (mmdense/engine/fast_path.py); set a switch False to turn it
-# off, e.g. --cfg-options fast_path.bf16=False:
+# The fast path of tools/train.py (mmdense/engine/fast_path.py), e.g. --cfg-options
+# fast_path.bf16=True fast_path.channels_last=False. A recipe trains in the precision of its
+# optim wrapper (AmpOptimWrapper: fp16 with a dynamic loss scale; OptimWrapper: fp32; fp32 on the
+# CPU): the authors' precision where their code says it (each method's README). bf16 moved every
+# method's gradient further from fp32 than fp16 did (tools/analysis_tools/precision_check.py,
+# benchmarks/README.md "Precision").
 fast_path = dict(
-    bf16=True,  # bf16 autocast on a CUDA GPU with bf16 (in place of fp32 or fp16 AMP); fp32 on CPU
+    bf16=False,  # opt-in: bf16 autocast on a CUDA GPU with bf16, in place of fp32 or fp16 AMP
     channels_last=True,  # ChannelsLastHook for ResNet backbones
     compile=False,  # opt-in: True or torch.compile kwargs, compiles the student backbone
 )

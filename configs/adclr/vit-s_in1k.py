@@ -13,6 +13,8 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 train_dataloader = dict(batch_size=64, dataset=dict(pipeline={{_base_.train_pipeline}}))
+# fp32, as the authors' script trains (DINO's schedule is fp16 with a dynamic loss scale)
+optim_wrapper = dict(type='OptimWrapper')
 # DINO's hooks, with the query term's teacher temperature warmed up alongside τ_t: the
 # script's np.linspace(0.04, 0.07, 30)[epoch] reaches 0.07 in epoch 29
 # (../_base_/schedules/dino_adamw_300e.py)

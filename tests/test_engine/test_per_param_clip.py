@@ -78,6 +78,7 @@ def test_the_dino_recipes_clip_per_parameter():
         cfg = Config.fromfile(osp.join(ROOT, 'configs/dino', config)).optim_wrapper
         model = TwoParameters()
         cfg.optimizer = dict(type='SGD', lr=1.0, weight_decay=0.0)  # the recipe's, plain update
+        cfg.type = 'OptimWrapper'  # the recipes' fp16 AmpOptimWrapper needs a GPU
         init_default_scope('mmdense')
         build_optim_wrapper(model, cfg).update_params(model.loss())
         assert_parameters(model, EXPECTED)

@@ -3,11 +3,12 @@
 # epochs, cosine to 1e-6; weight decay cosine 0.04 -> 0.4 (none on biases and 1-D parameters:
 # norms); each parameter's gradient clipped to norm 3.0 on its own (utils.clip_gradients:
 # PerParamClipOptimWrapperConstructor); prototype layer frozen during epoch 1; constant τ_t
-# (no warm-up hook; ./dino_adamw_300e.py adds the boost run's).
+# (no warm-up hook; ./dino_adamw_300e.py adds the boost run's). fp16 with a dynamic loss scale
+# (main_dino.py --use_fp16 true, its default; fp32 on the CPU).
 max_epochs = 100
 warmup_epochs = 10
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='AmpOptimWrapper',
     constructor='PerParamClipOptimWrapperConstructor',
     # foreach: one fused update over all parameters (torch's default on CUDA; on the CPU too)
     optimizer=dict(type='AdamW', lr=5e-4 * 512 / 256, betas=(0.9, 0.999), weight_decay=0.04,

@@ -4,7 +4,7 @@
 _base_ = ['./dino_adamw_100e.py']
 
 max_epochs = 1
-optim_wrapper = dict(optimizer=dict(lr=3e-4))
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=3e-4))  # fp32, also on a GPU
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=0.2,
          convert_to_iter_based=True),
