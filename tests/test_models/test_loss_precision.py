@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from mmdense.models.heads import DINOHead
 from mmdense.models.losses import (ContinuousAPLoss, DINOLoss, InfoNCEWithQueueLoss,
                                    MultiPositiveInfoNCELoss, PrototypeAssignmentLoss,
-                                   SinkhornCrossEntropyLoss, SlotConGroupLoss,
+                                   SinkhornCrossEntropyLoss, SlotConGroupLoss, SlotContrastLoss,
                                    feature_neighbours, fp32_forward, similarity_lists)
 from mmdense.models.losses.precision import fp32_forward_enabled
 from mmdense.registry import MODELS
@@ -36,6 +36,11 @@ def slotcon_group_case():
     loss = SlotConGroupLoss(num_prototypes=8)
     loss.center.normal_(std=0.1)
     return loss, (bf16(2, 8, 4, 4), bf16(2, 8, 4, 4), torch.tensor([True, False]))
+
+
+def slot_contrast_case():
+    return SlotContrastLoss(temp=0.2), (bf16(2, 6, 16), bf16(2, 6, 16), bf16(2, 6, 3, 3),
+                                        bf16(2, 6, 3, 3))
 
 
 def cotap_case():
@@ -65,6 +70,7 @@ def prototype_case():
 
 
 LOSS_CASES = dict(DINOLoss=dino_loss_case, SlotConGroupLoss=slotcon_group_case,
+                  SlotContrastLoss=slot_contrast_case,
                   ContinuousAPLoss=cotap_case, SinkhornCrossEntropyLoss=sinkhorn_case,
                   InfoNCEWithQueueLoss=info_nce_case,
                   MultiPositiveInfoNCELoss=multi_positive_case,

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from mmdense.registry import MODELS
 from mmdense.utils.dist import concat_all_gather, get_rank
+from .precision import fp32_forward
 from .reductions import rank_mean
 
 
@@ -17,6 +18,15 @@ def kept_slots(dots: Tensor) -> Tensor:
     winners = dots.argmax(dim=1).flatten(1)  # (B, hw)
     kept = torch.zeros(batch_size, num_prototypes, dtype=torch.bool, device=dots.device)
     return kept.scatter_(1, winners, True)
+
+
+@fp32_forward
+def info_nce_sum(queries: Tensor, keys: Tensor, labels: Tensor, temp: float) -> Tensor:
+    """``Σ_q CE(normalize(q) · normalize(κ)ᵀ / τ, label_q)`` for queries (N, D), keys (M, D) and
+    labels (N,) indexing the keys; in fp32 under autocast (:func:`fp32_forward`), since 1/τ
+    multiplies the product's rounding error."""
+    logits = F.normalize(queries.float(), dim=1) @ F.normalize(keys.float(), dim=1).t() / temp
+    return F.cross_entropy(logits, labels, reduction='sum')
 
 
 def slot_contrast_loss(student_slots: Tensor,
@@ -59,17 +69,14 @@ def slot_contrast_loss(student_slots: Tensor,
     queries = student_slots.flatten(0, 1).index_select(0, query_rows)
     if predictor is not None:
         queries = predictor(queries)
-    queries = F.normalize(queries.float(), dim=1)
-    all_keys = concat_all_gather(teacher_slots.detach()).flatten(0, 1).index_select(0, key_rows)
-    keys = F.normalize(all_keys.float(), dim=1)
+    keys = concat_all_gather(teacher_slots.detach()).flatten(0, 1).index_select(0, key_rows)
     # Index of every (rank, image, prototype) among the kept keys; a query's label is the index
     # of its own (rank, image, prototype).
     key_index = (all_kept.long().cumsum(0) - 1).view(-1, batch_size * num_prototypes)
     labels = key_index[get_rank()].index_select(0, query_rows)
 
-    logits = queries @ keys.t() / temp
-    total = F.cross_entropy(logits, labels, reduction='sum')
-    count = torch.full((), num_queries, dtype=torch.float32, device=logits.device)
+    total = info_nce_sum(queries, keys, labels, temp)
+    count = torch.full((), num_queries, dtype=torch.float32, device=total.device)
     return rank_mean(total, count) * (2 * temp)
 
 
