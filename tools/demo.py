@@ -684,11 +684,11 @@ def main_methods(args):
             grid_ceiling=results['pretrained']['grid_ceiling'], losses=demo.losses(method),
             times=dict(pretrain=demo.times[f'{method} pretraining'],
                        score=demo.times[f'{method} vs random init']))
-    total = dict(wall=time.time() - start, cpu=cpu_seconds() - start_cpu)
-    load = dict(start=load_start, end=os.getloadavg(), cpus=os.cpu_count())
-    with open(demo.path('methods.json'), 'w') as f:
-        json.dump(dict(schedule=asdict(demo.schedule), device=args.device, evidence=evidence,
-                       total=total, load_average=load), f, indent=2)
+        total = dict(wall=time.time() - start, cpu=cpu_seconds() - start_cpu)
+        load = dict(start=load_start, end=os.getloadavg(), cpus=os.cpu_count())
+        with open(demo.path('methods.json'), 'w') as f:  # after each method: a cut run keeps them
+            json.dump(dict(schedule=asdict(demo.schedule), device=args.device, evidence=evidence,
+                           total=total, load_average=load), f, indent=2)
     table = method_table(evidence)
     footer = (f'Total {total["wall"]:.0f} s wall, {total["cpu"]:.0f} s CPU on {load["cpus"]} '
               f'CPUs; 1-minute load average {load["start"][0]:.1f} at the start, '
