@@ -13,9 +13,10 @@ anything is built, with the nearest valid name (``model.backbone.dpeth``: ``ResN
 :func:`mmdense.utils.cli.check_cfg_options`).
 
 The config's ``fast_path`` switches (:mod:`mmdense.engine.fast_path`) are resolved for this
-machine: bf16 autocast on a CUDA GPU with bf16 (fp32 on the CPU), channels_last for ResNet
-backbones, and, opt-in, ``torch.compile`` of the student backbone. ``--amp`` asks for mixed
-precision: fp16 with a loss scaler (``AmpOptimWrapper``), or bf16 where the fast path uses it.
+machine: the recipe's precision (its optim wrapper; fp32 on the CPU), channels_last for ResNet
+backbones, and, opt-in, bf16 autocast on a CUDA GPU with bf16 and ``torch.compile`` of the
+student backbone. ``--amp`` asks for mixed precision: fp16 with a loss scaler
+(``AmpOptimWrapper``), or bf16 where the fast path uses it.
 """
 import argparse
 import logging
