@@ -92,6 +92,7 @@ class Schedule:
     # --methods: the length of every method's run (None: its demo config's own)
     method_epochs: Optional[int] = None
     method_iters: Optional[int] = None
+    method_batch: Optional[int] = None  # (None: each demo config's own)
 
 
 SCHEDULES = dict(
@@ -106,7 +107,8 @@ SCHEDULES = dict(
 # CPU, which is as far as the gpu schedule's code has been run (no GPU was available).
 SCHEDULES['tiny'] = replace(SCHEDULES['gpu'], num_train=48, num_val=8, probe_train=16,
                             slotcon_epochs=1, slotcon_batch=8, dino_images=40, cotap_iters=2,
-                            random_draws=2, num_workers=0, method_epochs=1, method_iters=2)
+                            random_draws=2, num_workers=0, method_epochs=1, method_iters=2,
+                            method_batch=8)
 
 
 def parse_args(argv=None):
@@ -588,6 +590,8 @@ class MethodsDemo(Demo):
                    f'train_dataloader.persistent_workers={s.num_workers > 0}',
                    f'train_cfg.max_{unit}s={length}',
                    f'default_hooks.checkpoint.interval={length}']
+        if s.method_batch:  # tiny: 6 iterations an epoch, so a warm-up of 0.2 epochs is one
+            options.append(f'train_dataloader.batch_size={s.method_batch}')
         if s.method_epochs or s.method_iters:
             options.append('default_hooks.logger.interval=1')
         if method == 'CoTAP':
