@@ -52,6 +52,7 @@ RECIPES = {
     'CoTAP': ('configs/cotap/vit-s_coco.py', 'configs/cotap/vit-s_toy.py'),
     'SlotCon': ('configs/slotcon/r50_coco-800e.py', 'configs/slotcon/r18_toy.py'),
     'DSC': ('configs/dsc/r50_coco-800e.py', 'configs/dsc/r18_toy.py'),
+    'iBOT': ('configs/ibot/vit-s_in1k.py', 'configs/ibot/vit-s_toy.py'),
 }
 CHECKS = ('fp16', 'bf16', 'channels_last', 'ddp_syncbn', 'resume', 'export')
 # downstream config that check_transfer builds for an exported backbone, by (kind, depth)
