@@ -31,7 +31,7 @@ def test_recipe_views_turn_a_step_cost_config_into_its_recipe_views(entry):
     expected = {'global_crops': (2, 224)}
     if entry.group == benchmark_table.VIT:
         expected['query_crops' if entry.name == 'adclr' else 'local_crops'] = (
-            (4, 96) if entry.name == 'adclr' else (10, 96))
+            (1, 96) if entry.name == 'adclr' else (10, 96))
     assert crops(cfg) == expected
     images_per_step = entry.recipe_batch * (2 if entry.pairs else 1)
     assert images_per_step == (32 if entry.group == benchmark_table.VIT else 64)

@@ -52,7 +52,7 @@ class Entry:
 
 
 VIT, RESNET = 'ViT-S/16', 'ResNet-50'
-# the recipes' views: DINO's and CoTAP's 2 x 224 + 10 x 96 px; ADCLR's 4 x 96 px queries replace
+# the recipes' views: DINO's and CoTAP's 2 x 224 + 10 x 96 px; ADCLR's one 96 px query crop replaces
 # the local crops; the ResNet methods' 2 x 224 px (the default of Entry.recipe_views)
 VIT_RECIPE_VIEWS = ('global_crops=2x224', 'local_crops=10x96')
 ENTRIES = (
@@ -60,7 +60,7 @@ ENTRIES = (
     Entry('cotap', 'CoTAP', VIT, 'cotap_vit-s16.py', ('dino', ), 1.25, pairs=True,
           recipe_views=VIT_RECIPE_VIEWS, recipe_batch=16),
     Entry('adclr', 'ADCLR', VIT, 'adclr_vit-s16.py', ('dino', ), 1.15,
-          recipe_views=('global_crops=2x224', 'query_crops=4x96'), recipe_batch=32),
+          recipe_views=('global_crops=2x224', 'query_crops=1x96'), recipe_batch=32),
     Entry('densecl', 'DenseCL (mmpretrain)', RESNET, 'densecl_r50.py'),
     Entry('byol', 'BYOL (mmpretrain)', RESNET, 'byol_r50.py'),
     Entry('slotcon', 'SlotCon', RESNET, 'slotcon_r50.py', ('densecl', 'byol'), 1.2),

@@ -1,7 +1,7 @@
 # Step cost, ViT-S/16 group: ADCLR (target: at most 1.15 x DINO's time per image). The COCO
 # recipe of ../../adclr/vit-s_coco.py with the group's views and batch (2 x 96 px global
 # crops, 8 images per step, toy scenes). ADCLR's local crops are its query crops (the recipe's
-# 4 x 96 px, one patch token each per 16 px): here the group's 4 x 48 px local crops become
+# one 96 px crop, one patch token each per 16 px): here the group's 4 x 48 px local crops become
 # its 4 queries of 3 x 3 tokens, so its step sees the same pixels as DINO's.
 _base_ = ['../../adclr/vit-s_coco.py']
 
