@@ -43,13 +43,14 @@ import time
 
 import torch
 
-from mmdense.engine.checkpoint import write_atomically
+from mmdense.fileio.checkpoint import write_atomically
 from mmdense.evaluation import (PROTOCOLS, load_dataset_config, load_model, load_split,
                                 run_protocol)
 from mmdense.evaluation.data_check import check_data
 from mmdense.evaluation.preset_eval import evaluate_preset, split_counts, write_report
 from mmdense.evaluation.presets import PRESETS, format_preset, preset_data_cfg
-from mmdense.utils.cli import UserValueError, run_cli
+from mmdense.utils.cli import run_cli
+from mmdense.utils.errors import UserValueError
 
 
 def parse_args():

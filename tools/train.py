@@ -26,8 +26,8 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 
-from mmdense.utils.cli import (UserKeyError, UserValueError, add_launcher_arguments, load_config,
-                               parse_launcher_args, run_cli)
+from mmdense.utils.cli import add_launcher_arguments, load_config, parse_launcher_args, run_cli
+from mmdense.utils.errors import UserKeyError, UserValueError
 
 
 def parse_args():
@@ -109,7 +109,7 @@ def merge_args(cfg: Config, args) -> Config:
 def check_start_checkpoint(cfg: Config) -> None:
     """Read the checkpoint the run will start from, if any, so that an unreadable one is named
     before the runner is built."""
-    from mmdense.engine.checkpoint import read_checkpoint
+    from mmdense.fileio.checkpoint import read_checkpoint
     path = cfg.get('load_from')
     if path is None and cfg.get('resume'):
         path = find_latest_checkpoint(cfg.work_dir)

@@ -11,7 +11,7 @@ from mmengine.logging import print_log
 from torch.utils.data import Dataset
 
 from mmdense.registry import DATASETS
-from mmdense.utils.cli import UserKeyError, UserValueError
+from mmdense.utils.errors import UserKeyError, UserValueError
 
 
 def write_ring_neighbours(data_root: str, out: str, num_neighbours: int = 2) -> str:

@@ -14,7 +14,7 @@ import dataclasses
 import os.path as osp
 from typing import Dict, List, Optional, Tuple
 
-from mmdense.utils.cli import UserError
+from mmdense.utils.errors import UserError
 from .data import image_list_path, list_samples, split_parts, split_root
 
 

@@ -17,9 +17,9 @@ from typing import Dict, Optional, Union
 
 from torch import nn
 
-from mmdense.utils.cli import UserValueError
+from mmdense.utils.errors import UserValueError
 from mmdense.utils.dist import get_rank, get_world_size
-from mmdense.utils.fileio import sha256sum
+from mmdense.fileio import sha256sum
 from .data import DenseEvalDataset
 from .data_check import check_data
 from .presets import DensePreset, describe_setting, format_preset, get_preset, preset_data_cfg
@@ -202,7 +202,7 @@ def write_report(record: dict, json_path: str, checkpoint: Optional[str] = None,
     """Write ``record`` (with the checkpoint path, its SHA-256, the config and the time) to
     ``json_path`` and the Markdown report next to it (``.md``), each replaced atomically.
     Returns the two paths."""
-    from mmdense.engine.checkpoint import write_atomically
+    from mmdense.fileio.checkpoint import write_atomically
     record = dict(record, checkpoint=checkpoint, config=config,
                   checkpoint_sha256=checkpoint and checkpoint_sha256(checkpoint),
                   created=datetime.datetime.now(datetime.timezone.utc).isoformat(

@@ -65,7 +65,7 @@ def load_model(config, checkpoint: str, device: str = 'cpu', allow_partial: bool
     (``'random'`` keeps the random init).
 
     The checkpoint is read with ``weights_only=True`` and loaded through
-    :func:`mmdense.engine.load_coverage.load_weights`: a coverage line is logged, and a file that
+    :func:`mmdense.fileio.load_coverage.load_weights`: a coverage line is logged, and a file that
     does not fill every tensor of the evaluated backbone (another architecture, an exported
     backbone, a dict without ``state_dict``), or holds NaN/Inf there, is refused unless
     ``allow_partial``; so is a backbone whose object prototypes were never initialised (a
@@ -76,8 +76,8 @@ def load_model(config, checkpoint: str, device: str = 'cpu', allow_partial: bool
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
 
-    from mmdense.engine.checkpoint import read_checkpoint
-    from mmdense.engine.load_coverage import (PartialLoadError, checkpoint_weights, load_weights,
+    from mmdense.fileio.checkpoint import read_checkpoint
+    from mmdense.fileio.load_coverage import (PartialLoadError, checkpoint_weights, load_weights,
                                               module_prefix)
     from mmdense.registry import MODELS
     from mmdense.utils import register_all_modules

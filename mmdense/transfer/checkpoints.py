@@ -14,9 +14,9 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from mmdense.engine.checkpoint import refuse_overwriting_inputs
-from mmdense.utils.cli import UserKeyError, UserValueError
-from mmdense.utils.fileio import sha256sum
+from mmdense.fileio.checkpoint import refuse_overwriting_inputs
+from mmdense.utils.errors import UserKeyError, UserValueError
+from mmdense.fileio import sha256sum
 
 from .keys import (StateDict, backbone_kind, describe_backbone, detect_vit_layout, from_layout,
                    target_layout, to_layout)
@@ -62,10 +62,10 @@ def sidecar_path(path: str) -> str:
 
 
 def load_file(path: str) -> dict:
-    """:func:`mmdense.engine.checkpoint.read_checkpoint`: ``weights_only=True`` (the official
+    """:func:`mmdense.fileio.checkpoint.read_checkpoint`: ``weights_only=True`` (the official
     training scripts' ``args`` namespaces, paths and numpy floats are allowed by
     :func:`mmdense.utils.compat.checkpoint_safe_globals`), errors that name the file."""
-    from mmdense.engine.checkpoint import read_checkpoint
+    from mmdense.fileio.checkpoint import read_checkpoint
     return read_checkpoint(path)
 
 
@@ -87,7 +87,7 @@ def checkpoint_algorithm(checkpoint: dict, path: str,
         model = model.to_dict() if hasattr(model, 'to_dict') else model
         where = config
     else:
-        from mmdense.engine.checkpoint import stored_model_config
+        from mmdense.fileio.checkpoint import stored_model_config
         model, where = stored_model_config(checkpoint, path), f'{path} meta.cfg'
         if model is None:
             raise UserKeyError(f'{path}: no meta.cfg or meta.algorithm: cannot tell which '
@@ -155,7 +155,7 @@ def _tensors_only(state_dict: StateDict) -> StateDict:
 def _atomic_save(obj, path: str) -> None:
     """``torch.save`` to a synced temporary file renamed over ``path``: an interrupted export
     leaves the previous file (or none), never a truncated one."""
-    from mmdense.engine.checkpoint import torch_save_atomically
+    from mmdense.fileio.checkpoint import torch_save_atomically
     torch_save_atomically(obj, path)
 
 
@@ -191,7 +191,7 @@ def export_backbone(source: str, out: str, target: str, branch: Optional[str] = 
         num_tensors=len(exported),
         file_sha256=sha256sum(out),
     )
-    from mmdense.engine.checkpoint import write_atomically
+    from mmdense.fileio.checkpoint import write_atomically
     write_atomically(json.dumps(sidecar, indent=2).encode(), sidecar_path(out))
     return sidecar
 

@@ -4,7 +4,7 @@ from typing import Optional
 import torch.nn as nn
 from mmengine.config import Config
 
-from mmdense.utils.cli import UserValueError
+from mmdense.utils.errors import UserValueError
 
 SCOPES = ('mmdet', 'mmseg')
 

@@ -10,7 +10,7 @@ from typing import Dict, Sequence, Tuple
 
 from torch import Tensor
 
-from mmdense.utils.cli import UserKeyError, UserValueError
+from mmdense.utils.errors import UserKeyError, UserValueError
 
 StateDict = Dict[str, Tensor]
 

@@ -18,6 +18,8 @@ import sys
 import textwrap
 from typing import Callable, NoReturn, Optional
 
+from .errors import UserError, UserKeyError
+
 USER_ERROR_EXIT_CODE = 2
 # top-level config keys something reads: mmengine's Runner (from_cfg and self.cfg) and mmdense
 # (the fast path of tools/train.py, the CoTAP ring neighbours of the benchmarks, dense eval)
@@ -32,21 +34,6 @@ KNOWN_TOP_LEVEL_KEYS = (
 # keys of a dict with ``type`` that mmengine's runner takes before building it: an optimiser
 # wrapper's constructor settings, a scheduler's epoch-to-iteration switch, a hook's priority
 KEYS_TAKEN_BEFORE_BUILD = ('constructor', 'paramwise_cfg', 'convert_to_iter_based', 'priority')
-
-
-class UserError(Exception):
-    """An input mistake the user can act on; the message names the file/key and the reason."""
-
-
-class UserValueError(UserError, ValueError):
-    """A bad value in the user's input (a ``ValueError`` too)."""
-
-
-class UserKeyError(UserError, KeyError):
-    """A missing key in the user's input (a ``KeyError`` too, printed without quotes)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ''
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None):

@@ -109,7 +109,7 @@ def test_resume_never_runs_the_config_text_of_the_checkpoint(toy_root, tmp_path)
 
 
 def test_a_model_config_that_is_not_plain_data_is_refused_not_run(tiny_models, tmp_path):
-    from mmdense.engine.checkpoint import CheckpointReadError
+    from mmdense.fileio.checkpoint import CheckpointReadError
     from mmdense.transfer import export_backbone
     marker = str(tmp_path / 'payload_ran')
     checkpoint = torch.load(tiny_models['dino'][1], weights_only=True)
@@ -127,7 +127,7 @@ def test_a_model_config_that_is_not_plain_data_is_refused_not_run(tiny_models, t
 def test_checkpoints_record_the_model_config_as_plain_data(tmp_path):
     from mmengine.runner import Runner
 
-    from mmdense.engine.checkpoint import stored_model_config
+    from mmdense.fileio.checkpoint import stored_model_config
     from mmdense.registry import MODELS
     MODELS.register_module(name='ReliabilityLinearModel', module=LinearModel, force=True)
     model = dict(type='ReliabilityLinearModel')

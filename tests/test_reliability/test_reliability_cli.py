@@ -78,7 +78,7 @@ def damaged(kind, good, path):
 
 @pytest.mark.parametrize('kind', ['zero-byte', 'truncated', 'corrupt', 'text'])
 def test_a_damaged_checkpoint_is_named(kind, tiny_models, tmp_path, capsys):
-    from mmdense.engine.checkpoint import CheckpointReadError, read_checkpoint
+    from mmdense.fileio.checkpoint import CheckpointReadError, read_checkpoint
     path = damaged(kind, tiny_models['dino'][1], tmp_path / f'{kind}.pth')
     with pytest.raises(CheckpointReadError, match=str(path)):
         read_checkpoint(str(path))
@@ -90,7 +90,7 @@ def test_a_damaged_checkpoint_is_named(kind, tiny_models, tmp_path, capsys):
 
 def test_a_full_disk_during_a_checkpoint_save_says_enospc(tmp_path, monkeypatch):
     """torch.save reports a failed write as ``RuntimeError: [enforce fail ...]``."""
-    from mmdense.engine import checkpoint as module
+    from mmdense.fileio import checkpoint as module
     original_fdopen = os.fdopen
 
     class FullDisk:

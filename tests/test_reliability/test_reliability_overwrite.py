@@ -171,7 +171,7 @@ def test_an_output_below_a_file_names_that_file(tool, tmp_path, tiny_models, toy
 
 PERMISSION_DENIED = '''
 import sys
-from mmdense.engine.checkpoint import write_atomically
+from mmdense.fileio.checkpoint import write_atomically
 write_atomically(b'new', sys.argv[1])
 '''
 
@@ -202,7 +202,7 @@ def test_a_folder_without_write_permission_as_root_without_privileges(tmp_path):
 def test_the_longest_name_the_folder_allows_can_be_written(tmp_path):
     """The temporary's name is cut to fit. Before: ``[Errno 36] File name too long`` naming
     the temporary, for a name the folder allows."""
-    from mmdense.engine.checkpoint import OutputWriteError, write_atomically
+    from mmdense.fileio.checkpoint import OutputWriteError, write_atomically
     longest = tmp_path / ('n' * (os.pathconf(tmp_path, 'PC_NAME_MAX') - len('.json')) + '.json')
     write_atomically(b'{}', longest)
     assert os.listdir(tmp_path) == [longest.name] and longest.read_bytes() == b'{}'
@@ -215,7 +215,7 @@ def test_the_longest_name_the_folder_allows_can_be_written(tmp_path):
 
 KILLED_SAVE = '''
 import os, signal, sys
-from mmdense.engine.checkpoint import _replace_atomically
+from mmdense.fileio.checkpoint import _replace_atomically
 def write(f):
     f.write(b'x' * 100000)
     f.flush()
@@ -242,7 +242,7 @@ def test_a_killed_save_leaves_a_temporary_that_the_next_run_removes(tmp_path):
 
 HOLD_LOCK = '''
 import sys, time
-from mmdense.engine.checkpoint import lock_work_dir
+from mmdense.fileio.checkpoint import lock_work_dir
 lock_work_dir(sys.argv[1])
 print('locked', flush=True)
 time.sleep(120)
@@ -250,7 +250,7 @@ time.sleep(120)
 
 
 def test_a_work_dir_held_by_a_live_run_is_refused(tmp_path):
-    from mmdense.engine.checkpoint import WorkDirLockedError
+    from mmdense.fileio.checkpoint import WorkDirLockedError
     work = tmp_path / 'work'
     holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, str(work)], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)

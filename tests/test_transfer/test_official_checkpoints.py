@@ -111,7 +111,7 @@ def test_fixtures_have_the_pickle_structure_of_the_official_scripts(tmp_path):
 
 
 def test_training_checkpoint_reads_back_with_its_args_and_numpy_learning_rates(tmp_path):
-    from mmdense.engine.checkpoint import read_checkpoint
+    from mmdense.fileio.checkpoint import read_checkpoint
     path = official.dino_training_checkpoint(str(tmp_path), launcher='submitit',
                                              numpy_version=1).path
     checkpoint = read_checkpoint(path)
@@ -130,7 +130,7 @@ def test_training_checkpoint_reads_back_with_its_args_and_numpy_learning_rates(t
 def test_a_windows_path_loads_as_a_pure_path_on_posix(tmp_path):
     """``pathlib.WindowsPath`` cannot be built on POSIX; a checkpoint written on Windows names
     it, and loads with a ``PureWindowsPath`` in its place."""
-    from mmdense.engine.checkpoint import read_checkpoint
+    from mmdense.fileio.checkpoint import read_checkpoint
     if os.name == 'nt':
         pytest.skip('the stand-in is for POSIX systems')
     path = official.save({'args': pathlib.PureWindowsPath('C:/runs/dino')},
@@ -143,7 +143,7 @@ def test_a_windows_path_loads_as_a_pure_path_on_posix(tmp_path):
 @pytest.mark.parametrize('numpy_version', [1, 2])
 def test_numpy_arrays_of_either_numpy_load(tmp_path, numpy_version):
     """An mmengine message-hub history (a float64 array) pickled under numpy 1.x or 2.x."""
-    from mmdense.engine.checkpoint import read_checkpoint
+    from mmdense.fileio.checkpoint import read_checkpoint
     history = np.array([0.5, 0.25, 0.125])
     path = official.save({'meta': {'history': history, 'seed': np.int64(7)}},
                          tmp_path / 'hub.pth', numpy_version)
@@ -175,7 +175,7 @@ class PartialPayload(Payload):
 @pytest.mark.parametrize('payload, refused', [(Payload, 'os.makedirs'),
                                               (PartialPayload, 'functools.partial')])
 def test_code_in_a_training_checkpoint_is_refused_in_one_line(tmp_path, payload, refused):
-    from mmdense.engine.checkpoint import UnsafeCheckpointError
+    from mmdense.fileio.checkpoint import UnsafeCheckpointError
     from mmdense.transfer import import_published
     marker = str(tmp_path / 'payload_ran')
     published = official.dino_training_checkpoint(str(tmp_path))
@@ -194,7 +194,7 @@ def test_code_in_a_training_checkpoint_is_refused_in_one_line(tmp_path, payload,
 
 @pytest.mark.parametrize('numpy_version', [1, 2])
 def test_an_object_array_is_refused(tmp_path, numpy_version):
-    from mmdense.engine.checkpoint import UnsafeCheckpointError, read_checkpoint
+    from mmdense.fileio.checkpoint import UnsafeCheckpointError, read_checkpoint
     path = official.save({'meta': np.array([1, 'two'], dtype=object)}, tmp_path / 'objects.pth',
                          numpy_version)
     with pytest.raises(UnsafeCheckpointError, match=r"objects.pth: .*it needs the call "

@@ -12,7 +12,8 @@ import json
 import os
 import os.path as osp
 
-from mmdense.utils.cli import UserError, UserValueError, run_cli
+from mmdense.utils.cli import run_cli
+from mmdense.utils.errors import UserError, UserValueError
 
 DEFAULT_PREFIXES = ('loss', 'dense_eval/')
 

@@ -21,7 +21,8 @@ from mmdense.evaluation import (extract_features, kmeans, load_dataset_config, l
 from mmdense.evaluation.protocols import flatten_features
 from mmdense.evaluation.visuals import (colorize, heatmap, image_grid, palette, pca_rgb,
                                         similarity_map)
-from mmdense.utils.cli import UserError, run_cli
+from mmdense.utils.cli import run_cli
+from mmdense.utils.errors import UserError
 
 
 def parse_point(text):

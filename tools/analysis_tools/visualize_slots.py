@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from mmengine.registry import init_default_scope
 
 from mmdense.datasets.transforms import LoadRGBImage
-from mmdense.engine.checkpoint import read_checkpoint
-from mmdense.engine.load_coverage import load_weights
+from mmdense.fileio.checkpoint import read_checkpoint
+from mmdense.fileio.load_coverage import load_weights
 from mmdense.evaluation.features import model_inputs
 from mmdense.registry import MODELS
 from mmdense.utils import register_all_modules
-from mmdense.utils.cli import UserError, UserValueError, load_config, run_cli
+from mmdense.utils.cli import load_config, run_cli
+from mmdense.utils.errors import UserError, UserValueError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 THUMB = 112

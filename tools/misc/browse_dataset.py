@@ -23,7 +23,8 @@ from mmengine.registry import init_default_scope
 from mmdense.datasets.transforms import LoadRGBImage
 from mmdense.registry import DATASETS
 from mmdense.utils import register_all_modules
-from mmdense.utils.cli import UserError, UserValueError, load_config, run_cli
+from mmdense.utils.cli import load_config, run_cli
+from mmdense.utils.errors import UserError, UserValueError
 
 COLOURS = ((0, 200, 255), (255, 120, 0), (80, 220, 80), (220, 60, 220), (0, 90, 255),
            (255, 220, 0), (160, 120, 255), (120, 255, 220))  # BGR

@@ -69,7 +69,7 @@ def embedding_model_config(args):
     """The config to build the embedding model from (see the module doc)."""
     from mmengine.config import Config
 
-    from mmdense.engine.checkpoint import read_checkpoint, stored_model_config
+    from mmdense.fileio.checkpoint import read_checkpoint, stored_model_config
     from mmdense.utils.cli import load_config
     if args.model_config:
         return load_config(args.model_config)
@@ -112,7 +112,7 @@ def top_k_neighbours(embeddings: torch.Tensor, k: int, chunk_size: int) -> torch
 
 
 def check_topk(k: int, num_images: int) -> None:
-    from mmdense.utils.cli import UserValueError
+    from mmdense.utils.errors import UserValueError
     if not 1 <= k < num_images:
         raise UserValueError(f'--topk must lie in [1, {num_images - 1}] for {num_images} '
                              f'images, got {k}')
@@ -123,12 +123,13 @@ def main():
     from mmengine.dataset import default_collate
     from torch.utils.data import DataLoader
 
-    from mmdense.engine.checkpoint import refuse_overwriting_inputs, write_atomically
+    from mmdense.fileio.checkpoint import refuse_overwriting_inputs, write_atomically
     from mmdense.evaluation.features import input_normalization
     from mmdense.evaluation.runner import load_model
     from mmdense.registry import DATASETS
-    from mmdense.utils.cli import UserKeyError, load_config
-    from mmdense.utils.fileio import sha256sum
+    from mmdense.utils.cli import load_config
+    from mmdense.utils.errors import UserKeyError
+    from mmdense.fileio import sha256sum
 
     for path in (args.config, args.checkpoint):
         if not osp.isfile(path):

@@ -9,7 +9,8 @@ import argparse
 
 from mmengine.config import DictAction
 
-from mmdense.utils.cli import UserValueError, load_config, run_cli
+from mmdense.utils.cli import load_config, run_cli
+from mmdense.utils.errors import UserValueError
 
 
 def parse_args():

@@ -10,10 +10,10 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import find_latest_checkpoint
 
-from mmdense.engine.checkpoint import (ATOMIC_BACKEND, MODEL_CONFIG_KEY, lock_work_dir,
+from mmdense.fileio.checkpoint import (ATOMIC_BACKEND, MODEL_CONFIG_KEY, lock_work_dir,
                                        plain_copy, remove_stale_temporaries, unlock_work_dir,
                                        write_atomically)
-from mmdense.engine.load_coverage import checkpoint_weights, is_backbone_key, measure_coverage
+from mmdense.fileio.load_coverage import checkpoint_weights, is_backbone_key, measure_coverage
 from mmdense.registry import HOOKS
 
 
@@ -24,7 +24,7 @@ class AtomicCheckpointHook(CheckpointHook):
     Differences from mmengine 0.10.7's hook (same arguments):
 
     - checkpoints and ``last_checkpoint`` are written to a temporary file and renamed into place
-      (:class:`~mmdense.engine.checkpoint.AtomicLocalBackend`), never left half-written;
+      (:class:`~mmdense.fileio.checkpoint.AtomicLocalBackend`), never left half-written;
     - with ``max_keep_ckpts``, the oldest checkpoint is removed *after* the new one is saved
       (mmengine removes it before, so a crash mid-save with ``max_keep_ckpts=1`` left nothing);
     - before training, the main process locks the work dir (a second live run on it is refused
@@ -109,7 +109,7 @@ class CheckpointLoadGuardHook(Hook):
     - Config text in ``meta.config`` is removed: mmengine 0.10.7's ``Runner.resume`` executes it
       (``Config.fromstring``) only to compare GPU ids, so a checkpoint could run code on resume.
     - The coverage of the state dict is logged and a partial load refused
-      (:mod:`mmdense.engine.load_coverage`): on resume the whole model must load; with
+      (:mod:`mmdense.fileio.load_coverage`): on resume the whole model must load; with
       ``load_from`` its backbones (the whole model if it has none), since heads may be new.
       ``allow_partial=True`` logs the refusal as a warning instead.
     """

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Union
 
+import torch
 from mmengine.fileio import LocalBackend, register_backend
 
 try:
@@ -33,7 +34,8 @@ try:
 except ImportError:  # Windows: runs are not locked
     fcntl = None
 
-from mmdense.utils.cli import UserError, UserValueError
+from mmdense.utils.config_text import NonLiteralConfigError, read_assignments
+from mmdense.utils.errors import UserError, UserValueError
 
 ATOMIC_BACKEND = 'atomic_local'
 # .<target name>.<pid>.<random>.tmp
@@ -263,7 +265,6 @@ def write_atomically(data: bytes, path: Union[str, Path]) -> None:
 
 def torch_save_atomically(obj: Any, path: Union[str, Path]) -> None:
     """``torch.save(obj, path)`` such that ``path`` never holds a partial file."""
-    import torch
     _replace_atomically(path, lambda f: torch.save(obj, f))
 
 
@@ -317,9 +318,6 @@ def read_checkpoint(path: str, extra_safe_globals: tuple = ()) -> dict:
     allowed), with errors that name ``path`` and the reason; a file that needs anything else is
     refused with one line that names what it needs and what to do
     (:class:`UnsafeCheckpointError`)."""
-    import torch
-
-    import mmdense  # noqa: F401  (applies the allow-list)
     path = os.fspath(path)
     if not osp.exists(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
@@ -378,7 +376,6 @@ def stored_model_config(checkpoint: dict, path: str) -> Union[dict, None]:
     older checkpoints, the ``model = ...`` literal of the config text ``meta.cfg``. ``None`` when
     the checkpoint holds neither (e.g. an imported file); raises :class:`CheckpointReadError`
     when ``meta.cfg`` holds a model that is not a literal."""
-    from mmdense.utils.config_text import NonLiteralConfigError, read_assignments
     meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
     record = meta.get(MODEL_CONFIG_KEY)
     if isinstance(record, dict):

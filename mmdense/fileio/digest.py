@@ -1,4 +1,4 @@
-"""File helpers shared by the tools."""
+"""File digests: the SHA-256 of a checkpoint, recorded in export sidecars and evaluation reports."""
 import hashlib
 
 

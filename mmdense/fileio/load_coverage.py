@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from mmdense.utils.cli import UserError
+from mmdense.utils.errors import UserError
 
 StateDict = Dict[str, torch.Tensor]
 MIN_COVERAGE = 1.0
