@@ -2,7 +2,7 @@
 
 No test module imports another: what several of them need is here, grouped as the package is
 (runner configs and tools, transfer, models). The per-algorithm tiny runner configs are built
-from ``algorithm_table.py``.
+from the method records by ``algorithm_table.py``.
 """
 import io
 import json
@@ -33,9 +33,13 @@ IMG = 64
 
 # ----------------------------------------------------------------------- runs and tools
 def tiny_run_config(config, toy_root, max_iters):
-    """A shipped toy config on ``toy_root``, iteration-based, logging every iteration."""
+    """A shipped toy config on ``toy_root`` (the data root of its image dataset, inside any
+    wrapper such as CoTAP's pairs), iteration-based, logging every iteration."""
     cfg = Config.fromfile(osp.join(ROOT, config))
-    cfg.train_dataloader.dataset.data_root = toy_root
+    images = cfg.train_dataloader.dataset
+    while 'dataset' in images:
+        images = images.dataset
+    images.data_root = toy_root
     cfg.train_dataloader.update(batch_size=4, num_workers=0, persistent_workers=False)
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
     cfg.param_scheduler = []

@@ -65,7 +65,7 @@ def test_exported_files_hold_only_the_transfer_branch_tensors(algorithm, pretrai
     branch = MODELS.get(algorithm).default_transfer_branch
     prefix = PREFIX[branch]
     backbone = {k[len(prefix):]: v for k, v in source.items() if k.startswith(prefix)}
-    for target in TARGETS[ALGORITHMS[algorithm].backbone]:
+    for target in TARGETS[ALGORITHMS[algorithm].backbone_family]:
         out = str(tmp_path / f'{target}.pth')
         sidecar = export_backbone(pretrained[algorithm], out, target)
         state = tensors_only(out)
