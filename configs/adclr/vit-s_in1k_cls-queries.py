@@ -1,5 +1,5 @@
 # ADCLR ViT-S/16 on ImageNet-1K, single-token variant (the project's earlier reading of the
-# paper, kept as an option): ../dino/vit-s_in1k.py unchanged (2 x 224 + 10 x 96 px DINO views,
+# paper, kept as an option): DINO ViT-S/16 (2 x 224 + 10 x 96 px DINO views,
 # 65536 prototypes) plus 10 query crops of 16 px, one token each, that see the image tokens and
 # themselves only; a crop's target is the teacher's CLS output on the crop encoded alone.
 _base_ = ['./vit-s_in1k.py']

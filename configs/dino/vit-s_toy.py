@@ -1,5 +1,5 @@
 # DINO ViT-S/16 sized for the 2-core CPU demo on the toy scenes: the same backbone, head
-# structure, losses and schedules as vit-s_in1k.py, with 2 x 96 px global + 4 x 48 px local
+# structure, losses and schedules as vit-s_in1k-300e.py, with 2 x 96 px global + 4 x 48 px local
 # crops, batch 8 and the 1-epoch (75-iteration) schedule of ../_base_/schedules/dino_adamw_toy.py.
 # Changed for such a short run (a sweep on the toy set is in configs/dino/README.md): 256
 # prototypes and a constant teacher temperature of 0.02 (sharper targets; with 0.04 -> 0.07 the

@@ -18,6 +18,7 @@ import sys
 import textwrap
 from typing import Callable, NoReturn, Optional
 
+from .config_names import resolve_renamed_config
 from .errors import UserError, UserKeyError
 
 USER_ERROR_EXIT_CODE = 2
@@ -39,8 +40,10 @@ KEYS_TAKEN_BEFORE_BUILD = ('constructor', 'paramwise_cfg', 'convert_to_iter_base
 def load_config(path: str, cfg_options: Optional[dict] = None):
     """``Config.fromfile(path)`` merged with ``cfg_options``; a missing file, a folder or a
     config that fails to execute (syntax error, bad ``_base_``) raises :class:`UserError` naming
-    it, and so does an option that nothing would read (:func:`check_cfg_options`)."""
+    it, and so does an option that nothing would read (:func:`check_cfg_options`). A renamed
+    config's old name loads the new one (:mod:`mmdense.utils.config_names`)."""
     from mmengine.config import Config
+    path = resolve_renamed_config(path)
     if not osp.exists(path):
         raise FileNotFoundError(f'config not found: {path}')
     if osp.isdir(path):

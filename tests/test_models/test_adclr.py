@@ -139,7 +139,7 @@ def teacher_reference(model, crops):
     return outputs['cls_token'], outputs['featmap']
 
 
-def test_query_targets_are_the_teachers_patch_tokens_one_to_one(message_hub_max_iters):
+def test_query_targets_are_the_teachers_patch_tokens_one_to_one():
     """Target row (b, q, j) = the teacher's patch token j of crop q of image b encoded alone."""
     model = build_seeded(tiny_adclr_cfg())
     assert model.query_target == 'patch_tokens'  # the default recipe
@@ -158,7 +158,7 @@ def test_query_targets_are_the_teachers_patch_tokens_one_to_one(message_hub_max_
 
 
 @pytest.mark.parametrize('query_target', ['patch_tokens', 'cls_token'])
-def test_query_loss_matches_hand_computation(message_hub_max_iters, query_target):
+def test_query_loss_matches_hand_computation(query_target):
     model = build_seeded(tiny_adclr_cfg(query_target=query_target, query_loss_weight=0.5,
                                  query_teacher_temp=0.05))
     model.eval()  # no drop-path: the student forward can be repeated exactly
@@ -193,7 +193,7 @@ def test_query_loss_matches_hand_computation(message_hub_max_iters, query_target
     assert torch.allclose(model.query_loss_module.center[0], expected_center, atol=1e-6)
 
 
-def test_dino_term_is_dinos_loss_bit_for_bit(message_hub_max_iters):
+def test_dino_term_is_dinos_loss_bit_for_bit():
     adclr = build_seeded(tiny_adclr_cfg())
     dino = build_seeded(tiny_adclr_cfg('DINO'))
     dino.load_state_dict({k: v for k, v in adclr.state_dict().items()
@@ -205,7 +205,7 @@ def test_dino_term_is_dinos_loss_bit_for_bit(message_hub_max_iters):
     assert torch.equal(losses['loss_dino'], dino.loss(views, None)['loss'])
 
 
-def test_only_the_student_learns_and_queries_train_it(message_hub_max_iters):
+def test_only_the_student_learns_and_queries_train_it():
     model = build_seeded(tiny_adclr_cfg())
     views, queries = adclr_views()
     model.loss(views + queries, query_samples())['loss_query'].backward()
@@ -218,8 +218,8 @@ def test_parameter_count_equals_dino_with_the_same_head():
     register_all_modules(init_default_scope=False)
     init_default_scope('mmdense')
     counts = {}
-    for method in ('dino', 'adclr'):
-        cfg = Config.fromfile(f'{ROOT}/configs/{method}/vit-s_in1k.py').model
+    for method, recipe in (('dino', 'vit-s_in1k-300e.py'), ('adclr', 'vit-s_in1k.py')):
+        cfg = Config.fromfile(f'{ROOT}/configs/{method}/{recipe}').model
         cfg.head.out_channels = cfg.loss.out_channels = 8192  # ADCLR's prototypes
         model = MODELS.build(cfg)
         counts[method] = (sum(p.numel() for p in model.parameters()),
@@ -295,7 +295,7 @@ def toy_recipe_batch_and_model(algorithm):
     return model.data_preprocessor(default_collate(packed), training=True), model
 
 
-def test_recipe_dino_term_sees_the_two_global_views_only(message_hub_max_iters):
+def test_recipe_dino_term_sees_the_two_global_views_only():
     data, adclr = toy_recipe_batch_and_model('ADCLR')
     inputs, data_samples = data['inputs'], data['data_samples']
     assert data_samples[0].num_queries == 4 and len(inputs) == 2 + 4
@@ -308,7 +308,7 @@ def test_recipe_dino_term_sees_the_two_global_views_only(message_hub_max_iters):
     assert torch.equal(losses['loss_dino'], dino.loss(inputs[:2], None)['loss'])
 
 
-def test_clear_errors(message_hub_max_iters):
+def test_clear_errors():
     model = build_seeded(tiny_adclr_cfg())
     views, queries = adclr_views()
     from mmpretrain.structures import DataSample
@@ -328,7 +328,7 @@ def test_clear_errors(message_hub_max_iters):
         build_seeded(tiny_adclr_cfg(query_target='cls'))
 
 
-def test_query_crops_follow_the_views_and_reach_the_model(message_hub_max_iters):
+def test_query_crops_follow_the_views_and_reach_the_model():
     img = np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8)
     crops = dict(global_crops=dict(size=32), local_crops=dict(num=2, size=16))
     np.random.seed(0)
@@ -400,7 +400,7 @@ def test_one_query_cell_against_the_hand_computation():
                                rtol=0)
 
 
-def test_adclr_places_each_query_in_each_global_view_by_the_crop_boxes(message_hub_max_iters):
+def test_adclr_places_each_query_in_each_global_view_by_the_crop_boxes():
     """The positions added to the query tokens of global view v are those of the query cells
     in view v's grid, from the packed crop boxes (2 global views of 32 px = 2 x 2 cells, 2
     query crops of 32 px): a loop over (v, b, q, cell) with the hand formula."""
@@ -466,7 +466,7 @@ def test_vit_b_recipe_adds_ibots_masked_image_term():
     assert 'patch_loss' not in Config.fromfile(f'{ROOT}/configs/adclr/vit-s_in1k.py').model
 
 
-def test_masked_image_term_equals_ibots_on_the_same_weights(message_hub_max_iters):
+def test_masked_image_term_equals_ibots_on_the_same_weights():
     """ADCLR with patch_loss: its DINO and masked-image terms are iBOT's (same weights, same
     masks, no local views), whatever the queries."""
     from mmpretrain.structures import DataSample

@@ -1,3 +1,0 @@
-# Deprecated: the old name of ./vit-b_in1k.py (configs/README.md, naming scheme),
-# removed in mmdense 0.2.0.
-_base_ = './vit-b_in1k.py'
