@@ -1,4 +1,5 @@
-"""tools/demo.py: schedules and their commands, the scores and margins, the tiny end-to-end run."""
+"""tools/demo.py and its library (mmdense.apis): schedules and their commands, the scores and
+margins, the tiny end-to-end run."""
 import importlib.util
 import json
 import os
@@ -9,6 +10,10 @@ import time
 
 import pytest
 from helpers import ROOT
+from mmengine.config import Config
+
+from mmdense.apis import METHOD_CONFIGS, SCHEDULES, SCORES, summarise
+from mmdense.apis.demo_steps import lr_schedule_options
 
 _spec = importlib.util.spec_from_file_location('demo', osp.join(ROOT, 'tools', 'demo.py'))
 demo = importlib.util.module_from_spec(_spec)
@@ -24,7 +29,7 @@ def test_device_picks_the_schedule_unless_one_is_named():
 def recorded_commands(schedule, tmp_path, device='cpu'):
     args = demo.parse_args(['--device', device, '--schedule', schedule, '--work-dir',
                             str(tmp_path), '--data-root', 'data/x'])
-    runner = demo.Demo(args)
+    runner = demo.steps_of(args)
     commands = []
     runner.run = lambda cmd, *args, **kwargs: commands.append(cmd)
     runner.pretrain_slotcon()
@@ -45,11 +50,17 @@ def test_gpu_schedule_runs_the_same_steps_longer(tmp_path):
                                    'tools/misc/build_nn_pairs.py', 'tools/train.py']
     slotcon_cpu, slotcon_gpu = options(cpu[0]), options(gpu[0])
     assert int(slotcon_gpu['train_cfg.max_epochs']) >= 10 * int(slotcon_cpu['train_cfg.max_epochs'])
-    # the cosine schedule ends with the run, whatever its length
+    # the cosine schedule ends with the run, whatever its length, and starts where the warm-up
+    # ends: the options name the config's entries of those types
+    schedulers = [entry['type'] for entry in Config.fromfile(
+        osp.join(ROOT, cpu[0][2])).param_scheduler]
+    ramp = f'param_scheduler.{schedulers.index("LinearLR")}'
+    cosine = f'param_scheduler.{schedulers.index("CosineAnnealingLR")}'
     for slotcon in (slotcon_cpu, slotcon_gpu):
-        assert slotcon['param_scheduler.1.end'] == slotcon['train_cfg.max_epochs']
-        begin, length = (float(slotcon[f'param_scheduler.1.{key}']) for key in ('begin', 'T_max'))
+        assert slotcon[f'{cosine}.end'] == slotcon['train_cfg.max_epochs']
+        begin, length = (float(slotcon[f'{cosine}.{key}']) for key in ('begin', 'T_max'))
         assert begin + length == float(slotcon['train_cfg.max_epochs'])
+        assert float(slotcon[f'{ramp}.end']) == begin
     assert int(options(gpu[3])['train_cfg.max_iters']) > int(options(cpu[3])['train_cfg.max_iters'])
     assert gpu[2][gpu[2].index('--device') + 1] == 'cuda'
     # on the CPU the GPU is hidden from MMEngine; on cuda the environment is left alone
@@ -57,14 +68,29 @@ def test_gpu_schedule_runs_the_same_steps_longer(tmp_path):
     assert gpu_runner.env.get('CUDA_VISIBLE_DEVICES') == os.environ.get('CUDA_VISIBLE_DEVICES')
 
 
+def test_the_lr_schedule_is_set_by_scheduler_type_not_position(tmp_path):
+    config = tmp_path / 'cosine_first.py'
+    config.write_text("param_scheduler = [dict(type='CosineAnnealingLR', begin=1, end=6),\n"
+                      "                   dict(type='LinearLR', start_factor=0.1, end=1)]\n")
+    options = dict(option.split('=') for option in lr_schedule_options(str(config), 0.5, 3))
+    assert options == {'param_scheduler.1.end': '0.5', 'param_scheduler.0.begin': '0.5',
+                       'param_scheduler.0.T_max': '2.5', 'param_scheduler.0.end': '3'}
+    twice = tmp_path / 'two_cosines.py'
+    twice.write_text("param_scheduler = [dict(type='LinearLR', end=1),\n"
+                     "                   dict(type='CosineAnnealingLR', begin=1, end=3),\n"
+                     "                   dict(type='CosineAnnealingLR', begin=3, end=6)]\n")
+    with pytest.raises(ValueError, match='2 entries of type CosineAnnealingLR'):
+        lr_schedule_options(str(twice), 1, 6)
+
+
 def test_tiny_schedule_is_the_gpu_schedule_at_test_size():
-    tiny, gpu = demo.SCHEDULES['tiny'], demo.SCHEDULES['gpu']
-    assert tiny.scores == gpu.scores == demo.SCORES  # the linear probe and k-means run too
+    tiny, gpu = SCHEDULES['tiny'], SCHEDULES['gpu']
+    assert tiny.scores == gpu.scores == SCORES  # the linear probe and k-means run too
     assert tiny.num_train < gpu.num_train and tiny.slotcon_epochs < gpu.slotcon_epochs
 
 
 def test_timed_steps_record_wall_and_cpu_time_of_subprocesses(tmp_path):
-    runner = demo.Demo(demo.parse_args(['--device', 'cpu', '--work-dir', str(tmp_path)]))
+    runner = demo.steps_of(demo.parse_args(['--device', 'cpu', '--work-dir', str(tmp_path)]))
     spin = 'import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.5: pass'
     runner.timed('spin', subprocess.check_call, [sys.executable, '-c', spin])
     # the subprocess's CPU time counts (the training runs are subprocesses)
@@ -77,7 +103,7 @@ def test_timed_steps_record_wall_and_cpu_time_of_subprocesses(tmp_path):
 def test_resume_demo_skips_a_finished_run(tmp_path):
     args = demo.parse_args(['--device', 'cpu', '--schedule', 'tiny', '--work-dir',
                             str(tmp_path), '--resume-demo'])
-    runner = demo.Demo(args)
+    runner = demo.steps_of(args)
     commands = []
     runner.run = lambda cmd, *args, **kwargs: commands.append(cmd)
     checkpoint = runner.pretrain_slotcon()
@@ -91,7 +117,7 @@ def test_resume_demo_skips_a_finished_run(tmp_path):
 def test_margins_are_in_standard_deviations_of_the_draws():
     results = {'pretrained': dict(knn=0.30), 'random init 0': dict(knn=0.10),
                'random init 1': dict(knn=0.12), 'random init 2': dict(knn=0.14)}
-    row = demo.summarise(results)['knn']
+    row = summarise(results)['knn']
     # draws 0.10, 0.12, 0.14: mean 0.12, sample std 0.02
     assert row['draws'] == [0.10, 0.12, 0.14]
     assert row['mean'] == pytest.approx(0.12) and row['std'] == pytest.approx(0.02)
@@ -129,7 +155,7 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     scores = json.loads((work / 'scores.json').read_text())
     assert sorted(scores) == ['pretrained', 'random init 0', 'random init 1']
-    assert set(scores['pretrained']) == set(demo.SCORES) | {'grid_ceiling'}
+    assert set(scores['pretrained']) == set(SCORES) | {'grid_ceiling'}
     for name in ('prototypes.png', 'features_pca.png', 'similarity.png', 'losses.png'):
         assert (work / name).stat().st_size > 1000
     report = (work / 'report.md').read_text()
@@ -155,7 +181,6 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path):
     assert 'reusing the toy textures' in result.stdout
 
 
-
 def test_methods_name_every_method_in_run_order():
     assert demo.parse_args(['--methods', 'all']).methods == \
         ['SlotCon', 'DSC', 'DINO', 'CoTAP', 'ADCLR', 'iBOT']
@@ -168,18 +193,17 @@ def test_methods_name_every_method_in_run_order():
 
 
 def test_methods_commands_train_every_demo_config_on_the_demo_data(tmp_path):
-    from mmengine.config import Config
     args = demo.parse_args(['--device', 'cpu', '--methods', 'all', '--work-dir', str(tmp_path),
                             '--data-root', 'data/x'])
-    runner = demo.MethodsDemo(args)
+    runner = demo.steps_of(args)
     commands = []
     runner.run = lambda cmd, *args, **kwargs: commands.append(cmd)
     for method in args.methods:
         if method == 'CoTAP':
-            runner.build_pairs()
+            runner.method_pairs()
         runner.pretrain(method)
     trained = [c for c in commands if c[1] == 'tools/train.py']
-    assert [c[2] for c in trained] == [demo.METHOD_CONFIGS[m] for m in args.methods]
+    assert [c[2] for c in trained] == [METHOD_CONFIGS[m] for m in args.methods]
     for command in trained:
         cfg, given = Config.fromfile(osp.join(ROOT, command[2])), options(command)
         # every option replaces a key the config has (a misspelt one would be added, unused)
