@@ -14,6 +14,8 @@ default_hooks = dict(
     rng_state=dict(type='RNGStateHook'),
     # per-epoch count of the images a SkipCorruptImages dataset skipped (no-op without one)
     skipped_images=dict(type='SkippedImagesHook'),
+    # the EMA teacher's momentum schedule spans max_iters (no-op for models without a teacher)
+    teacher_schedule=dict(type='TeacherScheduleHook'),
 )
 
 # cuDNN picks the fastest convolution algorithm per input shape; the recipes' crops have fixed

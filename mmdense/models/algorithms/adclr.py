@@ -1,4 +1,4 @@
-import inspect
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
@@ -9,9 +9,16 @@ from mmdense.models.backbones import QueryVisionTransformer
 from mmdense.registry import MODELS
 from .base import view_geometry
 from .dino import DINO, embed_views
-from .ibot import view_masks
+from .ibot import MaskedBatch, view_masks
 
 QUERY_TARGETS = ('patch_tokens', 'cls_token')
+
+
+@dataclass
+class QueryBatch(MaskedBatch):
+    """A batch split into its views (``views``: global, then local) and its (B, Q, 3, h, w)
+    query crops (``queries``); ``masks`` only with the masked-image term (else None)."""
+    queries: Tensor
 
 
 @MODELS.register_module()
@@ -43,7 +50,8 @@ class ADCLR(DINO):
     running mean of the teacher's query outputs (all tokens, all ranks), and τ_q
     (``query_teacher_temp``) its own teacher temperature, warmed up by
     :class:`TeacherTempWarmupHook` with ``attributes=('teacher_temp', 'query_teacher_temp')``.
-    The head is shared, so there are no parameters beyond DINO's.
+    The head is shared, so there are no parameters beyond DINO's. Its views are counted
+    without the query crops (``view_hint``).
 
     Query positions (the backbone's ``query_pos_embed``): with ``'global_sincos'`` (the
     authors' script, the default recipe) query token j of crop q appended to global view v
@@ -71,8 +79,9 @@ class ADCLR(DINO):
         teacher_patch_temp: τ_p of the masked-image term (warmed up by the hook like τ_q).
     """
 
+    view_hint = 'the query crops not counted; check the MultiCropWithQueries pipeline'
+
     def __init__(self,
-                 backbone: dict,
                  head: dict,
                  loss: dict,
                  query_target: str = 'patch_tokens',
@@ -83,32 +92,25 @@ class ADCLR(DINO):
                  patch_loss_weight: float = 1.0,
                  teacher_patch_temp: float = 0.07,
                  **kwargs) -> None:
-        # name ADCLR, not DINO, in the error about a mistyped argument
-        unknown = sorted(set(kwargs) - set(inspect.signature(DINO.__init__).parameters))
-        if unknown:
-            raise TypeError(f'{type(self).__name__}.__init__() got unexpected keyword '
-                            f'argument(s) {unknown}')
         if query_target not in QUERY_TARGETS:
             raise ValueError(f'ADCLR: query_target={query_target!r} is not one of '
                              f'{QUERY_TARGETS}')
-        super().__init__(backbone=backbone, head=head, loss=loss, **kwargs)
+        super().__init__(head=head, loss=loss, **kwargs)
         if not isinstance(self.backbone, QueryVisionTransformer):
             raise TypeError(f'ADCLR needs a QueryVisionTransformer backbone, got '
                             f'{type(self.backbone).__name__}')
         self.query_loss_module = MODELS.build(dict(query_loss or loss, skip_same_view=False))
-        if self.query_loss_module.center.shape != self.loss_module.center.shape:
-            raise ValueError(f'ADCLR: query_loss out_channels='
-                             f'{self.query_loss_module.center.shape[-1]} does not match the head '
-                             f'out_channels={self.loss_module.center.shape[-1]}')
+        head_out = self.loss_module.center.shape[-1]
+        self.check_channels('query_loss out_channels', self.query_loss_module.center.shape[-1],
+                            'the head out_channels', head_out)
         self.patch_loss_module = None if patch_loss is None else MODELS.build(patch_loss)
         if patch_loss is not None and self.backbone.mask_token is None:
             raise ValueError('ADCLR: patch_loss (the masked-image term) needs the backbone\'s '
                              'mask token (mask_token=True)')
-        if patch_loss is not None and \
-                self.patch_loss_module.center.shape != self.loss_module.center.shape:
-            raise ValueError(f'ADCLR: patch_loss out_channels='
-                             f'{self.patch_loss_module.center.shape[-1]} does not match the head '
-                             f'out_channels={self.loss_module.center.shape[-1]}')
+        if patch_loss is not None:
+            self.check_channels('patch_loss out_channels',
+                                self.patch_loss_module.center.shape[-1], 'the head out_channels',
+                                head_out)
         self.patch_loss_weight = patch_loss_weight
         self.teacher_patch_temp = teacher_patch_temp
         self.query_target = query_target
@@ -168,49 +170,58 @@ class ADCLR(DINO):
             num_global, -1, -1, -1), global_grid, query_grid)  # (V_g, B, Q, P, C)
         return positions.flatten(0, 1)
 
-    def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
+    def unpack(self, inputs: List[Tensor], data_samples: List[DataSample]) -> QueryBatch:
         views, queries = self.split_queries(inputs, data_samples)
-        num_global = self.num_global_views
-        if len(views) < max(2, num_global):
-            raise ValueError(f'ADCLR needs at least {max(2, num_global)} views per image besides '
-                             f'the queries, got {len(views)}: check the MultiCrop pipeline')
-        batch_size = queries.shape[0]
+        masks = None if self.patch_loss_module is None else view_masks(
+            data_samples, self.num_global_views, queries.device)
+        return QueryBatch(views, data_samples, masks, queries)
 
-        with_mim = self.patch_loss_module is not None
-        masks = view_masks(data_samples, num_global, queries.device) if with_mim else None
-        global_views = torch.cat(views[:num_global])
-
-        self.teacher.update(self.student_modules())
-        with torch.no_grad():
-            if with_mim:  # (V_g, B, 1 + N, K): the CLS and the patch tokens
-                teacher_tokens = self.teacher['head'](
-                    self.teacher['backbone'].forward_all_tokens(global_views))
-                teacher_tokens = teacher_tokens.view(num_global, batch_size,
-                                                     *teacher_tokens.shape[1:])
-                teacher_logits = teacher_tokens[:, :, 0]
-            else:
-                teacher_logits = embed_views(self.teacher['backbone'], self.teacher['head'],
-                                             views[:num_global])
-            teacher_query_logits = self.teacher_query_logits(queries)
-        global_feats, query_tokens = self.backbone.forward_with_queries(
-            global_views, queries.repeat(num_global, 1, 1, 1, 1),
-            self.query_positions(data_samples, views, queries),
-            mask=None if masks is None else masks.flatten(0, 1), image_tokens=with_mim)
-        if with_mim:
-            student_tokens = self.head(global_feats).view(num_global, batch_size, -1,
-                                                          teacher_logits.shape[-1])
-            student_logits = student_tokens[:, :, 0]
+    def encode_teacher(self, batch: QueryBatch) -> dict:
+        """``cls`` (V_g, B, K) of the global views, ``query`` the targets of the query crops
+        (:meth:`teacher_query_logits`) and, with the masked-image term, ``tokens`` (V_g, B,
+        1 + N, K) of every token of the global views."""
+        global_views = batch.views[:self.num_global_views]
+        outputs = {}
+        if self.patch_loss_module is None:
+            outputs['cls'] = embed_views(self.teacher['backbone'], self.teacher['head'],
+                                         global_views)
         else:
-            student_logits = self.head(global_feats[-1]).view(num_global, batch_size, -1)
-        if len(views) > num_global:
-            local_logits = embed_views(self.backbone, self.head, views[num_global:])
-            student_logits = torch.cat([student_logits, local_logits])
+            tokens = self.teacher['head'](
+                self.teacher['backbone'].forward_all_tokens(torch.cat(global_views)))
+            outputs['tokens'] = tokens.view(len(global_views), -1, *tokens.shape[1:])
+            outputs['cls'] = outputs['tokens'][:, :, 0]
+        outputs['query'] = self.teacher_query_logits(batch.queries)
+        return outputs
 
-        loss_dino = self.loss_module(student_logits, teacher_logits, self.teacher_temp)
-        loss_query = self.query_loss_module(self.student_query_logits(query_tokens, num_global),
-                                            teacher_query_logits, self.query_teacher_temp)
+    def encode_student(self, batch: QueryBatch) -> dict:
+        """``cls`` (V, B, K) of every view (the global ones with the query crops appended),
+        ``query`` the outputs of the query tokens (:meth:`student_query_logits`) and, with the
+        masked-image term, ``tokens`` (V_g, B, 1 + N, K) of the masked global views."""
+        num_global = self.num_global_views
+        views, queries, masks = batch.views, batch.queries, batch.masks
+        global_feats, query_tokens = self.backbone.forward_with_queries(
+            torch.cat(views[:num_global]), queries.repeat(num_global, 1, 1, 1, 1),
+            self.query_positions(batch.data_samples, views, queries),
+            mask=None if masks is None else masks.flatten(0, 1), image_tokens=masks is not None)
+        outputs = dict(query=self.student_query_logits(query_tokens, num_global))
+        if masks is None:
+            cls = self.head(global_feats[-1]).view(num_global, queries.shape[0], -1)
+        else:
+            tokens = self.head(global_feats)
+            outputs['tokens'] = tokens.view(num_global, queries.shape[0], *tokens.shape[1:])
+            cls = outputs['tokens'][:, :, 0]
+        if len(views) > num_global:
+            cls = torch.cat([cls, embed_views(self.backbone, self.head, views[num_global:])])
+        outputs['cls'] = cls
+        return outputs
+
+    def compute_losses(self, student: dict, teacher: dict, batch: QueryBatch) -> dict:
+        loss_dino = self.loss_module(student['cls'], teacher['cls'], self.teacher_temp)
+        loss_query = self.query_loss_module(student['query'], teacher['query'],
+                                            self.query_teacher_temp)
         losses = dict(loss_dino=loss_dino, loss_query=self.query_loss_weight * loss_query)
-        if with_mim:
+        if batch.masks is not None:
             losses['loss_mim'] = self.patch_loss_weight * self.patch_loss_module(
-                student_tokens[:, :, 1:], teacher_tokens[:, :, 1:], masks, self.teacher_patch_temp)
+                student['tokens'][:, :, 1:], teacher['tokens'][:, :, 1:], batch.masks,
+                self.teacher_patch_temp)
         return losses

@@ -1,3 +1,4 @@
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -11,7 +12,7 @@ from mmdense.registry import MODELS
 from mmdense.structures import overlap_in_views
 from mmdense.utils.dist import (all_reduce_sum, broadcast_from_rank0, concat_all_gather,
                                 gather_with_grad, get_rank, get_world_size)
-from .base import TeacherStudentSelfSupervisor, encode_by_size, view_geometry
+from .base import TeacherStudentSelfSupervisor, TrainingBatch, encode_by_size, view_geometry
 
 LOSS_TERMS = ('patch', 'cls', 'cross_patch', 'cross_cls')
 
@@ -26,6 +27,16 @@ def random_derangement(n: int, device: torch.device, attempts: int = 32) -> Tens
     first = candidates.index_select(0, valid.int().argmax().view(1))[0]
     cycle = torch.empty_like(candidates[0]).scatter_(0, candidates[0], candidates[0].roll(-1))
     return torch.where(valid.any(), first, cycle)
+
+
+@dataclass
+class PairBatch(TrainingBatch):
+    """The views of each image and (with pairs) of its neighbour stacked into batches of 2B
+    images, anchors first, with their crop boxes (2B, V, 4), flips (2B, V) and the loss terms
+    the batch trains (name → weight)."""
+    boxes: Tensor
+    flips: Tensor
+    active: Dict[str, float]
 
 
 @MODELS.register_module()
@@ -52,7 +63,6 @@ class CoTAP(TeacherStudentSelfSupervisor):
     iterations), term 3 the ranking loss ``loss_rank`` (margin τ, threshold θ).
 
     Args:
-        backbone: :class:`ObjectAwareViT` config (outputs 2·D channels).
         patch_head / cls_head: :class:`DINOHead` configs (512 / 4096 outputs in the paper).
         loss_distill: :class:`SinkhornCrossEntropyLoss` config of the ``patch``, ``cls`` and
             ``cross_cls`` terms (student_temp, sinkhorn_epsilon, sinkhorn_iters).
@@ -67,15 +77,19 @@ class CoTAP(TeacherStudentSelfSupervisor):
         kept_cell_ratio: fraction of the ks² cells kept by teacher attention.
         num_negatives / negative_weight: derangements of the (global) batch used as negatives,
             and α, the multiplier of their anchor weights in the ranking loss.
-        teacher_momentum / end_teacher_momentum: cosine EMA schedule (0.9997 → 0.9999).
-        backbone_checkpoint: ``dict(path=..., prefix=...)`` to initialise the backbone from,
-            e.g. a DINO checkpoint with ``prefix='teacher.module.backbone.'``. Every backbone
-            parameter outside the object-aware filter's own must load, or an error names them.
-        feat_branch: see :class:`TeacherStudentSelfSupervisor`.
+        **kwargs: the shared arguments of :class:`TeacherStudentSelfSupervisor`: ``backbone``
+            (:class:`ObjectAwareViT`, outputs 2·D channels), the teacher momentum (cosine
+            0.9997 → 0.9999 by default), ``feat_branch``, ``backbone_checkpoint`` (e.g. a DINO
+            checkpoint with ``prefix='teacher.module.backbone.'``: every backbone parameter
+            outside the object-aware filter's own must load, or an error names them), ...
     """
 
+    default_teacher_momentum = 0.9997
+    default_end_teacher_momentum = 0.9999
+    view_hint = ('G global crops for the student, then (clean_teacher_views) their G clean '
+                 'copies for the teacher: check the MultiCropWithGeometry pipeline')
+
     def __init__(self,
-                 backbone: dict,
                  patch_head: dict,
                  cls_head: dict,
                  loss_distill: dict = dict(type='SinkhornCrossEntropyLoss'),
@@ -88,27 +102,17 @@ class CoTAP(TeacherStudentSelfSupervisor):
                  kept_cell_ratio: float = 0.5,
                  num_negatives: int = 5,
                  negative_weight: float = 0.1,
-                 teacher_momentum: float = 0.9997,
-                 end_teacher_momentum: float = 0.9999,
-                 backbone_checkpoint: Optional[dict] = None,
-                 feat_branch: Optional[str] = None,
-                 data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(backbone=backbone, data_preprocessor=data_preprocessor,
-                         init_cfg=init_cfg, feat_branch=feat_branch,
-                         backbone_checkpoint=backbone_checkpoint)
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
         self.patch_head = MODELS.build(patch_head)
         self.cls_head = MODELS.build(cls_head)
         self.loss_distill = MODELS.build(loss_distill)
         self.loss_rank = MODELS.build(loss_rank)
-        out_channels = getattr(self.backbone, 'out_channels', None)
-        if out_channels is None:
+        if not hasattr(self.backbone, 'forward_dense'):
             raise TypeError(f'CoTAP needs an ObjectAwareViT backbone (with forward_dense), got '
                             f'{type(self.backbone).__name__}')
         for name in ('patch_head', 'cls_head'):
-            if getattr(self, name).in_channels != out_channels:
-                raise ValueError(f'CoTAP: {name}.in_channels={getattr(self, name).in_channels} '
-                                 f'but the backbone outputs {out_channels} channels (2·D)')
+            self.check_backbone_width(f'{name} in_channels', getattr(self, name).in_channels)
         self.loss_weights = dict.fromkeys(LOSS_TERMS, 1.0)
         unknown = set(loss_weights or {}) - set(LOSS_TERMS)
         if unknown:
@@ -128,7 +132,6 @@ class CoTAP(TeacherStudentSelfSupervisor):
         self.kept_cell_ratio = kept_cell_ratio
         self.num_negatives = num_negatives
         self.negative_weight = negative_weight
-        self.build_teacher(teacher_momentum, end_teacher_momentum)
 
     def student_modules(self) -> dict:
         return dict(backbone=self.backbone, patch_head=self.patch_head, cls_head=self.cls_head)
@@ -272,20 +275,26 @@ class CoTAP(TeacherStudentSelfSupervisor):
             skip_same_view=False, target_index=partner)
 
     # -- training step ----------------------------------------------------------------------
-    def split_views(self, inputs: List[Tensor],
-                    data_samples: List[DataSample]) -> Tuple[List[Tensor], Tensor, Tensor, bool]:
+    def unpack(self, inputs: List[Tensor], data_samples: List[DataSample]) -> PairBatch:
         """Stack an image's views and its neighbour's into one batch of 2B images (anchors
-        first): views, crop boxes (2B, V, 4), flips (2B, V), whether pairs are present."""
+        first), with their crop boxes (2B, V, 4) and flips (2B, V), and the loss terms the batch
+        trains."""
         boxes, flips = view_geometry(data_samples, inputs[0].device)
+        active = self.active_terms(data_samples)
         num_views = data_samples[0].metainfo.get('num_pair_views')
         if num_views is None:
-            return inputs, boxes, flips, False
+            crossing = [t for t in ('cross_patch', 'cross_cls') if t in active]
+            if crossing:
+                raise ValueError(f'CoTAP: loss terms {crossing} need (image, neighbour) pairs: '
+                                 'wrap the dataset in NeighbourPairDataset or set their weights '
+                                 'to 0')
+            return PairBatch(inputs, data_samples, boxes, flips, active)
         if 2 * num_views != len(inputs):
             raise ValueError(f'CoTAP: {len(inputs)} views for pairs of {num_views} views')
         views = [torch.cat([inputs[v], inputs[num_views + v]]) for v in range(num_views)]
         boxes = torch.cat([boxes[:, :num_views], boxes[:, num_views:]])
         flips = torch.cat([flips[:, :num_views], flips[:, num_views:]])
-        return views, boxes, flips, True
+        return PairBatch(views, data_samples, boxes, flips, active)
 
     def active_terms(self, data_samples: List[DataSample]) -> Dict[str, float]:
         """Terms with a positive weight, restricted to the batch's ``loss_terms`` (set by
@@ -298,32 +307,36 @@ class CoTAP(TeacherStudentSelfSupervisor):
         return {name: weight for name, weight in self.loss_weights.items()
                 if weight > 0 and (allowed is None or name in allowed)}
 
-    def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
-        views, boxes, flips, paired = self.split_views(inputs, data_samples)
-        num_global = self.num_global_views
-        num_student = len(views) - (num_global if self.clean_teacher_views else 0)
-        if num_student < num_global:
-            raise ValueError(f'CoTAP needs at least {num_global} global views per image, got '
-                             f'{len(views)} views (clean_teacher_views={self.clean_teacher_views})')
-        active = self.active_terms(data_samples)
-        crossing = [t for t in ('cross_patch', 'cross_cls') if t in active]
-        if crossing and not paired:
-            raise ValueError(f'CoTAP: loss terms {crossing} need (image, neighbour) pairs: wrap '
-                             'the dataset in NeighbourPairDataset or set their weights to 0')
-        first = num_student if self.clean_teacher_views else 0
-        teacher_views = slice(first, first + num_global)  # (a list would be copied to the device)
+    def view_bounds(self) -> Tuple[int, Optional[int]]:
+        """G global crops for the student, and their G clean copies for the teacher."""
+        return self.num_global_views * (2 if self.clean_teacher_views else 1), None
 
-        self.teacher.update(self.student_modules())
-        with torch.no_grad():
-            teacher = self.encode(self.teacher, views[teacher_views], with_attention=True)
-        student = self.encode(self.student_modules(), views[:num_student])
+    def student_views(self, num_views: int) -> slice:
+        """The student's crops among ``num_views``: all but the trailing clean copies."""
+        return slice(0, num_views - (self.num_global_views if self.clean_teacher_views else 0))
 
-        batch = views[0].shape[0]
-        partner = torch.arange(batch, device=views[0].device).roll(batch // 2)
+    def teacher_views(self, num_views: int) -> slice:
+        """The teacher's G crops: the trailing clean copies, or the student's globals."""
+        first = self.student_views(num_views).stop if self.clean_teacher_views else 0
+        return slice(first, first + self.num_global_views)
+
+    def encode_teacher(self, batch: PairBatch) -> List[dict]:
+        return self.encode(self.teacher, batch.views[self.teacher_views(len(batch.views))],
+                           with_attention=True)
+
+    def encode_student(self, batch: PairBatch) -> List[dict]:
+        return self.encode(self.student_modules(),
+                           batch.views[self.student_views(len(batch.views))])
+
+    def compute_losses(self, student: List[dict], teacher: List[dict], batch: PairBatch) -> dict:
+        teacher_views = self.teacher_views(len(batch.views))
+        size = batch.views[0].shape[0]
+        partner = torch.arange(size, device=batch.views[0].device).roll(size // 2)
         terms = dict(
-            patch=lambda: self.patch_loss(student, teacher, boxes, flips, boxes[:, teacher_views],
-                                          flips[:, teacher_views]),
+            patch=lambda: self.patch_loss(student, teacher, batch.boxes, batch.flips,
+                                          batch.boxes[:, teacher_views],
+                                          batch.flips[:, teacher_views]),
             cls=lambda: self.cls_loss(student, teacher),
             cross_patch=lambda: self.cross_patch_loss(student[0], teacher[0], partner),
             cross_cls=lambda: self.cross_cls_loss(student, teacher, partner))
-        return {f'loss_{name}': weight * terms[name]() for name, weight in active.items()}
+        return {f'loss_{name}': weight * terms[name]() for name, weight in batch.active.items()}

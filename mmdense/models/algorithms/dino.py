@@ -1,12 +1,11 @@
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmdense.registry import MODELS
-from .base import TeacherStudentSelfSupervisor, encode_by_size
+from .base import TeacherStudentSelfSupervisor, TrainingBatch, encode_by_size
 
 
 def embed_views(backbone: nn.Module, head: nn.Module, views: List[Tensor]) -> Tensor:
@@ -24,56 +23,43 @@ class DINO(TeacherStudentSelfSupervisor):
     for every pair of different views (:class:`DINOLoss`).
 
     Args:
-        backbone: e.g. mmpretrain ``VisionTransformer`` with ``out_type='cls_token'``.
         head: :class:`DINOHead` config.
         loss: :class:`DINOLoss` config.
         num_global_views: number of leading views the teacher sees.
-        teacher_momentum / end_teacher_momentum: EMA momentum schedule (0.996 → 1).
         teacher_temp: τ_t; :class:`TeacherTempWarmupHook` anneals it during warm-up.
-        feat_branch / backbone_checkpoint: see :class:`TeacherStudentSelfSupervisor`.
+        **kwargs: the shared arguments of :class:`TeacherStudentSelfSupervisor` (``backbone``,
+            e.g. mmpretrain ``VisionTransformer`` with ``out_type='cls_token'``; teacher
+            momentum 0.996 → 1 by default; ``feat_branch``, ``backbone_checkpoint``, ...).
     """
 
     def __init__(self,
-                 backbone: dict,
                  head: dict,
                  loss: dict,
                  num_global_views: int = 2,
-                 teacher_momentum: float = 0.996,
-                 end_teacher_momentum: float = 1.0,
                  teacher_temp: float = 0.07,
-                 feat_branch: Optional[str] = None,
-                 backbone_checkpoint: Optional[dict] = None,
-                 data_preprocessor: Optional[dict] = None,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(backbone=backbone, head=head, pretrained=pretrained,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg,
-                         feat_branch=feat_branch, backbone_checkpoint=backbone_checkpoint)
-        backbone_dims = getattr(self.backbone, 'embed_dims', None)
-        if backbone_dims is not None and backbone_dims != self.head.in_channels:
-            raise ValueError(f'{type(self).__name__}: head in_channels={self.head.in_channels} '
-                             f'does not match the backbone embed_dims={backbone_dims}')
+                 **kwargs) -> None:
+        super().__init__(head=head, **kwargs)
+        self.check_backbone_width('head in_channels', self.head.in_channels)
         self.loss_module = MODELS.build(loss)
-        if self.loss_module.center.shape[-1] != self.head.last_layer.weight_v.shape[0]:
-            raise ValueError(f'{type(self).__name__}: loss out_channels='
-                             f'{self.loss_module.center.shape[-1]} does not match the head '
-                             f'out_channels={self.head.last_layer.weight_v.shape[0]}')
+        self.check_channels('loss out_channels', self.loss_module.center.shape[-1],
+                            'the head out_channels', self.head.last_layer.weight_v.shape[0])
         self.num_global_views = num_global_views
         self.teacher_temp = teacher_temp
-        self.build_teacher(teacher_momentum, end_teacher_momentum)
 
     def student_modules(self) -> dict:
         return dict(backbone=self.backbone, head=self.head)
 
-    def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
-        needed = max(2, self.num_global_views)
-        if len(inputs) < needed:
-            raise ValueError(f'{type(self).__name__} needs at least {needed} views per image, '
-                             f'got {len(inputs)}: check the MultiCrop pipeline')
-        self.teacher.update(self.student_modules())
-        with torch.no_grad():
-            teacher_logits = embed_views(self.teacher['backbone'], self.teacher['head'],
-                                         inputs[:self.num_global_views])
-        student_logits = embed_views(self.backbone, self.head, inputs)
-        loss = self.loss_module(student_logits, teacher_logits, self.teacher_temp)
-        return dict(loss=loss)
+    def view_bounds(self) -> Tuple[int, Optional[int]]:
+        return max(2, self.num_global_views), None
+
+    def encode_teacher(self, batch: TrainingBatch) -> Tensor:
+        """(V_g, B, K) prototype logits of the global views."""
+        return embed_views(self.teacher['backbone'], self.teacher['head'],
+                           batch.views[:self.num_global_views])
+
+    def encode_student(self, batch: TrainingBatch) -> Tensor:
+        """(V, B, K) prototype logits of every view."""
+        return embed_views(self.backbone, self.head, batch.views)
+
+    def compute_losses(self, student: Tensor, teacher: Tensor, batch: TrainingBatch) -> dict:
+        return dict(loss=self.loss_module(student, teacher, self.teacher_temp))

@@ -3,15 +3,14 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmdense.models.losses import feature_neighbours, per_image_to_batch_mask
-from mmdense.models.utils import gathered_spherical_kmeans, last_output_channels, sinkhorn_knopp
+from mmdense.models.utils import gathered_spherical_kmeans, sinkhorn_knopp
 from mmdense.registry import MODELS
 from mmdense.structures import geometric_positives
 from mmdense.utils.dist import concat_all_gather, get_rank, get_world_size
-from .base import TeacherStudentSelfSupervisor, view_geometry
+from .base import TeacherStudentSelfSupervisor, TrainingBatch, view_geometry
 
 SEMANTIC_VARIANTS = ('km', 'pm')
 
@@ -47,7 +46,6 @@ class DSC(TeacherStudentSelfSupervisor):
     ``L = L_instance + λ_pix L_pixel + λ_sem (L_semantic [+ L_prototype])``
 
     Args:
-        backbone: e.g. mmpretrain ``ResNet`` with ``out_indices=(3, )``.
         neck: ``DenseCLNeck`` config (global and dense projections).
         loss_instance / loss_pixel / loss_semantic: configs of the three contrasts
             (:class:`InfoNCEWithQueueLoss`, :class:`MultiPositiveInfoNCELoss` twice), each with
@@ -60,21 +58,26 @@ class DSC(TeacherStudentSelfSupervisor):
         num_classes: clusters (``'km'``) or prototypes (``'pm'``).
         kmeans_iters: Lloyd iterations of the batch k-means.
         sinkhorn_epsilon / sinkhorn_iters: Sinkhorn ε and iterations (``'pm'``).
-        teacher_momentum / end_teacher_momentum: EMA momentum schedule of the momentum encoder.
-        teacher_buffers: what the momentum encoder's BN running statistics follow: ``'own'``
-            (its own forward passes: MoCo's key encoder, whose parameters alone are averaged),
+        **kwargs: the shared arguments of :class:`TeacherStudentSelfSupervisor`: ``backbone``
+            (e.g. mmpretrain ``ResNet`` with ``out_indices=(3, )``); the momentum encoder's
+            ``teacher_momentum`` / ``end_teacher_momentum`` (0.999 → 0.999 by default);
+            ``teacher_buffers``, what its BN running statistics follow: ``'own'`` (default: its
+            own forward passes, MoCo's key encoder, whose parameters alone are averaged),
             ``'average'`` (the student's, averaged like parameters) or ``'copy'`` (the
-            student's). The loss is the same for all three, since both encoders normalise with
+            student's) — the loss is the same for all three, since both encoders normalise with
             batch statistics in training; they differ where the momentum encoder runs in eval
-            mode (``feat_branch='teacher'``).
-        feat_branch: ``'student'`` (default: the encoder trained by gradient, as MoCo transfers)
-            or ``'teacher'``; with ``backbone_checkpoint`` see
-            :class:`TeacherStudentSelfSupervisor`.
+            mode (``feat_branch='teacher'``); ``feat_branch``: ``'student'`` (default: the
+            encoder trained by gradient, as MoCo transfers) or ``'teacher'``;
+            ``backbone_checkpoint``, ...
     """
+
     default_transfer_branch = 'student'
+    default_teacher_momentum = 0.999
+    default_end_teacher_momentum = 0.999
+    default_teacher_buffers = 'own'
+    view_hint = 'use MultiCropWithGeometry with 2 global and 0 local crops'
 
     def __init__(self,
-                 backbone: dict,
                  neck: dict,
                  loss_instance: dict = dict(type='InfoNCEWithQueueLoss', temp=0.2),
                  loss_pixel: dict = dict(type='MultiPositiveInfoNCELoss', temp=0.2),
@@ -89,25 +92,12 @@ class DSC(TeacherStudentSelfSupervisor):
                  kmeans_iters: int = 10,
                  sinkhorn_epsilon: float = 0.05,
                  sinkhorn_iters: int = 3,
-                 teacher_momentum: float = 0.999,
-                 end_teacher_momentum: float = 0.999,
-                 teacher_buffers: str = 'own',
-                 feat_branch: Optional[str] = None,
-                 backbone_checkpoint: Optional[dict] = None,
-                 data_preprocessor: Optional[dict] = None,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(backbone=backbone, neck=neck, pretrained=pretrained,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg,
-                         feat_branch=feat_branch, backbone_checkpoint=backbone_checkpoint)
+                 **kwargs) -> None:
+        super().__init__(neck=neck, **kwargs)
         if len(getattr(self.backbone, 'out_indices', (0, ))) != 1:
             raise ValueError('DSC projects one feature map: give the backbone a single '
                              f'out_indices, got {self.backbone.out_indices}')
-        neck_in = self.neck.mlp[0].in_features
-        backbone_channels = last_output_channels(self.backbone)
-        if backbone_channels is not None and backbone_channels != neck_in:
-            raise ValueError(f'DSC: the backbone gives {backbone_channels} channels but the neck '
-                             f'expects in_channels={neck_in}')
+        self.check_backbone_width('neck in_channels', self.neck.mlp[0].in_features)
         embed_dim = self.neck.mlp[-1].out_features
         if semantic_variant not in SEMANTIC_VARIANTS:
             raise ValueError(f'semantic_variant must be one of {SEMANTIC_VARIANTS}, got '
@@ -130,7 +120,6 @@ class DSC(TeacherStudentSelfSupervisor):
             self.prototypes = nn.Parameter(F.normalize(torch.randn(num_classes, embed_dim),
                                                        dim=1))
             self.loss_prototype = MODELS.build(loss_prototype)
-        self.build_teacher(teacher_momentum, end_teacher_momentum, teacher_buffers)
 
     def student_modules(self) -> dict:
         """The modules the momentum encoder tracks, by name."""
@@ -142,18 +131,19 @@ class DSC(TeacherStudentSelfSupervisor):
         instance, pixels, _ = modules['neck'](features)
         return ViewEmbedding(instance, pixels.transpose(1, 2), tuple(features[-1].shape[-2:]))
 
-    def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
-        if len(inputs) != 2:
-            raise ValueError(f'DSC needs exactly 2 views per image, got {len(inputs)}: use '
-                             'MultiCropWithGeometry with 2 global and 0 local crops')
-        device = inputs[0].device
-        boxes, flips = view_geometry(data_samples, device)
+    def view_bounds(self) -> Tuple[int, Optional[int]]:
+        return 2, 2
 
-        self.teacher.update(self.student_modules())
-        student = [self.encode_view(self.student_modules(), view) for view in inputs]
-        with torch.no_grad():
-            teacher = [self.encode_view(self.teacher, view) for view in inputs]
-            teacher_keys = [concat_all_gather(t.pixels) for t in teacher]  # (world·B, n, D)
+    def encode_teacher(self, batch: TrainingBatch) -> List[ViewEmbedding]:
+        return [self.encode_view(self.teacher, view) for view in batch.views]
+
+    def encode_student(self, batch: TrainingBatch) -> List[ViewEmbedding]:
+        return [self.encode_view(self.student_modules(), view) for view in batch.views]
+
+    def compute_losses(self, student: List[ViewEmbedding], teacher: List[ViewEmbedding],
+                       batch: TrainingBatch) -> dict:
+        boxes, flips = view_geometry(batch.data_samples, batch.views[0].device)
+        teacher_keys = [concat_all_gather(t.pixels) for t in teacher]  # (world·B, n, D)
         labels, all_labels, loss_prototype = self.pseudo_classes(student, teacher)
         negatives = self.queue.clone()  # the backward pass needs it as it was before enqueue
 

@@ -1,4 +1,5 @@
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import torch
 from mmpretrain.structures import DataSample
@@ -6,6 +7,7 @@ from torch import Tensor
 
 from mmdense.models.backbones import QueryVisionTransformer
 from mmdense.registry import MODELS
+from .base import TrainingBatch
 from .dino import DINO, embed_views
 
 
@@ -19,6 +21,12 @@ def view_masks(data_samples: List[DataSample], num_views: int, device: torch.dev
         raise ValueError(f"'masks' holds {masks.shape[1]} views per image, the model has "
                          f'{num_views} global views')
     return masks.bool().transpose(0, 1)
+
+
+@dataclass
+class MaskedBatch(TrainingBatch):
+    """A batch with the block masks of the global views: ``masks`` (V_g, B, h, w) bool."""
+    masks: Optional[Tensor]
 
 
 @MODELS.register_module()
@@ -50,55 +58,58 @@ class iBOT(DINO):
     """
 
     def __init__(self,
-                 backbone: dict,
                  head: dict,
                  loss: dict,
                  patch_loss: dict,
                  patch_loss_weight: float = 1.0,
                  teacher_patch_temp: float = 0.07,
                  **kwargs) -> None:
-        super().__init__(backbone=backbone, head=head, loss=loss, **kwargs)
+        super().__init__(head=head, loss=loss, **kwargs)
         if not isinstance(self.backbone, QueryVisionTransformer) or \
                 self.backbone.mask_token is None:
             raise TypeError(f'iBOT needs a QueryVisionTransformer backbone with '
                             f'mask_token=True, got {type(self.backbone).__name__}')
         self.patch_loss_module = MODELS.build(patch_loss)
-        if self.patch_loss_module.center.shape != self.loss_module.center.shape:
-            raise ValueError(f'iBOT: patch_loss out_channels='
-                             f'{self.patch_loss_module.center.shape[-1]} does not match the '
-                             f'head out_channels={self.loss_module.center.shape[-1]}')
+        self.check_channels('patch_loss out_channels', self.patch_loss_module.center.shape[-1],
+                            'the head out_channels', self.loss_module.center.shape[-1])
         self.patch_loss_weight = patch_loss_weight
         self.teacher_patch_temp = teacher_patch_temp
 
     def backbone_keys_new_to_the_method(self) -> set:
         return {'mask_token'}
 
-    def head_on_tokens(self, backbone: QueryVisionTransformer, head, views: Tensor,
+    def head_on_tokens(self, backbone: QueryVisionTransformer, head, views: List[Tensor],
                        masks: Optional[Tensor]) -> Tensor:
-        """Head outputs of all tokens of the (V·B, 3, H, W) ``views``: (V·B, 1 + N, K)."""
-        return head(backbone.forward_all_tokens(views, masks))
+        """Head outputs of all tokens of the V view batches (B, 3, H, W), masked where the
+        (V, B, h, w) ``masks`` say: (V, B, 1 + N, K)."""
+        tokens = head(backbone.forward_all_tokens(
+            torch.cat(views), None if masks is None else masks.flatten(0, 1)))
+        return tokens.view(len(views), -1, *tokens.shape[1:])
 
-    def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
+    def unpack(self, inputs: List[Tensor], data_samples: List[DataSample]) -> MaskedBatch:
+        return MaskedBatch(inputs, data_samples,
+                           view_masks(data_samples, self.num_global_views, inputs[0].device))
+
+    def encode_teacher(self, batch: MaskedBatch) -> Tensor:
+        """(V_g, B, 1 + N, K): every token of the unmasked global views."""
+        return self.head_on_tokens(self.teacher['backbone'], self.teacher['head'],
+                                   batch.views[:self.num_global_views], None)
+
+    def encode_student(self, batch: MaskedBatch) -> Tuple[Tensor, Tensor]:
+        """(V_g, B, 1 + N, K) every token of the masked global views, and (V, B, K) the CLS
+        outputs of all views (the local ones through :func:`embed_views`)."""
         num_global = self.num_global_views
-        if len(inputs) < max(2, num_global):
-            raise ValueError(f'iBOT needs at least {max(2, num_global)} views per image, got '
-                             f'{len(inputs)}: check the MultiCrop pipeline')
-        batch_size = inputs[0].shape[0]
-        masks = view_masks(data_samples, num_global, inputs[0].device)  # (V_g, B, h, w)
-        global_views = torch.cat(inputs[:num_global])
+        tokens = self.head_on_tokens(self.backbone, self.head, batch.views[:num_global],
+                                     batch.masks)
+        cls = tokens[:, :, 0]
+        if len(batch.views) > num_global:
+            cls = torch.cat([cls, embed_views(self.backbone, self.head, batch.views[num_global:])])
+        return tokens, cls
 
-        self.teacher.update(self.student_modules())
-        with torch.no_grad():
-            teacher = self.head_on_tokens(self.teacher['backbone'], self.teacher['head'],
-                                          global_views, None)
-        student = self.head_on_tokens(self.backbone, self.head, global_views, masks.flatten(0, 1))
-        teacher = teacher.view(num_global, batch_size, *teacher.shape[1:])
-        student = student.view(num_global, batch_size, *student.shape[1:])
-        student_cls = student[:, :, 0]
-        if len(inputs) > num_global:
-            student_cls = torch.cat([student_cls,
-                                     embed_views(self.backbone, self.head, inputs[num_global:])])
+    def compute_losses(self, student: Tuple[Tensor, Tensor], teacher: Tensor,
+                       batch: MaskedBatch) -> dict:
+        student_tokens, student_cls = student
         loss_cls = self.loss_module(student_cls, teacher[:, :, 0], self.teacher_temp)
-        loss_mim = self.patch_loss_module(student[:, :, 1:], teacher[:, :, 1:], masks,
-                                          self.teacher_patch_temp)
+        loss_mim = self.patch_loss_module(student_tokens[:, :, 1:], teacher[:, :, 1:],
+                                          batch.masks, self.teacher_patch_temp)
         return dict(loss_cls=loss_cls, loss_mim=self.patch_loss_weight * loss_mim)

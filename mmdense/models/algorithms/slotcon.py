@@ -6,11 +6,11 @@ from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmdense.models.losses import kept_slots
-from mmdense.models.utils import align_to_boxes, last_output_channels
+from mmdense.models.utils import align_to_boxes
 from mmdense.registry import MODELS
 from mmdense.structures import overlap_in_views
 from mmdense.utils.dist import all_reduce_sum
-from .base import TeacherStudentSelfSupervisor, view_geometry
+from .base import TeacherStudentSelfSupervisor, TrainingBatch, view_geometry
 
 
 @MODELS.register_module()
@@ -33,7 +33,6 @@ class SlotCon(TeacherStudentSelfSupervisor):
     DDP averages the gradients over ranks, as in the official code.
 
     Args:
-        backbone: e.g. mmpretrain ``ResNet`` with ``out_indices=(3,)``.
         neck: :class:`ConvMLPProjector` config.
         head: :class:`SemanticGrouping` config.
         predictor: :class:`SlotPredictor` config.
@@ -41,15 +40,19 @@ class SlotCon(TeacherStudentSelfSupervisor):
             the teacher scores); ``num_prototypes`` defaults to the head's.
         loss_slot: :class:`SlotContrastLoss` config (τ).
         group_loss_weight: λ_g.
-        teacher_momentum / end_teacher_momentum: EMA teacher schedule (0.99 → 1).
-        teacher_buffers: what the teacher does with its BatchNorm statistics: ``'own'`` (the
-            official code: the teacher runs in train mode and keeps its own running statistics;
-            only parameters are averaged), ``'average'`` or ``'copy'`` (the student's).
-        feat_branch / backbone_checkpoint: see :class:`TeacherStudentSelfSupervisor`.
+        **kwargs: the shared arguments of :class:`TeacherStudentSelfSupervisor`: ``backbone``
+            (e.g. mmpretrain ``ResNet`` with ``out_indices=(3,)``), the teacher momentum
+            (0.99 → 1 by default), ``teacher_buffers`` (default ``'own'``, the official code:
+            the teacher runs in train mode and keeps its own BatchNorm running statistics; only
+            parameters are averaged; or ``'average'``, ``'copy'``: the student's),
+            ``feat_branch``, ``backbone_checkpoint``, ...
     """
 
+    default_teacher_momentum = 0.99
+    default_teacher_buffers = 'own'
+    view_hint = 'use MultiCropWithGeometry with 2 global and 0 local crops'
+
     def __init__(self,
-                 backbone: dict,
                  neck: dict,
                  head: dict,
                  predictor: dict,
@@ -57,22 +60,10 @@ class SlotCon(TeacherStudentSelfSupervisor):
                                          teacher_temp=0.07, center_momentum=0.9),
                  loss_slot: dict = dict(type='SlotContrastLoss', temp=0.2),
                  group_loss_weight: float = 0.5,
-                 teacher_momentum: float = 0.99,
-                 end_teacher_momentum: float = 1.0,
-                 teacher_buffers: str = 'own',
-                 feat_branch: Optional[str] = None,
-                 backbone_checkpoint: Optional[dict] = None,
-                 data_preprocessor: Optional[dict] = None,
-                 pretrained: Optional[str] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(backbone=backbone, neck=neck, head=head, pretrained=pretrained,
-                         data_preprocessor=data_preprocessor, init_cfg=init_cfg,
-                         feat_branch=feat_branch, backbone_checkpoint=backbone_checkpoint)
+                 **kwargs) -> None:
+        super().__init__(neck=neck, head=head, **kwargs)
         self.predictor = MODELS.build(predictor)
-        backbone_channels = last_output_channels(self.backbone)
-        if backbone_channels is not None and backbone_channels != self.neck.in_channels:
-            raise ValueError(f'SlotCon: the backbone gives {backbone_channels} channels but the '
-                             f'projector expects in_channels={self.neck.in_channels}')
+        self.check_backbone_width('neck in_channels', self.neck.in_channels)
         dims = dict(projector_out=self.neck.out_channels, grouping_dim=self.head.dim,
                     predictor_in=self.predictor.in_channels,
                     predictor_out=self.predictor.out_channels)
@@ -84,14 +75,12 @@ class SlotCon(TeacherStudentSelfSupervisor):
         self.loss_group = self.build_group_loss(loss_group)
         self.loss_slot = MODELS.build(loss_slot)
         self._register_load_state_dict_pre_hook(self._load_old_center)
-        self.build_teacher(teacher_momentum, end_teacher_momentum, teacher_buffers)
 
     def build_group_loss(self, cfg: dict) -> nn.Module:
         """The group loss, its centre sized by the head's prototypes unless ``cfg`` says."""
         cfg = {'num_prototypes': self.head.num_prototypes, **cfg}
-        if cfg['num_prototypes'] != self.head.num_prototypes:
-            raise ValueError(f"SlotCon: loss_group num_prototypes={cfg['num_prototypes']} does "
-                             f'not match the head num_prototypes={self.head.num_prototypes}')
+        self.check_channels('loss_group num_prototypes', cfg['num_prototypes'],
+                            'the head num_prototypes', self.head.num_prototypes)
         return MODELS.build(cfg)
 
     @staticmethod
@@ -131,19 +120,22 @@ class SlotCon(TeacherStudentSelfSupervisor):
         return [align_to_boxes(view_maps, overlaps[v], flips[:, v], view_maps.shape[-2:])
                 for v, view_maps in enumerate(maps)]
 
-    def loss(self, inputs: List[Tensor], data_samples: List[DataSample]) -> dict:
-        if len(inputs) != 2:
-            raise ValueError(f'SlotCon needs exactly 2 views per image, got {len(inputs)}: '
-                             'use MultiCropWithGeometry with 2 global and 0 local crops')
-        overlaps, flips, valid = self.view_overlaps(data_samples, inputs[0].device)
+    def view_bounds(self) -> Tuple[int, Optional[int]]:
+        return 2, 2
 
-        self.teacher.update(self.student_modules())
-        student_slots, student_dots = zip(*[self.encode_view(self.student_modules(), view)
-                                            for view in inputs])
-        with torch.no_grad():
-            teacher_slots, teacher_dots = zip(*[self.encode_view(self.teacher, view)
-                                                for view in inputs])
-            teacher_aligned = self.align_to_overlap(teacher_dots, overlaps, flips)
+    def encode_teacher(self, batch: TrainingBatch) -> List[Tuple[Tensor, Tensor]]:
+        """Per view: slots (B, K, D) and prototype scores (B, K, h, w)."""
+        return [self.encode_view(self.teacher, view) for view in batch.views]
+
+    def encode_student(self, batch: TrainingBatch) -> List[Tuple[Tensor, Tensor]]:
+        return [self.encode_view(self.student_modules(), view) for view in batch.views]
+
+    def compute_losses(self, student: List[Tuple[Tensor, Tensor]],
+                       teacher: List[Tuple[Tensor, Tensor]], batch: TrainingBatch) -> dict:
+        overlaps, flips, valid = self.view_overlaps(batch.data_samples, batch.views[0].device)
+        student_slots, student_dots = zip(*student)
+        teacher_slots, teacher_dots = zip(*teacher)
+        teacher_aligned = self.align_to_overlap(teacher_dots, overlaps, flips)
         student_aligned = self.align_to_overlap(student_dots, overlaps, flips)
 
         loss_group = loss_slot = 0

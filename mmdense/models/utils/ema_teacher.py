@@ -1,9 +1,8 @@
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.logging import MessageHub
 from mmpretrain.models.utils import CosineEMA
 from torch import Tensor
 
@@ -20,7 +19,10 @@ class EMATeacher(CosineEMA):
     """EMA copy of named student modules (e.g. ``backbone``, ``neck``, ``head``).
 
     ``teacher ← m·teacher + (1 − m)·student`` with the teacher momentum m following a cosine from
-    ``momentum`` to ``end_momentum`` over the runner's ``max_iters`` (paper convention: 0.996 → 1).
+    ``momentum`` to ``end_momentum`` over ``schedule_length`` steps (paper convention: 0.996 → 1):
+    at update k (counted from 0), ``m_k = m_end − (m_end − m)·(1 + cos(πk/T))/2``
+    with T the schedule length, the runner's ``max_iters`` (``TeacherScheduleHook`` calls
+    :meth:`set_schedule_length`; a model stepped outside a Runner gives it itself).
     The step counter is a buffer, so the schedule resumes exactly. The first update copies the
     student's parameters (and buffers, unless ``buffers='own'``). Drop-path is switched off in the
     teacher, which only runs without gradient.
@@ -41,13 +43,16 @@ class EMATeacher(CosineEMA):
         student: the modules to track, by name.
         momentum / end_momentum: teacher momentum at the first and the last iteration.
         buffers: ``'copy'``, ``'average'`` or ``'own'`` (see ``BUFFER_MODES``).
+        schedule_length: T, the number of steps of the schedule; ``None`` until
+            :meth:`set_schedule_length` gives it (an update before that is an error).
     """
 
     def __init__(self,
                  student: Dict[str, nn.Module],
                  momentum: float = 0.996,
                  end_momentum: float = 1.0,
-                 buffers: str = 'copy') -> None:
+                 buffers: str = 'copy',
+                 schedule_length: Optional[int] = None) -> None:
         if not 0.0 <= momentum <= end_momentum <= 1.0:
             raise ValueError('EMATeacher needs 0 <= momentum <= end_momentum <= 1, got '
                              f'momentum={momentum}, end_momentum={end_momentum}')
@@ -61,11 +66,21 @@ class EMATeacher(CosineEMA):
         # model is moved or cast, so drop them: every update reads the current tensors instead.
         del self.avg_parameters
         self.buffers_mode = buffers
+        self.schedule_length = None
+        if schedule_length is not None:
+            self.set_schedule_length(schedule_length)
         for module in self.module.modules():
             if hasattr(module, 'drop_prob'):
                 module.drop_prob = 0.0
         # (value, version of the ``steps`` tensor it is the value of); ``steps`` is on the CPU here
         self._host_steps = (int(self.steps), self.steps._version)
+
+    def set_schedule_length(self, total_steps: int) -> None:
+        """The number of steps T over which the momentum follows its cosine."""
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f'EMATeacher: the schedule length must be a number of steps >= 1, '
+                             f'got {total_steps!r}')
+        self.schedule_length = total_steps
 
     @property
     def num_updates(self) -> int:
@@ -88,8 +103,7 @@ class EMATeacher(CosineEMA):
 
     def student_weight(self, steps: int) -> float:
         """``1 − m`` at ``steps``: the cosine schedule of ``CosineEMA.avg_func``."""
-        max_iters = MessageHub.get_current_instance().get_info('max_iters')
-        cosine = (math.cos(math.pi * steps / float(max_iters)) + 1) / 2
+        cosine = (math.cos(math.pi * steps / float(self.schedule_length)) + 1) / 2
         return self.end_momentum - (self.end_momentum - self.momentum) * cosine
 
     @staticmethod
@@ -107,6 +121,12 @@ class EMATeacher(CosineEMA):
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
+        if self.schedule_length is None:
+            raise RuntimeError(
+                'EMATeacher: the momentum schedule has no length: call '
+                'model.set_teacher_schedule(total_steps) (or EMATeacher.set_schedule_length) '
+                'before stepping outside a Runner; under a Runner, TeacherScheduleHook (in '
+                "configs/_base_/default_runtime.py's default_hooks) sets it to max_iters")
         steps = self.num_updates
         teacher, student = self._pairs(self.module, model, 'parameters')
         buffers = self._pairs(self.module, model, 'buffers')
