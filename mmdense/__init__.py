@@ -21,9 +21,6 @@ def _check_version(name: str, installed: str, minimum: str, maximum: str) -> Non
 _check_version('mmengine', mmengine.__version__, MMENGINE_MIN, MMENGINE_MAX)
 _check_version('mmcv', mmcv.__version__, MMCV_MIN, MMCV_MAX)
 
-from .utils.optional_imports import guard_mmpretrain_multimodal  # noqa: E402
-
-guard_mmpretrain_multimodal()
 try:
     import mmpretrain
 except ImportError as e:
@@ -31,8 +28,11 @@ except ImportError as e:
                       'Run `make install`, or pip install -e ".[lite]" (README).') from e
 _check_version('mmpretrain', mmpretrain.__version__, MMPRETRAIN_MIN, MMPRETRAIN_MAX)
 
-from .utils import compat  # noqa: E402
+# (after the checks: mmdense.utils imports mmpretrain's registries; `import mmpretrain` does not
+# import mmpretrain.models, which the guard must precede)
+from .utils import compat, optional_imports  # noqa: E402
 
+optional_imports.guard_mmpretrain_multimodal()
 compat.apply_all()
 
 __all__ = ['__version__', 'version_info']

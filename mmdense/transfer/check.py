@@ -32,10 +32,10 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.runner import find_latest_checkpoint
 
-from mmdense.fileio.checkpoint import read_checkpoint, stored_model_config
+from mmdense.fileio import read_checkpoint, sha256sum, stored_model_config
 from mmdense.fileio.load_coverage import checkpoint_weights
 
-from .checkpoints import BRANCH_PREFIXES, default_branch, read_sidecar, sha256sum
+from .checkpoints import BRANCH_PREFIXES, default_branch, read_sidecar
 from .downstream import build_model, set_backbone_init
 
 FAILING = ('missing', 'mismatched', 'overwritten', 'non-finite')

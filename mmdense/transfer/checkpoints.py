@@ -13,10 +13,14 @@ import os.path as osp
 from typing import Dict, Optional, Tuple
 
 import torch
+from mmengine.config import Config
+from mmpretrain.models import ResNet, VisionTransformer
 
-from mmdense.fileio.checkpoint import refuse_overwriting_inputs
+from mmdense.fileio import (read_checkpoint, refuse_overwriting_inputs, sha256sum,
+                            stored_model_config, torch_save_atomically, write_atomically)
+from mmdense.registry import MODELS
+from mmdense.utils import register_all_modules
 from mmdense.utils.errors import UserKeyError, UserValueError
-from mmdense.fileio import sha256sum
 
 from .keys import (StateDict, backbone_kind, describe_backbone, detect_vit_layout, from_layout,
                    target_layout, to_layout)
@@ -33,8 +37,6 @@ def default_branch(algorithm: str, model_cfg: Optional[dict] = None) -> Optional
     and the dense evaluation read too), else :data:`PUBLISHED_BRANCHES`; ``None`` if unknown."""
     if (model_cfg or {}).get('feat_branch'):
         return model_cfg['feat_branch']
-    from mmdense.registry import MODELS
-    from mmdense.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     cls = MODELS.get(algorithm) if algorithm else None
     return getattr(cls, 'default_transfer_branch', None) or PUBLISHED_BRANCHES.get(algorithm)
@@ -65,7 +67,6 @@ def load_file(path: str) -> dict:
     """:func:`mmdense.fileio.checkpoint.read_checkpoint`: ``weights_only=True`` (the official
     training scripts' ``args`` namespaces, paths and numpy floats are allowed by
     :func:`mmdense.utils.compat.checkpoint_safe_globals`), errors that name the file."""
-    from mmdense.fileio.checkpoint import read_checkpoint
     return read_checkpoint(path)
 
 
@@ -82,12 +83,10 @@ def checkpoint_algorithm(checkpoint: dict, path: str,
         return (meta['algorithm'], meta.get('backbone_cfg'),
                 meta.get('default_branch') or default_branch(meta['algorithm']))
     if config is not None:
-        from mmengine.config import Config
         model = Config.fromfile(config).get('model') or {}
         model = model.to_dict() if hasattr(model, 'to_dict') else model
         where = config
     else:
-        from mmdense.fileio.checkpoint import stored_model_config
         model, where = stored_model_config(checkpoint, path), f'{path} meta.cfg'
         if model is None:
             raise UserKeyError(f'{path}: no meta.cfg or meta.algorithm: cannot tell which '
@@ -124,7 +123,6 @@ def branch_backbone(state_dict: StateDict, branch: str, path: str, algorithm: st
 
 def reference_backbone(state_dict: StateDict) -> torch.nn.Module:
     """An mmpretrain backbone with the architecture a canonical state dict describes."""
-    from mmpretrain.models import ResNet, VisionTransformer
     desc = describe_backbone(state_dict)
     if desc['kind'] == 'resnet':
         if desc['depth'] is None:
@@ -155,7 +153,6 @@ def _tensors_only(state_dict: StateDict) -> StateDict:
 def _atomic_save(obj, path: str) -> None:
     """``torch.save`` to a synced temporary file renamed over ``path``: an interrupted export
     leaves the previous file (or none), never a truncated one."""
-    from mmdense.fileio.checkpoint import torch_save_atomically
     torch_save_atomically(obj, path)
 
 
@@ -191,7 +188,6 @@ def export_backbone(source: str, out: str, target: str, branch: Optional[str] = 
         num_tensors=len(exported),
         file_sha256=sha256sum(out),
     )
-    from mmdense.fileio.checkpoint import write_atomically
     write_atomically(json.dumps(sidecar, indent=2).encode(), sidecar_path(out))
     return sidecar
 

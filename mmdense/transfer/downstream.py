@@ -3,6 +3,7 @@ from typing import Optional
 
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope, init_default_scope
 
 from mmdense.utils.errors import UserValueError
 
@@ -19,18 +20,18 @@ def config_scope(cfg: Config, path: str = 'the config') -> str:
 
 
 def register_scope(scope: str) -> None:
-    """Register ``scope``'s modules and this package's transfer modules in ``scope``."""
+    """Register ``scope``'s modules in ``scope`` (this package registered its transfer modules,
+    ``ViTPyramid`` and ``LayerDecayOptimWrapperConstructor``, when it was imported)."""
+    # mmdet and mmseg are optional (pip install -e ".[lite]" has neither): imported when used
     if scope == 'mmdet':
         from mmdet.utils import register_all_modules
     else:
         from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
-    import mmdense.transfer  # noqa: F401  (ViTPyramid, LayerDecayOptimWrapperConstructor)
 
 
 def activate_scope(scope: str) -> None:
     """:func:`register_scope`, then make ``scope`` the default scope (for a Runner)."""
-    from mmengine.registry import init_default_scope
     register_scope(scope)
     init_default_scope(scope)
 
@@ -64,7 +65,6 @@ def set_backbone_init(cfg: Config, checkpoint: Optional[str]) -> None:
 def build_model(cfg: Config) -> nn.Module:
     """``cfg.model`` built in the config's scope (weights not initialised yet); the caller's
     default scope is left as it was."""
-    from mmengine.registry import MODELS, DefaultScope
     scope = config_scope(cfg)
     register_scope(scope)
     with DefaultScope.overwrite_default_scope(scope):

@@ -18,6 +18,10 @@ import sys
 import textwrap
 from typing import Callable, NoReturn, Optional
 
+import torch
+from mmengine.config import Config
+from mmengine.registry import Registry
+
 from .config_names import resolve_renamed_config
 from .errors import UserError, UserKeyError
 
@@ -42,7 +46,6 @@ def load_config(path: str, cfg_options: Optional[dict] = None):
     config that fails to execute (syntax error, bad ``_base_``) raises :class:`UserError` naming
     it, and so does an option that nothing would read (:func:`check_cfg_options`). A renamed
     config's old name loads the new one (:mod:`mmdense.utils.config_names`)."""
-    from mmengine.config import Config
     path = resolve_renamed_config(path)
     if not osp.exists(path):
         raise FileNotFoundError(f'config not found: {path}')
@@ -142,7 +145,6 @@ def registered_objects(obj_type, scope: Optional[str]) -> list:
     or function given as the type itself."""
     if not isinstance(obj_type, str):
         return [obj_type] if callable(obj_type) else []
-    from mmengine.registry import Registry
     try:
         registries = importlib.import_module(f'{scope or "mmengine"}.registry')
     except ImportError:  # a scope whose package is not installed: nothing to check against
@@ -167,7 +169,6 @@ def accepted_arguments(obj) -> Optional[set]:
     the MRO; ``torch.nn.Module`` and ``object`` take none."""
     if not inspect.isclass(obj):
         return _named_parameters(obj)
-    import torch
     accepted = set()
     for cls in obj.__mro__:
         init = vars(cls).get('__init__')

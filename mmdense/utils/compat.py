@@ -8,8 +8,12 @@ import pickle
 import warnings
 
 import cv2
+import mmcv
+import mmcv.image
+import mmcv.image.photometric
 import numpy as np
 import torch
+from mmengine.logging import HistoryBuffer
 
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 # numpy >= 1.25 rebuilds dtypes through per-type classes (numpy.dtypes.Float64DType, ...);
@@ -26,7 +30,6 @@ def _history_buffer_statistic(owner, name: str):
     mmengine 0.10.7's ``HistoryBuffer.__getstate__`` pickles its statistics methods as
     ``getattr(HistoryBuffer, 'min')`` etc.; this resolves exactly those and refuses anything else.
     """
-    from mmengine.logging import HistoryBuffer
     if owner is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
         return getattr(owner, name)
     raise pickle.UnpicklingError(
@@ -111,7 +114,6 @@ def checkpoint_safe_globals() -> list:
       ``args`` (an ``argparse.Namespace``, holding ``pathlib`` paths under DINO's
       ``run_with_submitit.py``) and numpy floats in the optimizer state, pickled under numpy
       1.x or 2.x (:func:`numpy_pickle_helpers`, :func:`path_safe_globals`)."""
-    from mmengine.logging import HistoryBuffer
     return [
         np.ndarray,
         (_numeric_dtype, 'numpy.dtype'),
@@ -157,9 +159,6 @@ def patch_mmcv_adjust_hue() -> None:
     """numpy >= 2 with mmcv 2.1.0: see :func:`adjust_hue`."""
     if int(np.__version__.split('.')[0]) < 2:
         return
-    import mmcv
-    import mmcv.image
-    import mmcv.image.photometric
     for module in (mmcv, mmcv.image, mmcv.image.photometric):
         module.adjust_hue = adjust_hue
 

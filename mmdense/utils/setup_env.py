@@ -1,18 +1,18 @@
 import datetime
 import warnings
 
+import mmpretrain.utils
 from mmengine import DefaultScope
+
+from mmdense.registry import REGISTRIES
 
 
 def register_all_modules(init_default_scope: bool = True) -> None:
-    """Import every mmdense module so that it is registered, and optionally make ``mmdense`` the
-    default scope (as ``mmdet.utils.register_all_modules`` does for mmdet)."""
-    import mmdense.datasets  # noqa: F401
-    import mmdense.engine  # noqa: F401
-    import mmdense.evaluation  # noqa: F401
-    import mmdense.models  # noqa: F401
-    import mmpretrain.utils
-
+    """Register every mmdense module (each registry imports its ``locations``, see
+    :mod:`mmdense.registry`) and mmpretrain's, and optionally make ``mmdense`` the default scope
+    (as ``mmdet.utils.register_all_modules`` does for mmdet)."""
+    for registry in REGISTRIES:
+        registry.import_from_location()
     mmpretrain.utils.register_all_modules(init_default_scope=False)
     if not init_default_scope:
         return

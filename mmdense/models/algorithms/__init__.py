@@ -1,18 +1,9 @@
+from .adclr import ADCLR
+from .cotap import CoTAP
 from .dino import DINO, embed_views
+from .dsc import DSC
+from .ibot import iBOT
+from .pixpro import PixPro
+from .slotcon import SlotCon
 
-__all__ = ['DINO', 'embed_views']
-from .slotcon import SlotCon  # noqa: E402
-
-__all__ += ['SlotCon']
-from .dsc import DSC  # noqa: E402
-
-__all__ += ['DSC']
-from .adclr import ADCLR  # noqa: E402
-
-__all__ += ['ADCLR']
-from .cotap import CoTAP  # noqa: E402
-
-__all__ += ['CoTAP']
-from .ibot import iBOT  # noqa: E402
-
-__all__ += ['iBOT']
+__all__ = ['ADCLR', 'CoTAP', 'DINO', 'DSC', 'SlotCon', 'embed_views', 'iBOT', 'PixPro']

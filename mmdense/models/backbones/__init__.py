@@ -1,10 +1,7 @@
-__all__ = []
-from .vit_cp import VisionTransformerCP  # noqa: E402
+from .object_aware_vit import ObjectAwareFilterLayer, ObjectAwareViT
+from .query_vit import QueryVisionTransformer
+from .vit_cp import VisionTransformerCP
 
-__all__ += ['VisionTransformerCP']
-from .object_aware_vit import ObjectAwareFilterLayer, ObjectAwareViT  # noqa: E402
-
-__all__ += ['ObjectAwareFilterLayer', 'ObjectAwareViT']
-from .query_vit import QueryVisionTransformer  # noqa: E402
-
-__all__ += ['QueryVisionTransformer']
+__all__ = [
+    'ObjectAwareFilterLayer', 'ObjectAwareViT', 'QueryVisionTransformer', 'VisionTransformerCP'
+]

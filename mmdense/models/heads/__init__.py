@@ -1,6 +1,5 @@
 from .dino_head import DINOHead, WeightNormLinear
+from .dino_init import DINOInit
+from .semantic_grouping import SemanticGrouping
 
-__all__ = ['DINOHead', 'WeightNormLinear']
-from .semantic_grouping import SemanticGrouping  # noqa: E402
-
-__all__ += ['SemanticGrouping']
+__all__ = ['DINOHead', 'DINOInit', 'SemanticGrouping', 'WeightNormLinear']

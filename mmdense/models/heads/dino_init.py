@@ -6,7 +6,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import BaseInit, trunc_normal_, update_init_info
 
 from mmdense.registry import WEIGHT_INITIALIZERS
-from ..heads.dino_head import WeightNormLinear
+from .dino_head import WeightNormLinear
 
 TOKEN_PARAMETERS = ('cls_token', 'pos_embed')
 
