@@ -225,3 +225,50 @@ def load_records(root: str) -> Dict[str, MethodRecord]:
                               f'of {records[record.name].path}')
         records[record.name] = record
     return records
+
+
+# ----------------------------------------------------------------------------- derived text
+README_HEADER = '| config | method | backbone | data | recipe |'
+
+
+def readme_configs_table(records: Mapping[str, MethodRecord]) -> str:
+    """The README's Configs table: one line per ``README Rows`` entry of each record, a row's
+    further configs named relative to its first one's folder."""
+    lines = [README_HEADER, '|---|---|---|---|---|']
+    for record in records.values():
+        for row in record.readme_rows:
+            first, *more = row.configs
+            names = ', '.join([f'`{first}`'] + [
+                f'`{osp.relpath(c, osp.dirname(first))}`' for c in more])
+            cells = [names, row.method, row.backbone, row.data, row.recipe]
+            lines.append('| ' + ' | '.join(cells).rstrip() + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def replace_readme_table(readme: str, table: str, path: str = 'README.md') -> str:
+    """``readme`` with the Configs table (from its header line to the first line that does not
+    start with ``|``) replaced by ``table``."""
+    lines = readme.splitlines(keepends=True)
+    try:
+        start = lines.index(README_HEADER + '\n')
+    except ValueError:
+        raise RecordError(f'{path}: no line {README_HEADER!r} (the Configs table) found')
+    end = start
+    while end < len(lines) and lines[end].startswith('|'):
+        end += 1
+    return ''.join(lines[:start]) + table + ''.join(lines[end:])
+
+
+MODEL_INDEX_HEADER = """\
+# Model zoo index (OpenMMLab model-index format). Each metafile is a method's record: its
+# pretraining configs with the transfer results its paper reports ("Source: paper"; not
+# reproduced here), an empty Weights field until checkpoints are released, and the Collection
+# Metadata the tests and tools read (docs/adding_a_method.md). Written by
+# tools/misc/method_tables.py --write from the configs/*/metafile.yml files.
+"""
+
+
+def model_index_text(records: Mapping[str, MethodRecord]) -> str:
+    """``model-index.yml``: the ``Import`` list of every record file."""
+    return MODEL_INDEX_HEADER + 'Import:\n' + ''.join(
+        f'  - {record.path}\n' for record in records.values())

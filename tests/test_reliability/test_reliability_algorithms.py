@@ -37,6 +37,7 @@ from mmdense.datasets.transforms import ImageLoadError
 from mmdense.engine.hooks import NonFiniteLossHook
 from mmdense.registry import DATASETS, MODELS, TRANSFORMS
 from mmdense.utils import register_all_modules
+from mmdense.utils.method_records import apply_options
 from algorithm_table import ALGORITHMS, tiny_config
 from helpers import ROOT, ring_neighbours_file
 
@@ -66,24 +67,10 @@ def runner_config(algorithm, data_root, work_dir, max_iters=2):
 
 
 # ------------------------------------------------------------------------------------- configs
-# (algorithm, where the mistyped key goes, class named in the error)
-MISTYPED = [
-    ('DINO', 'model', 'DINO'), ('DINO', 'backbone', 'VisionTransformer'),
-    ('DINO', 'head', 'DINOHead'), ('DINO', 'loss', 'DINOLoss'),
-    ('ADCLR', 'model', 'ADCLR'), ('ADCLR', 'backbone', 'VisionTransformer'),
-    ('ADCLR', 'head', 'DINOHead'),
-    ('CoTAP', 'model', 'CoTAP'), ('CoTAP', 'backbone', 'VisionTransformer'),
-    ('CoTAP', 'patch_head', 'DINOHead'), ('CoTAP', 'cls_head', 'DINOHead'),
-    ('CoTAP', 'loss_distill', 'SinkhornCrossEntropyLoss'),
-    ('CoTAP', 'loss_rank', 'ContinuousAPLoss'),
-    ('SlotCon', 'model', 'SlotCon'), ('SlotCon', 'backbone', 'ResNet'),
-    ('SlotCon', 'neck', 'ConvMLPProjector'), ('SlotCon', 'head', 'SemanticGrouping'),
-    ('SlotCon', 'predictor', 'SlotPredictor'), ('SlotCon', 'loss_group', 'SlotConGroupLoss'),
-    ('SlotCon', 'loss_slot', 'SlotContrastLoss'),
-    ('DSC', 'model', 'DSC'), ('DSC', 'backbone', 'ResNet'), ('DSC', 'neck', 'DenseCLNeck'),
-    ('DSC', 'loss_instance', 'InfoNCEWithQueueLoss'),
-    ('DSC', 'loss_semantic', 'MultiPositiveInfoNCELoss'),
-]
+# (algorithm, where the mistyped key goes, class named in the error): the records' ``Build
+# Errors: Mistyped``
+MISTYPED = [(name, where, named) for name, record in ALGORITHMS.items()
+            for where, named in record.mistyped.items()]
 
 
 def build_model(cfg):
@@ -103,53 +90,17 @@ def test_mistyped_argument_fails_at_build_time(algorithm, where, named, toy_root
         build_model(cfg)
 
 
-# (algorithm, config edit, the error naming both values)
-MISMATCHED = {
-    'dino-head-width': ('DINO', lambda m: m.head.update(in_channels=64),
-                        r'DINO: head in_channels=64 does not match the backbone embed_dims=48'),
-    'dino-prototypes': ('DINO', lambda m: m.loss.update(out_channels=64),
-                        r'DINO: loss out_channels=64 does not match the head out_channels=128'),
-    'adclr-head-width': ('ADCLR', lambda m: m.head.update(in_channels=64),
-                         r'ADCLR: head in_channels=64 does not match the backbone embed_dims=48'),
-    'adclr-query-prototypes': (
-        'ADCLR', lambda m: m.update(query_loss=dict(type='DINOLoss', out_channels=64)),
-        r'ADCLR: query_loss out_channels=64 does not match the head out_channels=128'),
-    'cotap-patch-head-width': (
-        'CoTAP', lambda m: m.patch_head.update(in_channels=48),
-        r'CoTAP: patch_head.in_channels=48 but the backbone outputs 96 channels'),
-    'cotap-cls-head-width': (
-        'CoTAP', lambda m: m.cls_head.update(in_channels=48),
-        r'CoTAP: cls_head.in_channels=48 but the backbone outputs 96 channels'),
-    'cotap-loss-term': ('CoTAP', lambda m: m.update(loss_weights=dict(cross_patches=1.0)),
-                        r"CoTAP: unknown loss_weights \['cross_patches'\]"),
-    'cotap-ranking-threshold': (
-        'CoTAP', lambda m: m.loss_rank.update(threshold=1.0),
-        r'CoTAP: loss_rank.threshold=1.0 leaves no anchor: the ranking targets are cosine '
-        r'similarities, at most 1'),
-    'slotcon-projector-input': (
-        'SlotCon', lambda m: m.neck.update(in_channels=256),
-        r'SlotCon: the backbone gives 512 channels but the projector expects in_channels=256'),
-    'slotcon-slot-dim': ('SlotCon', lambda m: m.predictor.update(in_channels=128),
-                         r"SlotCon needs one slot dimension throughout, got .*'predictor_in': 128"),
-    'slotcon-group-loss-centre': (
-        'SlotCon', lambda m: m.loss_group.update(num_prototypes=16),
-        r'SlotCon: loss_group num_prototypes=16 does not match the head num_prototypes=8'),
-    'slotcon-stage-3-output': (
-        'SlotCon', lambda m: m.backbone.update(out_indices=(2, )),
-        r'SlotCon: the backbone gives 256 channels but the projector expects in_channels=512'),
-    'dsc-neck-input': ('DSC', lambda m: m.neck.update(in_channels=128),
-                       r'DSC: the backbone gives 64 channels but the neck expects in_channels=128'),
-    'dsc-stage-3-output': (
-        'DSC', lambda m: m.backbone.update(out_indices=(2, )),
-        r'DSC: the backbone gives 32 channels but the neck expects in_channels=64'),
-}
+# case -> (algorithm, config edit as cfg-options, the error naming both values): the records'
+# ``Build Errors: Mismatched``
+MISMATCHED = {case: (name, mismatch.edit, mismatch.error) for name, record in ALGORITHMS.items()
+              for case, mismatch in record.mismatched.items()}
 
 
 @pytest.mark.parametrize('case', list(MISMATCHED))
 def test_mismatched_widths_fail_at_build_time(case, toy_root, tmp_path):
     algorithm, edit, message = MISMATCHED[case]
     cfg = runner_config(algorithm, toy_root, tmp_path)
-    edit(cfg.model)
+    apply_options(cfg, edit)
     with pytest.raises((ValueError, KeyError), match=message):
         build_model(cfg)
 
@@ -164,7 +115,7 @@ def test_config_errors_stop_the_runner_before_training(algorithm, toy_root, tmp_
         Runner.from_cfg(cfg)
     for _, edit, message in [case for case in MISMATCHED.values() if case[0] == algorithm][:1]:
         cfg = runner_config(algorithm, toy_root, tmp_path)
-        edit(cfg.model)
+        apply_options(cfg, edit)
         with pytest.raises((ValueError, KeyError), match=message):
             Runner.from_cfg(cfg)
 
@@ -210,18 +161,17 @@ def poison(monkeypatch, owner, name, condition=lambda *args: True):
 
 def poison_term(monkeypatch, model, term, active=lambda: True):
     """Make the computation of one loss term of ``model`` non-finite, where it is computed,
-    whenever ``active()``: in the loss module or method that computes it (DINO, ADCLR, CoTAP),
-    in the loss module named as the term (SlotCon, DSC), else in the dict ``model.loss``
-    returns."""
-    name = type(model).__name__
+    whenever ``active()``: in the model attribute that computes it (its record's ``Loss
+    Terms``, else the attribute named as the term), a loss module or a method; else in the
+    dict ``model.loss`` returns."""
+    record = ALGORITHMS[type(model).__name__]
+    source = record.loss_terms.get(term, None if term == 'loss' else term)  # not model.loss
+    computes = getattr(model, source, None) if source else None
     when = lambda *args: active()  # noqa: E731
-    if name in ('DINO', 'ADCLR'):
-        module = model.query_loss_module if term == 'loss_query' else model.loss_module
-        poison(monkeypatch, module, 'forward', when)
-    elif name == 'CoTAP':
-        poison(monkeypatch, model, f'{term[len("loss_"):]}_loss', when)
-    elif isinstance(getattr(model, term, None), torch.nn.Module):
-        poison(monkeypatch, getattr(model, term), 'forward', when)
+    if isinstance(computes, torch.nn.Module):
+        poison(monkeypatch, computes, 'forward', when)
+    elif callable(computes):
+        poison(monkeypatch, model, source, when)
     else:
         loss = model.loss
 
@@ -234,9 +184,11 @@ def poison_term(monkeypatch, model, term, active=lambda: True):
         monkeypatch.setattr(model, 'loss', poisoned)
 
 
-# every algorithm of the table, and DSC with its prototype-matching semantic contrast
+# every algorithm of the table, and the variants its record names (DSC's prototype-matching
+# semantic contrast)
 VARIANTS = {name: (name, {}) for name in ALGORITHMS}
-VARIANTS['DSC-pm'] = ('DSC', dict(semantic_variant='pm'))
+VARIANTS.update({variant: (name, options) for name, record in ALGORITHMS.items()
+                 for variant, options in record.variants.items()})
 
 
 @pytest.fixture(scope='module')
@@ -257,13 +209,14 @@ def train_step(variant, toy_root, batches):
     """A real ``train_step`` (preprocessing, loss, parse_losses, backward, SGD step); returns
     the model, the step (which returns the log variables the runner hands to the hooks) and
     the optimiser wrapper."""
-    algorithm, model_edit = VARIANTS[variant]
+    algorithm, options = VARIANTS[variant]
     cfg = tiny_config(algorithm, toy_root, 1)
-    cfg.model.update(model_edit)
+    apply_options(cfg, options)
     with DefaultScope.overwrite_default_scope('mmdense'):
         torch.manual_seed(0)
         model = MODELS.build(cfg.model)
         model.init_weights()
+    model.set_teacher_schedule(100)
     optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3))
     batch = batches[algorithm]
     return model, lambda: model.train_step(copy.deepcopy(batch), optim_wrapper), optim_wrapper
@@ -284,8 +237,7 @@ def guard(outputs, optim_wrapper, iteration):
 
 
 @pytest.mark.parametrize('variant', list(VARIANTS))
-def test_every_term_is_finite_and_the_loss_is_their_sum(variant, toy_root, batches,
-                                                        message_hub_max_iters):
+def test_every_term_is_finite_and_the_loss_is_their_sum(variant, toy_root, batches):
     _, step, optim_wrapper = train_step(variant, toy_root, batches)
     outputs = step()
     values = {name: float(torch.as_tensor(value).detach()) for name, value in outputs.items()}
@@ -298,7 +250,7 @@ def test_every_term_is_finite_and_the_loss_is_their_sum(variant, toy_root, batch
 
 @pytest.mark.parametrize('variant', list(VARIANTS))
 def test_a_non_finite_term_is_named_with_the_iteration(variant, toy_root, batches,
-                                                       monkeypatch, message_hub_max_iters):
+                                                       monkeypatch):
     """Each term the model returns in turn made NaN where it is computed: the guard stops at
     iteration 5 naming that term and no other."""
     _, step, _ = train_step(variant, toy_root, batches)
@@ -327,8 +279,7 @@ class IterationFlag(Hook):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='AmpOptimWrapper needs a GPU')
 @pytest.mark.parametrize('algorithm', list(ALGORITHMS))
 def test_under_amp_a_non_finite_step_is_skipped_and_counted(algorithm, toy_root, batches,
-                                                            tmp_path, monkeypatch,
-                                                            message_hub_max_iters):
+                                                            tmp_path, monkeypatch):
     """As ``tools/train.py --amp`` sets it up: the loss scaler skips the step whose term (the
     last one the model returns) is NaN, the guard counts it instead of stopping, and training
     goes on."""

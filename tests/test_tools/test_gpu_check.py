@@ -5,10 +5,12 @@ import json
 import os.path as osp
 import subprocess
 import sys
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
-from algorithm_table import ALGORITHMS
+from algorithm_table import ALGORITHMS, tiny_config
 from helpers import ROOT
 
 SCRIPT = osp.join(ROOT, 'tools', 'analysis_tools', 'gpu_check.py')
@@ -21,8 +23,17 @@ def load_tool():
     return module
 
 
-def test_every_algorithm_has_a_recipe_to_check():
-    assert set(load_tool().RECIPES) == set(ALGORITHMS)
+@pytest.mark.parametrize('algorithm', list(ALGORITHMS))
+def test_the_tiny_dry_run_checks_the_tests_tiny_model(algorithm, toy_root, tmp_path):
+    """One definition of tiny: ``--tiny`` builds the model of the tests' ``tiny_config`` (the
+    record's ``Tiny`` cfg-options), ViTs 4 blocks deep for the export check's pyramid."""
+    tool = load_tool()
+    args = SimpleNamespace(tiny=True, batch_size=2, device='cpu', data_root=toy_root)
+    checked = tool.check_config(algorithm, args, str(tmp_path))
+    expected = tiny_config(algorithm, toy_root, max_iters=1).model
+    if ALGORITHMS[algorithm].backbone_family == 'vit':
+        expected.backbone.arch.num_layers = 4
+    assert checked.model.to_dict() == expected.to_dict()
 
 
 def test_help_describes_every_check():
@@ -56,8 +67,8 @@ def test_cpu_dry_run_trains_resumes_and_transfers(algorithms, toy_root, tmp_path
 def test_a_failing_check_is_reported_and_exits_non_zero(toy_root, tmp_path, monkeypatch,
                                                         capsys):
     tool = load_tool()
-    monkeypatch.setitem(tool.RECIPES, 'DINO', ('configs/dino/missing.py',
-                                               'configs/dino/missing.py'))
+    monkeypatch.setitem(tool.RECIPES, 'DINO', replace(tool.RECIPES['DINO'],
+                                                      toy_config='configs/dino/missing.py'))
     code = tool.main(['--device', 'cpu', '--tiny', '--data-root', toy_root, '--algorithms',
                       'DINO', '--checks', 'bf16', 'resume', '--work-dir', str(tmp_path)])
     assert code == 1

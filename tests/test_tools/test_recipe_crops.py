@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from mmengine.config import Config
 
+from algorithm_table import ALGORITHMS
 from helpers import ROOT
 
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
@@ -29,23 +30,22 @@ def test_recipe_views_turn_a_step_cost_config_into_its_recipe_views(entry):
     cfg = Config.fromfile(osp.join(benchmark_table.CONFIG_DIR, entry.config))
     benchmark.set_views(cfg, entry.recipe_views)
     expected = {'global_crops': (2, 224)}
-    if entry.group == benchmark_table.VIT:
+    if entry.group == 'ViT-S/16':
         expected['query_crops' if entry.name == 'adclr' else 'local_crops'] = (
             (1, 96) if entry.name == 'adclr' else (10, 96))
     assert crops(cfg) == expected
     images_per_step = entry.recipe_batch * (2 if entry.pairs else 1)
-    assert images_per_step == (32 if entry.group == benchmark_table.VIT else 64)
+    assert images_per_step == (32 if entry.group == 'ViT-S/16' else 64)
 
 
-@pytest.mark.parametrize('name', ['dino', 'cotap', 'adclr', 'slotcon', 'dsc'])
-def test_recipe_views_are_those_of_the_recipe_config(name):
-    recipe = {'dino': 'dino/vit-s_coco.py', 'cotap': 'cotap/vit-s_coco.py',
-              'adclr': 'adclr/vit-s_coco.py', 'slotcon': 'slotcon/r50_coco-800e.py',
-              'dsc': 'dsc/r50_coco-800e.py'}[name]
-    entry = benchmark_table.BY_NAME[name]
+@pytest.mark.parametrize('record', [r for r in ALGORITHMS.values() if r.step_cost],
+                         ids=lambda r: r.folder)
+def test_recipe_views_are_those_of_the_recipe_config(record):
+    """A record's step-cost ``Recipe Views`` are the crops of its ``Recipe Config``."""
+    entry = benchmark_table.BY_NAME[record.folder]
     step_cost = Config.fromfile(osp.join(benchmark_table.CONFIG_DIR, entry.config))
     benchmark.set_views(step_cost, entry.recipe_views)
-    assert crops(step_cost) == crops(Config.fromfile(osp.join(ROOT, 'configs', recipe)))
+    assert crops(step_cost) == crops(Config.fromfile(osp.join(ROOT, record.recipe_config)))
 
 
 def test_recipe_crops_reach_the_benchmark_command():

@@ -12,6 +12,10 @@ backbone, views and images per step:
 * ViT-S/16 (2 x 96 px global + 4 x 48 px local crops, 8 images): CoTAP and ADCLR vs DINO;
 * ResNet-50 (2 views of 128 px, 8 images): SlotCon and DSC vs mmpretrain's DenseCL and BYOL.
 
+Each method's entry (config, group, baselines, target, recipe views and batch) is the ``Step
+Cost`` of its record (``configs/<method>/metafile.yml``); mmpretrain's DenseCL and BYOL, which
+are no mmdense methods, are listed here.
+
 The ratio is the method's time per image over the baseline's (images/s of the baseline over
 that of the method); "met?" compares it with the method's target. Per config, the benchmark's
 JSON and log go to ``--out-dir`` (``NAME.json``, ``NAME.log``); the table is printed and
@@ -31,6 +35,8 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mmdense.utils.method_records import load_records
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = 'configs/benchmarks/step_cost'
 BENCHMARK = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark.py')
@@ -49,24 +55,32 @@ class Entry:
     pairs: bool = False  # its ring neighbour file goes to OUT_DIR
     recipe_views: Tuple[str, ...] = ('global_crops=2x224', )  # --recipe-crops: benchmark.py --views
     recipe_batch: int = 64  # --recipe-crops: images (pairs for CoTAP) per step
+    resnet: bool = False  # --channels-last applies
 
 
-VIT, RESNET = 'ViT-S/16', 'ResNet-50'
-# the recipes' views: DINO's and CoTAP's 2 x 224 + 10 x 96 px; ADCLR's one 96 px query crop replaces
-# the local crops; the ResNet methods' 2 x 224 px (the default of Entry.recipe_views)
-VIT_RECIPE_VIEWS = ('global_crops=2x224', 'local_crops=10x96')
-ENTRIES = (
-    Entry('dino', 'DINO', VIT, 'dino_vit-s16.py', recipe_views=VIT_RECIPE_VIEWS, recipe_batch=32),
-    Entry('cotap', 'CoTAP', VIT, 'cotap_vit-s16.py', ('dino', ), 1.25, pairs=True,
-          recipe_views=VIT_RECIPE_VIEWS, recipe_batch=16),
-    Entry('adclr', 'ADCLR', VIT, 'adclr_vit-s16.py', ('dino', ), 1.15,
-          recipe_views=('global_crops=2x224', 'query_crops=1x96'), recipe_batch=32),
-    Entry('densecl', 'DenseCL (mmpretrain)', RESNET, 'densecl_r50.py'),
-    Entry('byol', 'BYOL (mmpretrain)', RESNET, 'byol_r50.py'),
-    Entry('slotcon', 'SlotCon', RESNET, 'slotcon_r50.py', ('densecl', 'byol'), 1.2),
-    Entry('dsc', 'DSC', RESNET, 'dsc_r50.py', ('densecl', 'byol'), 1.3),
+# mmpretrain's baselines of the ResNet-50 group (the recipes' 2 x 224 px views, 64 images)
+BASELINES = (
+    Entry('densecl', 'DenseCL (mmpretrain)', 'ResNet-50', 'densecl_r50.py', resnet=True),
+    Entry('byol', 'BYOL (mmpretrain)', 'ResNet-50', 'byol_r50.py', resnet=True),
 )
+
+
+def method_entries(root: str = ROOT) -> Tuple[Entry, ...]:
+    """The entry of every method record with a ``Step Cost``, by record folder."""
+    return tuple(
+        Entry(record.folder, record.name, cost.group, cost.config, cost.baselines, cost.target,
+              cost.pairs, cost.recipe_views, cost.recipe_batch,
+              record.backbone_family == 'resnet')
+        for record in load_records(root).values() if (cost := record.step_cost) is not None)
+
+
+def baselines_first(entries: Sequence[Entry]) -> Tuple[Entry, ...]:
+    return tuple(sorted(entries, key=lambda entry: bool(entry.baselines)))
+
+
+ENTRIES = baselines_first(method_entries() + BASELINES)
 BY_NAME = {e.name: e for e in ENTRIES}
+GROUPS = tuple(dict.fromkeys(e.group for e in ENTRIES))  # in order of first appearance
 
 
 def default_threads() -> int:
@@ -89,7 +103,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                         'baseline in the same run')
     parser.add_argument('--amp', action='store_true', help='benchmark.py --amp for every config')
     parser.add_argument('--channels-last', action='store_true',
-                        help='benchmark.py --channels-last for the ResNet-50 group')
+                        help='benchmark.py --channels-last for the ResNet entries')
     parser.add_argument('--device', help='benchmark.py --device (default: its own, cuda if '
                         'available)')
     parser.add_argument('--recipe-crops', action='store_true',
@@ -109,7 +123,7 @@ def benchmark_command(entry: Entry, args, json_path: str) -> List[str]:
            '--out', json_path]
     if args.amp:
         cmd.append('--amp')
-    if args.channels_last and entry.group == RESNET:
+    if args.channels_last and entry.resnet:
         cmd.append('--channels-last')
     if args.device:
         cmd += ['--device', args.device]
@@ -215,13 +229,13 @@ def settings_line(results: Dict[str, dict], args) -> str:
     precision = 'mixed precision (--amp)' if args.amp else 'fp32'
     return (f'{device}, {"/".join(map(str, threads))} threads, median of {args.iters} timed '
             f'iteration(s) after {args.warmup} warm-up, {precision}'
-            f'{", channels_last for ResNet-50" if args.channels_last else ""}; '
+            f'{", channels_last for the ResNets" if args.channels_last else ""}; '
             f'{platform.node() or "?"}, {time.strftime("%Y-%m-%d")}')
 
 
 def markdown_table(results: Dict[str, dict], args) -> str:
     lines = []
-    for group in (VIT, RESNET):
+    for group in GROUPS:
         names = {e.name for e in ENTRIES if e.group == group}
         rows = build_rows({k: v for k, v in results.items() if k in names})
         if not rows:

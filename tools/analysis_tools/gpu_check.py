@@ -23,9 +23,13 @@ ok when its losses are finite and the EMA teacher moved. It needs nothing but th
 its installed requirements and the toy data; on one H100 it takes a few minutes.
 
 ``--tiny`` (with ``--device cpu``) is a dry run of the same code on the CPU: each algorithm's
-toy config (small crops and models) at batch 2. fp16 and SyncBN need CUDA and report n/a there;
-DDP runs in a gloo group. ``tests/test_tools/test_gpu_check.py`` runs it, so the script cannot
-rot between GPU runs.
+toy config shrunk by its record's ``Tiny`` cfg-options (the tests' tiny model; ViTs 4 blocks deep
+here, one per level of the export check's pyramid) at batch 2. fp16 and SyncBN need CUDA and
+report n/a there; DDP runs in a gloo group. ``tests/test_tools/test_gpu_check.py`` runs it, so
+the script cannot rot between GPU runs.
+
+The algorithms, their recipe and toy configs and the tiny edits are the method records'
+(``configs/<method>/metafile.yml``: ``Recipe Config``, ``Toy Config``, ``Tiny``).
 """
 import argparse
 import contextlib
@@ -44,16 +48,11 @@ from itertools import islice
 import torch
 from mmengine.hooks import Hook
 
+from mmdense.utils.method_records import apply_options, load_records
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-# algorithm -> (recipe config, toy config for --tiny)
-RECIPES = {
-    'DINO': ('configs/dino/vit-s_coco.py', 'configs/dino/vit-s_toy.py'),
-    'ADCLR': ('configs/adclr/vit-s_coco.py', 'configs/adclr/vit-s_toy.py'),
-    'CoTAP': ('configs/cotap/vit-s_coco.py', 'configs/cotap/vit-s_toy.py'),
-    'SlotCon': ('configs/slotcon/r50_coco-800e.py', 'configs/slotcon/r18_toy.py'),
-    'DSC': ('configs/dsc/r50_coco-800e.py', 'configs/dsc/r18_toy.py'),
-    'iBOT': ('configs/ibot/vit-s_in1k.py', 'configs/ibot/vit-s_toy.py'),
-}
+
+RECIPES = load_records(REPO_ROOT)  # algorithm -> its method record
 CHECKS = ('fp16', 'bf16', 'channels_last', 'ddp_syncbn', 'resume', 'export')
 # downstream config that check_transfer builds for an exported backbone, by (kind, depth)
 DOWNSTREAM = {
@@ -102,25 +101,31 @@ def check_config(algorithm: str, args, work_dir: str):
     from mmengine.config import Config
 
     from mmdense.datasets.neighbour_pairs import write_ring_neighbours
-    recipe, toy = RECIPES[algorithm]
-    cfg = Config.fromfile(osp.join(REPO_ROOT, toy if args.tiny else recipe))
+    record = RECIPES[algorithm]
+    cfg = Config.fromfile(osp.join(REPO_ROOT, record.toy_config if args.tiny else
+                                   record.recipe_config))
+
+    def ring_neighbours():  # CoTAP's pairs: which images pair does not matter for these checks
+        return write_ring_neighbours(args.data_root, osp.join(work_dir, 'neighbours.json'))
+
+    if args.tiny:
+        apply_options(cfg, record.tiny_options(dict(data_root=lambda: args.data_root,
+                                                    ring_neighbours=ring_neighbours)))
+        if record.backbone_family == 'vit':
+            cfg.model.backbone.arch.num_layers = PYRAMID_LEVELS
     loader = cfg.train_dataloader
     loader.update(batch_size=args.batch_size, persistent_workers=False,
                   num_workers=0 if args.device == 'cpu' else min(4, os.cpu_count() or 1))
     dataset = loader.dataset
     if dataset.type == 'NeighbourPairDataset':
         dataset.pop('data_root', None)
-        # CoTAP's pairs: which images pair does not matter for these checks
-        dataset.neighbours_file = write_ring_neighbours(args.data_root,
-                                                        osp.join(work_dir, 'neighbours.json'))
+        dataset.neighbours_file = ring_neighbours()
         dataset = dataset.dataset
     dataset.pop('data_prefix', None)
     dataset.update(data_root=args.data_root, ann_file='meta/train.txt')
     if 'backbone_checkpoint' in cfg.model:  # CoTAP starts from DINO weights users download
         cfg.model.backbone_checkpoint = None
     cfg.custom_hooks = [h for h in cfg.get('custom_hooks', []) if h.type != 'DenseEvalHook']
-    if args.tiny:
-        shrink_model(cfg.model)
     if args.device == 'cpu' and cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
         cfg.optim_wrapper.type = 'OptimWrapper'  # mmengine's AMP wrapper needs an accelerator
         cfg.optim_wrapper.pop('loss_scale', None)
@@ -142,32 +147,8 @@ def with_precision(optim_wrapper_cfg, precision: str, device: str):
     return cfg
 
 
-# 12 layers, so that downstream configs' block indices (3, 5, 7, 11) still exist
-TINY_VIT = dict(embed_dims=48, num_layers=12, num_heads=3, feedforward_channels=96)
-
-
-def shrink_model(model_cfg) -> None:
-    """``--tiny``: a ViT backbone to width 48 and its heads/losses to widths of at most 128, in
-    place; inputs that take k ViT widths (CoTAP's concatenated tokens) keep k."""
-    from mmpretrain.models import VisionTransformer
-    width = None
-    for key, value in list(model_cfg.items()):
-        if key in ('backbone', 'teacher') and isinstance(value, dict) and 'arch' in value:
-            arch = value.arch
-            width = arch['embed_dims'] if isinstance(arch, dict) else \
-                VisionTransformer.arch_zoo[arch]['embed_dims']
-            value.arch = dict(TINY_VIT)
-    if width is None:  # ResNet toy configs are small already
-        return
-    for part in model_cfg.values():
-        if not isinstance(part, dict):
-            continue
-        if part.get('in_channels', 0) % width == 0 and 'in_channels' in part:
-            part.in_channels = part.in_channels // width * TINY_VIT['embed_dims']
-        for key, limit in (('out_channels', 128), ('hidden_channels', 64),
-                           ('bottleneck_channels', 32)):
-            if part.get(key, 0) > limit and key in part:
-                part[key] = limit
+# --tiny ViTs: one block per level of the downstream pyramid the export check builds
+PYRAMID_LEVELS = 4
 
 
 def is_resnet(cfg) -> bool:
@@ -180,11 +161,12 @@ def fetch_batches(cfg, num: int):
     return list(islice(Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader)), num))
 
 
-def build_model(cfg, device: str):
+def build_model(cfg, device: str, schedule_length: int = 100):
     from mmdense.registry import MODELS
     torch.manual_seed(0)
     model = MODELS.build(copy.deepcopy(cfg.model))
     model.init_weights()
+    model.set_teacher_schedule(schedule_length)  # the EMA momentum schedule's length in steps
     return model.to(device).train()
 
 
@@ -322,7 +304,7 @@ def check_resume(cfg, args, work_dir: str) -> str:
     return f'ok (iteration 3 bit-identical: {straight[3]})'
 
 
-def check_export(algorithm: str, args, work_dir: str, config_file: str) -> str:
+def check_export(cfg, args, work_dir: str, config_file: str) -> str:
     from mmdense.transfer.checkpoints import export_backbone
     checkpoint = osp.join(work_dir, 'resumed', 'iter_3.pth')
     if not osp.isfile(checkpoint):
@@ -342,9 +324,10 @@ def check_export(algorithm: str, args, work_dir: str, config_file: str) -> str:
     if key not in DOWNSTREAM:
         raise NotApplicable(f'no downstream config for a {key} backbone')
     downstream = Config.fromfile(osp.join(REPO_ROOT, DOWNSTREAM[key]))
-    if args.tiny and key[0] == 'vit':
-        downstream.model.backbone.arch = dict(TINY_VIT)
-        downstream.model.neck.in_channels = [TINY_VIT['embed_dims']] * 4
+    if args.tiny and key[0] == 'vit':  # the pyramid of the checked tiny ViT
+        arch = dict(cfg.model.backbone.arch)
+        downstream.model.backbone.update(arch=arch, out_indices=tuple(range(PYRAMID_LEVELS)))
+        downstream.model.neck.in_channels = [arch['embed_dims']] * PYRAMID_LEVELS
     report = check_transfer(downstream, out)
     if not report.ok:
         raise RuntimeError(report.format().splitlines()[-1])
@@ -353,12 +336,10 @@ def check_export(algorithm: str, args, work_dir: str, config_file: str) -> str:
 
 # --------------------------------------------------------------------------------------- main
 def check_algorithm(algorithm: str, args, work_dir: str) -> dict:
-    from mmengine.logging import MessageHub
     try:
         cfg = check_config(algorithm, args, work_dir)
         config_file = osp.join(work_dir, 'config.py')
         cfg.dump(config_file)
-        MessageHub.get_current_instance().update_info('max_iters', 100)
         batches = fetch_batches(cfg, args.steps)
     except Exception as e:  # noqa: BLE001  no check can run: every column reports it
         failure = dict(status='error', detail=f'config/data: {type(e).__name__}: {e}',
@@ -371,7 +352,7 @@ def check_algorithm(algorithm: str, args, work_dir: str) -> dict:
         channels_last=lambda: check_channels_last(cfg, batches, args),
         ddp_syncbn=lambda: check_ddp_syncbn(cfg, batches, args),
         resume=lambda: check_resume(cfg, args, work_dir),
-        export=lambda: check_export(algorithm, args, work_dir, config_file))
+        export=lambda: check_export(cfg, args, work_dir, config_file))
     row = {}
     for name in args.checks:
         start = time.perf_counter()

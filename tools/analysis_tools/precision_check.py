@@ -31,7 +31,8 @@ The table prints the total loss at the first and last step, its difference from 
 step, and the gradient error; ``--out`` writes everything as JSON.
 
 Configs (``--size``): ``toy`` the shipped toy config of each algorithm (ViT-S/16, ResNet-18);
-``tiny`` those configs shrunk as ``gpu_check.py --tiny`` shrinks them (ViTs 48 wide); ``recipe``
+``tiny`` those configs shrunk as ``gpu_check.py --tiny`` shrinks them (each method record's
+``Tiny`` cfg-options: the tests' tiny models, ViTs 4 blocks deep); ``recipe``
 the COCO recipe (a GPU's job). Data and batch as ``gpu_check.py`` builds them. On the CPU, CPU
 autocast stands in for the GPU's: its lists of operators cast to low precision differ from
 CUDA's, so CPU numbers are indications, not the GPU's. On CUDA, TF32 is turned off so that the
@@ -126,7 +127,7 @@ def algorithm_config(algorithm: str, size: str, device: str, batch_size: int, da
                                    data_root=data_root), work_dir)
     if size == 'toy':
         cfg.model = Config.fromfile(osp.join(gpu_check.REPO_ROOT,
-                                             gpu_check.RECIPES[algorithm][1])).model
+                                             gpu_check.RECIPES[algorithm].toy_config)).model
         if 'backbone_checkpoint' in cfg.model:  # CoTAP's DINO start, which users download
             cfg.model.backbone_checkpoint = None
     return cfg
@@ -234,9 +235,7 @@ def check_algorithm(algorithm: str, cfg, batches, runs: List[dict], device: str,
     ``fp32_losses``, ``losses`` (term -> per-step values) and, for the runs, ``grad_rel_l2``,
     ``grad_cosine`` and ``loss_delta`` (total loss minus the reference's, per step).
     """
-    from mmengine.logging import MessageHub
-    MessageHub.get_current_instance().update_info('max_iters', len(batches))  # EMA schedule
-    initial = gpu_check.build_model(cfg, device)
+    initial = gpu_check.build_model(cfg, device, schedule_length=len(batches))
 
     def run(precision: str, fp32_losses: bool, name: str) -> dict:
         start = time.perf_counter()
