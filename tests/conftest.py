@@ -39,17 +39,6 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture
-def message_hub_max_iters():
-    """Give CosineEMA the runner info it reads (max_iters) outside a runner."""
-    import uuid
-
-    from mmengine.logging import MessageHub
-    hub = MessageHub.get_instance(f'mmdense-test-{uuid.uuid4().hex}')
-    hub.update_info('max_iters', 100)
-    return hub
-
-
 @pytest.fixture(autouse=True)
 def mmdense_default_scope():
     """Run every test in the mmdense scope: a Runner built by an earlier test (a downstream mmdet

@@ -297,10 +297,11 @@ def assert_fails(report, message):
 
 # ------------------------------------------------------------------ tiny models, fake batches
 def tiny_dino(out_channels=64):
-    """DINO on a 2-block, 32-dim ViT for 32 px global and 16 px local views."""
+    """DINO on a 2-block, 32-dim ViT for 32 px global and 16 px local views, its teacher
+    schedule set (``ready_to_step``)."""
     register_all_modules(init_default_scope=False)
     init_default_scope('mmdense')
-    return MODELS.build(dict(
+    return ready_to_step(MODELS.build(dict(
         type='DINO',
         backbone=dict(type='VisionTransformer', img_size=32, patch_size=16, drop_path_rate=0.1,
                       arch=dict(embed_dims=32, num_layers=2, num_heads=2,
@@ -308,7 +309,14 @@ def tiny_dino(out_channels=64):
         head=dict(type='DINOHead', in_channels=32, out_channels=out_channels,
                   hidden_channels=48, bottleneck_channels=16, norm_last_layer=False),
         loss=dict(type='DINOLoss', out_channels=out_channels),
-        teacher_momentum=0.9))
+        teacher_momentum=0.9)))
+
+
+def ready_to_step(model, schedule_length=100):
+    """``model`` with its teacher's momentum schedule given ``schedule_length`` steps, so it
+    steps outside a Runner (under one, ``TeacherScheduleHook`` sets ``max_iters``)."""
+    model.set_teacher_schedule(schedule_length)
+    return model
 
 
 def dino_views(batch=4, seed=0):
@@ -336,13 +344,13 @@ def tiny_adclr_cfg(algorithm='ADCLR', **kwargs):
 
 
 def build_seeded(cfg):
-    """``MODELS.build(cfg)`` under seed 0, weights initialised."""
+    """``MODELS.build(cfg)`` under seed 0, weights initialised, teacher schedule set."""
     register_all_modules(init_default_scope=False)
     init_default_scope('mmdense')
     torch.manual_seed(0)
     model = MODELS.build(cfg)
     model.init_weights()
-    return model
+    return ready_to_step(model)
 
 
 def adclr_views(batch_size=3, num_queries=4, query_size=48, seed=0):
@@ -375,7 +383,7 @@ def tiny_cotap(**kwargs):
     torch.manual_seed(0)
     model = MODELS.build(cfg)
     model.init_weights()
-    return model
+    return ready_to_step(model)
 
 
 def pair_batch(batch=4, paired=True, seed=0):
@@ -416,7 +424,7 @@ def tiny_slotcon(**kwargs):
         predictor=dict(type='SlotPredictor', in_channels=16, hidden_channels=32,
                        out_channels=16))
     cfg.update(kwargs)
-    return MODELS.build(cfg)
+    return ready_to_step(MODELS.build(cfg))
 
 
 def tiny_dsc(**kwargs):
@@ -430,4 +438,4 @@ def tiny_dsc(**kwargs):
         neck=dict(type='DenseCLNeck', in_channels=64, hid_channels=32, out_channels=16),
         queue_len=32, num_neighbours=1, num_classes=4)
     cfg.update(kwargs)
-    return MODELS.build(cfg)
+    return ready_to_step(MODELS.build(cfg))

@@ -9,7 +9,6 @@ B·Q·P query tokens of a rank, the same number on every rank.
 import pytest
 import torch
 from distributed import assert_averaged_gradients_match, run_with_reference
-from mmengine.logging import MessageHub
 from helpers import adclr_views, build_seeded, query_samples, tiny_adclr_cfg
 
 WORLD_SIZE = 2
@@ -19,7 +18,6 @@ NUM_QUERIES = 4
 
 def compute(rows):
     """One ADCLR loss and backward (eval mode: no drop-path) on the samples ``rows``."""
-    MessageHub.get_current_instance().update_info('max_iters', 100)
     model = build_seeded(tiny_adclr_cfg(query_loss_weight=0.5, query_teacher_temp=0.05))
     model.eval()
     model.loss_module.center.fill_(0.01)

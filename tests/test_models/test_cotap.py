@@ -17,7 +17,7 @@ from mmdense.utils import register_all_modules
 from algorithm_table import tiny_config
 from helpers import ROOT, pair_batch, run_train, tiny_cotap
 
-def test_all_terms_finite_and_only_the_student_learns(message_hub_max_iters):
+def test_all_terms_finite_and_only_the_student_learns():
     model = tiny_cotap()
     inputs, samples = pair_batch()
     losses = model.loss(inputs, samples)
@@ -31,7 +31,7 @@ def test_all_terms_finite_and_only_the_student_learns(message_hub_max_iters):
 
 
 @pytest.mark.parametrize('term', ['patch', 'cls', 'cross_patch', 'cross_cls'])
-def test_each_term_sends_gradient_on_its_own(term, message_hub_max_iters):
+def test_each_term_sends_gradient_on_its_own(term):
     weights = dict.fromkeys(['patch', 'cls', 'cross_patch', 'cross_cls'], 0.0)
     weights[term] = 1.0
     model = tiny_cotap(loss_weights=weights)
@@ -45,7 +45,7 @@ def test_each_term_sends_gradient_on_its_own(term, message_hub_max_iters):
     assert other.mlp[0].weight.grad is None
 
 
-def test_cross_terms_need_pairs_and_bad_config_is_refused(message_hub_max_iters):
+def test_cross_terms_need_pairs_and_bad_config_is_refused():
     inputs, samples = pair_batch(paired=False)
     with pytest.raises(ValueError, match='NeighbourPairDataset'):
         tiny_cotap().loss(inputs, samples)
@@ -54,11 +54,12 @@ def test_cross_terms_need_pairs_and_bad_config_is_refused(message_hub_max_iters)
     with pytest.raises(KeyError, match='unknown loss_weights'):
         tiny_cotap(loss_weights=dict(ranking=1.0))
     head = dict(type='DINOHead', in_channels=48, out_channels=16)
-    with pytest.raises(ValueError, match='2·D'):
+    with pytest.raises(ValueError, match='^CoTAP: patch_head in_channels=48 does not match the '
+                                         'backbone out_channels=96$'):  # 2·D
         tiny_cotap(patch_head=head)
 
 
-def test_losses_are_stateless_modules_with_the_paper_defaults(message_hub_max_iters):
+def test_losses_are_stateless_modules_with_the_paper_defaults():
     model = tiny_cotap()
     assert isinstance(model.loss_distill, SinkhornCrossEntropyLoss)
     assert isinstance(model.loss_rank, ContinuousAPLoss)
@@ -74,7 +75,7 @@ def test_losses_are_stateless_modules_with_the_paper_defaults(message_hub_max_it
             tiny_cotap(**{moved: 0.1})
 
 
-def test_loss_module_configs_reach_only_their_terms(message_hub_max_iters):
+def test_loss_module_configs_reach_only_their_terms():
     inputs, samples = pair_batch()
 
     def losses(**kwargs):
@@ -103,7 +104,7 @@ def test_negatives_are_never_the_image_or_its_neighbour():
         assert torch.equal(negative // (batch // 2), partner // (batch // 2))
 
 
-def test_patch_loss_is_aligned_cross_entropy_against_sinkhorn_codes(message_hub_max_iters):
+def test_patch_loss_is_aligned_cross_entropy_against_sinkhorn_codes():
     model = tiny_cotap()
     boxes = torch.tensor([[[0, 0, 64, 64], [0, 0, 64, 64]]], dtype=torch.float32)
     flips = torch.tensor([[False, False]])
@@ -131,7 +132,7 @@ def save_tiny_dino_checkpoint(path):
     return model
 
 
-def test_backbone_initialises_from_a_dino_checkpoint(tmp_path, message_hub_max_iters):
+def test_backbone_initialises_from_a_dino_checkpoint(tmp_path):
     dino = save_tiny_dino_checkpoint(tmp_path / 'dino.pth')
     model = tiny_cotap(backbone_checkpoint=dict(path=str(tmp_path / 'dino.pth')))
     dino_backbone = dino.teacher['backbone'].state_dict()
@@ -143,7 +144,7 @@ def test_backbone_initialises_from_a_dino_checkpoint(tmp_path, message_hub_max_i
                                             prefix='module.backbone.'))
 
 
-def test_prototype_init_hook_runs_kmeans_on_last_block_windows(message_hub_max_iters):
+def test_prototype_init_hook_runs_kmeans_on_last_block_windows():
     model = tiny_cotap()
     inputs, samples = pair_batch(batch=4)
     batches = [dict(inputs=[(v * 50 + 128).clamp(0, 255) for v in inputs],
@@ -228,7 +229,7 @@ def test_toy_training_from_a_dino_checkpoint_logs_every_term(toy_root, tmp_path)
         assert all(torch.isfinite(torch.tensor(terms)))
 
 
-def test_per_source_loss_terms(message_hub_max_iters):
+def test_per_source_loss_terms():
     model = tiny_cotap()
     inputs, samples = pair_batch()
     for sample in samples:

@@ -16,7 +16,6 @@ The batch is built so that every cross-rank coupling of CoTAP matters:
 import pytest
 import torch
 from distributed import assert_averaged_gradients_match, run_with_reference
-from mmengine.logging import MessageHub
 from helpers import pair_batch, tiny_cotap
 
 from mmdense.utils import get_rank
@@ -44,7 +43,6 @@ def make_batch():
 
 def compute(rows):
     """One CoTAP loss and backward on the samples ``rows`` of the batch."""
-    MessageHub.get_current_instance().update_info('max_iters', 100)
     model = tiny_cotap(patch_attention_weighting=True, num_negatives=3)
     drawn = []
     draw = model.negative_partners

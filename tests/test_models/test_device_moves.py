@@ -34,6 +34,7 @@ def build(algorithm, toy_root):
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
+    model.set_teacher_schedule(cfg.train_cfg.max_iters)
     batches = list(islice(Runner.build_dataloader(cfg.train_dataloader), 3))
     return cfg, model, batches
 
@@ -87,8 +88,7 @@ def expected_teacher(before, student, mode, weight, parameter_names):
 @pytest.mark.parametrize('overwrite_params', [False, True],
                          ids=['buffers-replaced', 'parameters-replaced'])
 @pytest.mark.parametrize('algorithm', list(ALGORITHMS))
-def test_teacher_follows_the_student_after_a_cast(algorithm, overwrite_params, toy_root,
-                                                  message_hub_max_iters):
+def test_teacher_follows_the_student_after_a_cast(algorithm, overwrite_params, toy_root):
     cfg, model, batches = build(algorithm, toy_root)
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     for batch in batches[:2]:
@@ -118,8 +118,7 @@ def test_teacher_follows_the_student_after_a_cast(algorithm, overwrite_params, t
 
 
 @pytest.mark.parametrize('algorithm', list(ALGORITHMS))
-def test_a_step_after_a_cast_updates_the_same_state_in_the_new_dtype(algorithm, toy_root,
-                                                                      message_hub_max_iters):
+def test_a_step_after_a_cast_updates_the_same_state_in_the_new_dtype(algorithm, toy_root):
     cfg, model, batches = build(algorithm, toy_root)
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     train_step(model, optim_wrapper, batches[0])

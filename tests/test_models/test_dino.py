@@ -7,7 +7,7 @@ from mmdense.utils import register_all_modules
 from helpers import dino_views, tiny_dino
 
 
-def test_loss_is_finite_and_only_the_student_gets_gradients(message_hub_max_iters):
+def test_loss_is_finite_and_only_the_student_gets_gradients():
     model = tiny_dino()
     model.init_weights()
     losses = model.loss(dino_views(), None)
@@ -19,7 +19,7 @@ def test_loss_is_finite_and_only_the_student_gets_gradients(message_hub_max_iter
     assert int(model.teacher.steps) == 1
 
 
-def test_teacher_sees_only_global_views_and_centre_moves(message_hub_max_iters):
+def test_teacher_sees_only_global_views_and_centre_moves():
     model = tiny_dino()
     seen = []
     model.teacher['backbone'].register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
@@ -28,7 +28,7 @@ def test_teacher_sees_only_global_views_and_centre_moves(message_hub_max_iters):
     assert model.loss_module.center.abs().sum() > 0
 
 
-def test_teacher_temperature_attribute_is_used(message_hub_max_iters):
+def test_teacher_temperature_attribute_is_used():
     model = tiny_dino()
     model.eval()  # no drop-path noise: same inputs, same student output
     model.teacher_temp = 0.04
@@ -39,12 +39,12 @@ def test_teacher_temperature_attribute_is_used(message_hub_max_iters):
     assert not torch.isclose(sharp, soft)
 
 
-def test_too_few_views_is_a_clear_error(message_hub_max_iters):
+def test_too_few_views_is_a_clear_error():
     with pytest.raises(ValueError, match='views'):
         tiny_dino().loss(dino_views()[:1], None)
 
 
-def test_training_steps_reduce_the_loss(message_hub_max_iters):
+def test_training_steps_reduce_the_loss():
     torch.manual_seed(0)
     model = tiny_dino()
     model.init_weights()

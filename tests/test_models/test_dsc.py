@@ -228,7 +228,7 @@ def test_prototype_classes_are_balanced_by_sinkhorn():
 # ----------------------------------------------------------------------------- full model
 
 @pytest.mark.parametrize('variant', ['km', 'pm'])
-def test_loss_terms_and_only_the_student_gets_gradients(variant, message_hub_max_iters):
+def test_loss_terms_and_only_the_student_gets_gradients(variant):
     torch.manual_seed(0)
     model = tiny_dsc(semantic_variant=variant)
     model.init_weights()
@@ -245,7 +245,7 @@ def test_loss_terms_and_only_the_student_gets_gradients(variant, message_hub_max
     assert int(model.teacher.steps) == 1
 
 
-def test_queue_is_a_checkpointed_buffer_filled_with_the_momentum_keys(message_hub_max_iters):
+def test_queue_is_a_checkpointed_buffer_filled_with_the_momentum_keys():
     torch.manual_seed(0)
     model = tiny_dsc(queue_len=10)
     model.eval()
@@ -265,7 +265,7 @@ def test_queue_is_a_checkpointed_buffer_filled_with_the_momentum_keys(message_hu
     assert int(model.queue_ptr) == 2
 
 
-def test_instance_loss_uses_the_queue_before_this_steps_keys(message_hub_max_iters):
+def test_instance_loss_uses_the_queue_before_this_steps_keys():
     torch.manual_seed(0)
     model = tiny_dsc()
     model.eval()
@@ -280,7 +280,7 @@ def test_instance_loss_uses_the_queue_before_this_steps_keys(message_hub_max_ite
     assert torch.allclose(loss, expected, atol=1e-5)
 
 
-def test_configuration_errors_are_clear(message_hub_max_iters):
+def test_configuration_errors_are_clear():
     with pytest.raises(ValueError, match="semantic_variant must be one of .* got 'xx'"):
         tiny_dsc(semantic_variant='xx')
     with pytest.raises(ValueError, match='in_channels=512'):
@@ -300,7 +300,7 @@ def test_configuration_errors_are_clear(message_hub_max_iters):
         model.loss([torch.randn(2, 3, 64, 64)] * 3, two_view_samples(2))
 
 
-def test_losses_default_to_the_recipe_values(message_hub_max_iters):
+def test_losses_default_to_the_recipe_values():
     """Without loss configs DSC trains with the R50 recipe's losses and temperatures; the
     prototype loss exists for ``'pm'`` only."""
     from mmengine.config import Config
@@ -313,7 +313,7 @@ def test_losses_default_to_the_recipe_values(message_hub_max_iters):
     assert not hasattr(tiny_dsc(semantic_variant='km'), 'loss_prototype')
 
 
-def test_pixel_and_semantic_contrasts_take_their_own_temperatures(message_hub_max_iters):
+def test_pixel_and_semantic_contrasts_take_their_own_temperatures():
     """One loss class serves both contrasts, each configured on its own."""
     inputs = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
               for _ in range(2)]
@@ -329,7 +329,7 @@ def test_pixel_and_semantic_contrasts_take_their_own_temperatures(message_hub_ma
     assert not torch.isclose(losses[0.2]['loss_semantic'], losses[0.5]['loss_semantic'])
 
 
-def test_extract_feat_uses_the_trained_encoder_by_default(message_hub_max_iters):
+def test_extract_feat_uses_the_trained_encoder_by_default():
     model = tiny_dsc()
     model.eval()
     x = torch.randn(1, 3, 64, 64)
@@ -342,7 +342,7 @@ def test_extract_feat_uses_the_trained_encoder_by_default(message_hub_max_iters)
 
 # ----------------------------------------------------------------------------- momentum encoder
 
-def test_momentum_encoder_keeps_its_own_batchnorm_statistics(message_hub_max_iters):
+def test_momentum_encoder_keeps_its_own_batchnorm_statistics():
     """By default the momentum encoder is MoCo's key encoder: its parameters follow the encoder,
     its BN running statistics come from its own forward passes only."""
     torch.manual_seed(0)
@@ -363,7 +363,7 @@ def test_momentum_encoder_keeps_its_own_batchnorm_statistics(message_hub_max_ite
     assert model.teacher['backbone'].bn1.running_mean.abs().max() < 5
 
 
-def test_the_loss_does_not_depend_on_the_momentum_encoders_statistics(message_hub_max_iters):
+def test_the_loss_does_not_depend_on_the_momentum_encoders_statistics():
     """Both encoders normalise with batch statistics in training, so the three ways of keeping
     the momentum encoder's running statistics train identically."""
     curves = []

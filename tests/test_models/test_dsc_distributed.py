@@ -11,7 +11,6 @@ filled with the keys of all ranks.
 import pytest
 import torch
 from distributed import assert_averaged_gradients_match, run_with_reference
-from mmengine.logging import MessageHub
 from helpers import tiny_dsc
 
 import mmdense.models.algorithms.dsc as dsc_module
@@ -46,7 +45,6 @@ def recording_kmeans(record):
 
 def compute(rows):
     """One DSC loss and backward per variant (BN in eval mode) on the samples ``rows``."""
-    MessageHub.get_current_instance().update_info('max_iters', 100)
     results = {}
     for variant in VARIANTS:
         torch.manual_seed(0)

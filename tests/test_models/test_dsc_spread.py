@@ -78,7 +78,7 @@ def mean_pairwise_cosine(model, images, batch_size):
 
 
 def test_toy_training_keeps_the_global_embeddings_of_different_images_apart(
-        scenes, message_hub_max_iters):
+        scenes):
     """40 iterations of the toy recipe (the queue is full from iteration 32; the cosine
     schedule keeps the lr within 8 % of its base value that long).
 
@@ -93,6 +93,8 @@ def test_toy_training_keeps_the_global_embeddings_of_different_images_apart(
     cfg = shipped_toy_config(scenes)
     model = MODELS.build(cfg.model)
     model.init_weights()
+    steps = 40
+    model.set_teacher_schedule(steps)
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
     batch_size = cfg.train_dataloader.batch_size
@@ -101,16 +103,16 @@ def test_toy_training_keeps_the_global_embeddings_of_different_images_apart(
 
     model.train()
     iteration = 0
-    while iteration < 40:
+    while iteration < steps:
         for data in loader:
             losses = model.loss(**model.data_preprocessor(data, training=True))
             optim_wrapper.update_params(sum(losses.values()))
             iteration += 1
-            if iteration == 40:
+            if iteration == steps:
                 break
     spread = 1 - mean_pairwise_cosine(model, images, batch_size)
     assert spread > 0.5 * spread_at_init, (
-        f'mean pairwise cosine {1 - spread:.4f} after 40 iterations, '
+        f'mean pairwise cosine {1 - spread:.4f} after {steps} iterations, '
         f'{1 - spread_at_init:.4f} at initialisation')
 
 

@@ -69,7 +69,7 @@ def test_mask_token_replaces_exactly_the_masked_patch_embeddings():
         assert not torch.allclose(backbone.forward_all_tokens(images), expected, atol=1e-3)
 
 
-def test_ibot_loss_matches_a_hand_computation(message_hub_max_iters):
+def test_ibot_loss_matches_a_hand_computation():
     """CLS term: every (teacher global view, other student view) pair; patch term: each
     global view's masked patches against the teacher's unmasked view, per-image means."""
     model = build_seeded(tiny_ibot_cfg(patch_loss_weight=0.5, teacher_temp=0.04,
@@ -113,7 +113,7 @@ def test_ibot_loss_matches_a_hand_computation(message_hub_max_iters):
     assert math.isclose(losses['loss_mim'].item(), 0.5 * mim_sum.item() / 6, rel_tol=1e-5)
 
 
-def test_only_the_student_learns_and_the_mask_token_is_trained(message_hub_max_iters):
+def test_only_the_student_learns_and_the_mask_token_is_trained():
     model = build_seeded(tiny_ibot_cfg())
     views, samples, _ = ibot_batch()
     model.loss(views, samples)['loss_mim'].backward()
@@ -149,7 +149,7 @@ def test_block_masks_follow_ibots_generator():
         BlockwisePatchMasks(pred_ratio=0.1, pred_ratio_var=0.2)
 
 
-def test_clear_errors(message_hub_max_iters):
+def test_clear_errors():
     model = build_seeded(tiny_ibot_cfg())
     views, _, _ = ibot_batch()
     with pytest.raises(KeyError, match="'masks' is missing"):

@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from distributed import assert_averaged_gradients_match, run_on_ranks
-from mmengine.logging import MessageHub
 from mmpretrain.structures import DataSample
 from helpers import tiny_slotcon
 
@@ -37,7 +36,6 @@ def make_batch():
 
 
 def build_model():
-    MessageHub.get_current_instance().update_info('max_iters', 100)
     torch.manual_seed(0)
     model = tiny_slotcon()
     model.init_weights()

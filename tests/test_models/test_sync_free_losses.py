@@ -68,8 +68,7 @@ def test_slot_contrast_equals_the_mask_indexed_loss_with_one_host_read():
             ('tolist', 'slot_contrast_loss', 1)], syncs
 
 
-def test_cotap_patch_loss_weights_out_a_pair_that_overlaps_nowhere_without_a_host_read(
-        message_hub_max_iters):
+def test_cotap_patch_loss_weights_out_a_pair_that_overlaps_nowhere_without_a_host_read():
     model = tiny_cotap()
     # one teacher global view over the left half of a 128 px image; student views 0 and 1 on
     # the same box, view 2 in the bottom-right corner: it overlaps the teacher view nowhere
