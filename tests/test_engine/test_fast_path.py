@@ -137,8 +137,7 @@ def test_unknown_switch_is_named():
         apply_fast_path(cfg)
 
 
-def test_train_step_with_compiled_backbone_equals_the_eager_step(toy_root,
-                                                                 message_hub_max_iters):
+def test_train_step_with_compiled_backbone_equals_the_eager_step(toy_root):
     """Inductor's fused kernels sum in another order than eager, so the two agree to rounding,
     and how far two SlotCon steps carry rounding depends on the CPU. The spread of rounding is
     measured on the spot: an eager copy whose parameters differ by one rounding (x (1 ± eps)
@@ -158,6 +157,7 @@ def test_train_step_with_compiled_backbone_equals_the_eager_step(toy_root,
     torch.manual_seed(0)
     eager = MODELS.build(cfg.model)
     eager.init_weights()
+    eager.set_teacher_schedule(cfg.train_cfg.max_iters)
     initial, compiled, perturbed = (copy.deepcopy(eager) for _ in range(3))
     names = [name for name, _ in compiled.named_parameters()]
     CompileBackboneHook(backend='inductor').before_train(SimpleNamespace(model=compiled))

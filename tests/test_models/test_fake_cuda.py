@@ -61,6 +61,7 @@ def build(algorithm, toy_root, num_batches=2):
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
+    model.set_teacher_schedule(cfg.train_cfg.max_iters)
     batches = list(islice(Runner.build_dataloader(cfg.train_dataloader), num_batches))
     return cfg, model, batches
 
@@ -114,7 +115,7 @@ class TrainingSteps:
 
 
 @pytest.mark.parametrize('algorithm', list(ALGORITHMS))
-def test_training_steps_stay_on_the_device(algorithm, toy_root, message_hub_max_iters):
+def test_training_steps_stay_on_the_device(algorithm, toy_root):
     cfg, model, batches = build(algorithm, toy_root)
     reference = copy.deepcopy(model)
     if hasattr(model, 'kmeans_generator'):  # DSC: torch.Generator(device='cuda') needs a driver
@@ -193,7 +194,7 @@ def test_dense_eval_hook_evaluates_a_fake_cuda_model(toy_root, tmp_path):
     places = by_place(syncs)
     assert places[STORE_APPEND] == 2  # one batch of 4 train, one of 2 val images, on the device
     # the protocol ran on the model's device: it read values of CUDA tensors back
-    assert any(file == 'mmdense/evaluation/streaming.py' for _, file, _ in places), places
+    assert any(file == 'mmdense/evaluation/protocols.py' for _, file, _ in places), places
 
 
 def test_prototype_initialisation_runs_on_the_device(toy_root):

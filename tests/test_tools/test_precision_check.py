@@ -102,8 +102,7 @@ def test_gradient_error_is_measured_against_the_reference():
         tool.gradient_error(torch.zeros(3, dtype=torch.float64), reference)
 
 
-def test_an_overflowing_fp16_step_runs_again_from_the_state_before_it(dino, monkeypatch,
-                                                                     message_hub_max_iters):
+def test_an_overflowing_fp16_step_runs_again_from_the_state_before_it(dino, monkeypatch):
     """At a loss scale of 2^30 the scaled fp16 gradient overflows; the step is run again at
     half the scale from the state before it (EMA teacher, DINO centre), so its gradient is the
     one a fitting scale gives (powers of two scale fp16 values exactly)."""

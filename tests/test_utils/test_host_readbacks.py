@@ -158,12 +158,13 @@ MMDENSE_SYNCS_PER_STEP = {
 
 @pytest.mark.usefixtures('one_thread')
 @pytest.mark.parametrize('algorithm', list(ALGORITHMS))
-def test_a_training_step_pays_the_listed_host_syncs(algorithm, toy_root, message_hub_max_iters):
+def test_a_training_step_pays_the_listed_host_syncs(algorithm, toy_root):
     register_all_modules(init_default_scope=False)
     set_random_seed(0)  # the model and the loader's draws
     cfg = tiny_config(algorithm, toy_root, max_iters=10)
     model = MODELS.build(cfg.model)
     model.init_weights()
+    model.set_teacher_schedule(cfg.train_cfg.max_iters)
     model.train()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     first, second = islice(Runner.build_dataloader(cfg.train_dataloader), 2)

@@ -120,6 +120,16 @@ def images_in(batch: dict) -> int:
     return len(samples)
 
 
+def start_momentum_schedule(model: torch.nn.Module, total_steps: int) -> None:
+    """Give the momentum (EMA) encoder's schedule its length outside a Runner: an mmdense
+    method through ``set_teacher_schedule``, mmpretrain's baselines (BYOL, DenseCL: their
+    ``CosineEMA`` reads ``max_iters`` from the current MessageHub) through the MessageHub."""
+    if hasattr(model, 'set_teacher_schedule'):
+        model.set_teacher_schedule(total_steps)
+    else:
+        MessageHub.get_current_instance().update_info('max_iters', total_steps)
+
+
 def write_config_ring_neighbours(cfg: Config) -> str:
     """For a config of a pair dataset with ``ring_neighbours = k``: write its ``neighbours_file``
     (relative to the repository root) pairing image i of its image set with images i+1, ...,
@@ -163,9 +173,9 @@ def main():
 
     counted = args.count_readbacks or args.count_ops
     total_iters = args.warmup + args.iters + 1 + counted
-    MessageHub.get_current_instance().update_info('max_iters', 10 * total_iters)
     model = MODELS.build(cfg.model).to(args.device)
     model.init_weights()
+    start_momentum_schedule(model, 10 * total_iters)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if args.compile:
