@@ -20,8 +20,9 @@ for every departure) and streams: features come from a DataLoader into an on-dis
 memory does not grow with the split; under ``torchrun ... --launcher pytorch`` the images are
 shared among the ranks and the metrics are identical to one process. It refuses a run on fewer
 images than the preset unless ``--allow-subset`` (then marked ``subset: true``), and writes
-JSON + Markdown with the checkpoint's SHA-256. ``--protocol`` is the earlier in-memory path for
-small ad-hoc runs (toy data, ``--num-train`` / ``--num-val`` images).
+JSON + Markdown with the checkpoint's SHA-256. ``--protocol`` runs the same protocol classes
+(``mmdense.evaluation.PROTOCOLS``) on features held in RAM, for small ad-hoc runs (toy data,
+``--num-train`` / ``--num-val`` images; each split extracted once for every protocol).
 
 ``--check-data`` reads no image and runs no model: it lists the samples the run would read,
 checks that every image, label map, file list and image list exists, prints a per-split summary
@@ -44,8 +45,8 @@ import time
 import torch
 
 from mmdense.fileio.checkpoint import write_atomically
-from mmdense.evaluation import (PROTOCOLS, load_dataset_config, load_model, load_split,
-                                run_protocol)
+from mmdense.evaluation import (PROTOCOLS, build_protocol, load_dataset_config, load_model,
+                                load_split, split_store)
 from mmdense.evaluation.data_check import check_data
 from mmdense.evaluation.preset_eval import evaluate_preset, split_counts, write_report
 from mmdense.evaluation.presets import PRESETS, format_preset, preset_data_cfg
@@ -76,7 +77,7 @@ def parse_args():
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='preset: distributed evaluation (torchrun ... --launcher pytorch)')
     parser.add_argument('--protocol', nargs='+', choices=PROTOCOLS,
-                        help='in-memory protocols on --num-train/--num-val images')
+                        help='protocols on --num-train/--num-val images held in RAM')
     parser.add_argument('--dataset', default='toy', help='dataset name or dense-eval config')
     parser.add_argument('--data-root', help="override the dataset's data_root")
     parser.add_argument('--num-train', type=int,
@@ -112,20 +113,23 @@ def parse_args():
 
 
 def settings(args, num_classes):
-    """(protocol, setting name, run_protocol keyword arguments) for every requested run."""
+    """(protocol, setting name, protocol object of :data:`mmdense.evaluation.PROTOCOLS`) for
+    every requested run."""
     for protocol in args.protocol:
         if protocol == 'cluster':
             for k in args.num_clusters or [num_classes]:
                 matching = args.matching
                 if matching == 'auto':
                     matching = 'hungarian' if k == num_classes else 'majority'
-                yield protocol, f'K={k} {matching}', dict(num_clusters=k, matching=matching)
+                yield protocol, f'K={k} {matching}', build_protocol(
+                    protocol, num_clusters=k, matching=matching)
         elif protocol == 'knn':
-            yield protocol, f'k={args.knn_k}', dict(knn_k=args.knn_k)
+            yield protocol, f'k={args.knn_k}', build_protocol(protocol, k=args.knn_k)
         elif protocol == 'linear':
-            yield protocol, f'{args.linear_epochs} epochs', dict(linear_epochs=args.linear_epochs)
+            yield protocol, f'{args.linear_epochs} epochs', build_protocol(
+                protocol, epochs=args.linear_epochs)
         else:
-            yield protocol, '', {}
+            yield protocol, '', build_protocol(protocol)
 
 
 def format_table(results):
@@ -198,15 +202,18 @@ def main():
         data_cfg['img_size'] = args.img_size
     torch.manual_seed(args.seed)
     model = load_model(args.config, args.checkpoint, args.device, args.allow_partial)
-    needs_train = any(p in ('linear', 'knn') for p in args.protocol)
+    runs = list(settings(args, data_cfg['num_classes']))
+    needs_train = any(evaluate.needs_train for _, _, evaluate in runs)
     train = load_split(data_cfg, 'train', args.num_train) if needs_train else None
     val = load_split(data_cfg, 'val', args.num_val)
+    # features extracted once per split into RAM stores, read by every protocol
+    stores = {name: split_store(model, split, args.batch_size)
+              for name, split in (('train', train), ('val', val)) if split is not None}
     results = []
-    for protocol, setting, options in settings(args, data_cfg['num_classes']):
+    for protocol, setting, evaluate in runs:
         start = time.time()
-        metrics = run_protocol(model, protocol, train, val, num_classes=data_cfg['num_classes'],
-                               ignore_index=data_cfg.get('ignore_index', 255),
-                               batch_size=args.batch_size, **options)
+        metrics = evaluate(stores.get('train'), stores['val'], data_cfg['num_classes'],
+                           data_cfg.get('ignore_index', 255), args.device)
         results.append(dict(protocol=protocol, setting=setting, metrics=metrics,
                             seconds=round(time.time() - start, 2)))
     print(format_table(results))

@@ -16,6 +16,10 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
+from .features import extract_features
+from .protocols import grid_majority_scores
+from .runner import load_model, run_protocol
+
 PRETRAINED = 'pretrained'
 
 
@@ -40,7 +44,6 @@ def score_models(config, models: Sequence[Tuple[str, str, int]],
     each built from ``config`` (:func:`~mmdense.evaluation.load_model`) after
     ``torch.manual_seed(seed)``; a random one from :func:`random_init_config`.
     ``progress(done, total)`` is called after each model."""
-    from .runner import load_model
     random_cfg = random_init_config(config)
     results = {}
     for name, checkpoint, seed in models:
@@ -71,9 +74,6 @@ def score_against_random_init(config, checkpoint: str, train: dict, val: dict, *
     ceiling their feature grid sets (``'grid_ceiling'``, :func:`grid_majority_scores`: the
     same for every draw, the grid depends on the architecture only). ``train`` / ``val`` are
     :func:`~mmdense.evaluation.load_split` dicts; the probes fit on ``train``."""
-    from .features import extract_features
-    from .protocols import grid_majority_scores
-    from .runner import run_protocol
     common = dict(num_classes=num_classes, ignore_index=ignore_index)
     protocols = tuple(protocols)
 

@@ -315,7 +315,7 @@ def load_split(data_cfg: dict, split: str, num_samples: Optional[int] = None) ->
 
     Returns ``dict(images (N, 3, S, S) uint8 RGB, labels (N, L, L) long, instances (N, L, L)
     long or None, img_paths)`` (:class:`DenseEvalDataset` items stacked). For splits too large
-    for memory use :mod:`mmdense.evaluation.streaming`.
+    for memory use the on-disk :class:`mmdense.evaluation.FeatureStore`.
     """
     dataset = DenseEvalDataset(data_cfg, split, num_samples)
     items = [dataset[i] for i in range(len(dataset))]

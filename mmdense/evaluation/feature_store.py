@@ -1,7 +1,9 @@
-"""On-disk dense feature stores, filled from a ``DataLoader`` (see :mod:`.streaming`).
+"""Dense feature stores, the input of every protocol (:mod:`.protocols`): on local disk
+(:class:`FeatureStore`, any split size) or in RAM (:class:`MemoryFeatureStore`, small splits),
+with one interface, filled from a ``DataLoader`` or from tensors.
 
 With ``W`` processes (``torch.distributed``), rank ``r`` owns images ``r, r + W, r + 2W, ...`` of
-a split and stores their features, labels and instance maps in its own files.
+a split and stores their features, labels and instance maps.
 """
 import os
 import os.path as osp
@@ -34,10 +36,77 @@ def _read_rows(path: str, dtype: np.dtype, row_shape: Tuple[int, ...],
     return out.reshape(len(positions), *row_shape)
 
 
-class FeatureStore:
-    """Dense features ``(n, C, h, w)``, labels ``(n, L, L)`` and optional instance maps of the
-    ``n`` images one process owns, appended in batches to files under ``folder`` and read back
-    by position.
+class StoreBase:
+    """What the protocols read: the features ``(n, C, h, w)``, labels ``(n, L, L)`` and optional
+    instance maps ``(n, L, L)`` of the ``n`` images one process owns, in the order they were
+    appended, with their indices in the split (:attr:`indices`).
+
+    A backend implements :meth:`append`, :meth:`_read_field` and :meth:`remove`; reads return
+    ``feats`` float32, ``labels`` / ``instances`` long.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.shapes: Dict[str, Tuple[int, ...]] = {}
+        self.indices: List[int] = []
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def feat_shape(self) -> Tuple[int, int, int]:
+        """``(C, h, w)`` of the stored feature maps."""
+        if 'feats' not in self.shapes:
+            raise ValueError(f'feature store {self.name} is empty: this process was given no '
+                             'images (more processes than images?)')
+        return self.shapes['feats']
+
+    @property
+    def has_instances(self) -> bool:
+        return 'instances' in self.shapes
+
+    def _check_shapes(self, arrays: Dict[str, Tensor]) -> None:
+        for name, tensor in arrays.items():
+            shape = tuple(tensor.shape[1:])
+            if self.shapes.setdefault(name, shape) != shape:
+                raise ValueError(f'feature store {self.name}: {name} of shape {shape} after '
+                                 f'{self.shapes[name]}')
+
+    def append(self, feats: Tensor, labels: Tensor, indices: Tensor,
+               instances: Optional[Tensor] = None) -> None:
+        """Add a batch: ``feats (B, C, h, w)``, ``labels (B, L, L)``, the images' indices in
+        the split ``(B,)`` and optionally ``instances (B, L, L)``."""
+        raise NotImplementedError
+
+    def _read_field(self, name: str, positions: List[int]) -> Tensor:
+        raise NotImplementedError
+
+    def read(self, positions: Sequence[int],
+             fields: Sequence[str] = ('feats', 'labels', 'instances')) -> Dict[str, Tensor]:
+        """The images at ``positions`` (ascending) of this store: ``dict(indices long)`` and of
+        ``fields`` those stored: ``feats`` float32, ``labels`` long, ``instances`` long
+        (``None`` when not stored)."""
+        positions = list(positions)
+        out = dict(indices=torch.tensor([self.indices[p] for p in positions], dtype=torch.long))
+        for name in fields:
+            out[name] = self._read_field(name, positions) if name in self.shapes else None
+        return out
+
+    def chunks(self, chunk_images: int,
+               fields: Sequence[str] = ('feats', 'labels', 'instances')
+               ) -> Iterator[Dict[str, Tensor]]:
+        """:meth:`read` of consecutive blocks of ``chunk_images`` images."""
+        for start in range(0, len(self), chunk_images):
+            yield self.read(range(start, min(start + chunk_images, len(self))), fields)
+
+    def remove(self) -> None:
+        """Free what the store holds."""
+        raise NotImplementedError
+
+
+class FeatureStore(StoreBase):
+    """The on-disk backend: each field appended in batches to a file under ``folder`` and read
+    back by position (no memory map: a read holds the rows it returns only).
 
     Args:
         folder: directory for the files (created; :meth:`remove` deletes them).
@@ -50,11 +119,10 @@ class FeatureStore:
     def __init__(self, folder: str, dtype: str = 'float32') -> None:
         if dtype not in ('float32', 'float16'):
             raise ValueError(f"FeatureStore dtype must be 'float32' or 'float16', got {dtype!r}")
+        super().__init__(folder)
         os.makedirs(folder, exist_ok=True)
         self.folder = folder
         self.dtypes = dict(self.DTYPES, feats=np.dtype(dtype))
-        self.shapes: Dict[str, Tuple[int, ...]] = {}
-        self.indices: List[int] = []
         for name in self.FILES:
             if osp.exists(self._path(name)):
                 os.remove(self._path(name))
@@ -62,60 +130,22 @@ class FeatureStore:
     def _path(self, name: str) -> str:
         return osp.join(self.folder, self.FILES[name])
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    @property
-    def feat_shape(self) -> Tuple[int, int, int]:
-        """``(C, h, w)`` of the stored feature maps."""
-        if 'feats' not in self.shapes:
-            raise ValueError(f'feature store {self.folder} is empty: this process was given no '
-                             'images (more processes than images?)')
-        return self.shapes['feats']
-
-    @property
-    def has_instances(self) -> bool:
-        return 'instances' in self.shapes
-
     def append(self, feats: Tensor, labels: Tensor, indices: Tensor,
                instances: Optional[Tensor] = None) -> None:
-        """Add a batch: ``feats (B, C, h, w)``, ``labels (B, L, L)``, the images' indices in
-        the split ``(B,)`` and optionally ``instances (B, L, L)``."""
         arrays = dict(feats=feats, labels=labels)
         if instances is not None:
             arrays['instances'] = instances
+        self._check_shapes(arrays)
         for name, tensor in arrays.items():
-            shape = tuple(tensor.shape[1:])
-            if self.shapes.setdefault(name, shape) != shape:
-                raise ValueError(f'feature store {self.folder}: {name} of shape {shape} after '
-                                 f'{self.shapes[name]}')
             array = tensor.detach().cpu().numpy().astype(self.dtypes[name], copy=False)
             with open(self._path(name), 'ab') as f:
                 f.write(np.ascontiguousarray(array).tobytes())
         self.indices.extend(int(i) for i in indices)
 
-    def read(self, positions: Sequence[int],
-             fields: Sequence[str] = ('feats', 'labels', 'instances')) -> Dict[str, Tensor]:
-        """The images at ``positions`` (ascending) of this store: ``dict(indices long)`` and of
-        ``fields`` those stored: ``feats`` float32, ``labels`` long, ``instances`` long
-        (``None`` when not stored)."""
-        positions = list(positions)
-        out = dict(indices=torch.tensor([self.indices[p] for p in positions], dtype=torch.long))
-        for name in fields:
-            if name not in self.shapes:
-                out[name] = None
-                continue
-            array = torch.from_numpy(_read_rows(self._path(name), self.dtypes[name],
-                                                self.shapes[name], positions))
-            out[name] = array.float() if name == 'feats' else array.long()
-        return out
-
-    def chunks(self, chunk_images: int,
-               fields: Sequence[str] = ('feats', 'labels', 'instances')
-               ) -> Iterator[Dict[str, Tensor]]:
-        """:meth:`read` of consecutive blocks of ``chunk_images`` images."""
-        for start in range(0, len(self), chunk_images):
-            yield self.read(range(start, min(start + chunk_images, len(self))), fields)
+    def _read_field(self, name: str, positions: List[int]) -> Tensor:
+        array = torch.from_numpy(_read_rows(self._path(name), self.dtypes[name],
+                                            self.shapes[name], positions))
+        return array.float() if name == 'feats' else array.long()
 
     def remove(self) -> None:
         for name in self.FILES:
@@ -123,6 +153,50 @@ class FeatureStore:
                 os.remove(self._path(name))
         if osp.isdir(self.folder) and not os.listdir(self.folder):
             os.rmdir(self.folder)
+
+
+class MemoryFeatureStore(StoreBase):
+    """The RAM backend: the appended batches kept as CPU tensors (features float32, labels and
+    instance maps long), read back exactly. For splits that fit in memory (the toy set, the
+    demo); :meth:`from_tensors` wraps tensors already in hand.
+    """
+
+    def __init__(self, name: str = 'in memory') -> None:
+        super().__init__(name)
+        self.batches: Dict[str, List[Tensor]] = {}
+        self.rows: Dict[str, Tensor] = {}
+
+    @classmethod
+    def from_tensors(cls, feats: Tensor, labels: Tensor,
+                     instances: Optional[Tensor] = None) -> 'MemoryFeatureStore':
+        """A store of images ``0..N-1``: ``feats (N, C, h, w)``, ``labels (N, L, L)``,
+        ``instances (N, L, L)`` or None."""
+        store = cls()
+        store.append(feats, labels, torch.arange(len(feats)), instances)
+        return store
+
+    def append(self, feats: Tensor, labels: Tensor, indices: Tensor,
+               instances: Optional[Tensor] = None) -> None:
+        arrays = dict(feats=feats, labels=labels)
+        if instances is not None:
+            arrays['instances'] = instances
+        self._check_shapes(arrays)
+        for name, tensor in arrays.items():
+            tensor = tensor.detach().cpu()
+            self.batches.setdefault(name, []).append(
+                tensor.float() if name == 'feats' else tensor.long())
+        self.rows.clear()
+        self.indices.extend(int(i) for i in indices)
+
+    def _read_field(self, name: str, positions: List[int]) -> Tensor:
+        if name not in self.rows:  # one concatenation after the last append
+            self.rows[name] = torch.cat(self.batches[name])
+            self.batches[name] = [self.rows[name]]
+        return self.rows[name][positions]
+
+    def remove(self) -> None:
+        self.batches.clear()
+        self.rows.clear()
 
 
 def shard_indices(num_samples: int, rank: Optional[int] = None,
@@ -143,7 +217,7 @@ def build_loader(dataset, batch_size: int = 8, num_workers: int = 2,
 
 
 @torch.no_grad()
-def extract_to_store(model: nn.Module, loader, store: FeatureStore, *, channel_order: str,
+def extract_to_store(model: nn.Module, loader, store: StoreBase, *, channel_order: str,
                      grid: Optional[Tuple[int, int]] = None, progress: bool = False) -> None:
     """Append :func:`~.features.dense_features` of every batch of ``loader`` (items of
     :class:`~.data.DenseEvalDataset`: 0-255 ``image`` whose channels are in ``channel_order``,

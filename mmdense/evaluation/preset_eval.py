@@ -1,6 +1,6 @@
-"""Run a named protocol (:mod:`.presets`) with the streaming evaluation, and write its report.
+"""Run a named protocol (:mod:`.presets`) on on-disk feature stores, and write its report.
 
-``evaluate_preset`` extracts each split once into a temporary :class:`.streaming.FeatureStore`
+``evaluate_preset`` extracts each split once into a temporary :class:`.feature_store.FeatureStore`
 (removed afterwards), runs every protocol of the preset on it and returns a record holding the
 preset, the image counts, the feature grid and the metrics; ``write_report`` stores the record
 as JSON and Markdown with the checkpoint's SHA-256. It runs the same on CPU, one GPU and under
@@ -17,14 +17,14 @@ from typing import Dict, Optional, Union
 
 from torch import nn
 
-from mmdense.utils.errors import UserValueError
+from mmdense.fileio import sha256sum, write_atomically
 from mmdense.utils.dist import get_rank, get_world_size
-from mmdense.fileio import sha256sum
+from mmdense.utils.errors import UserValueError
 from .data import DenseEvalDataset
 from .data_check import check_data
 from .presets import DensePreset, describe_setting, format_preset, get_preset, preset_data_cfg
 from .feature_store import FeatureStore, build_loader, extract_to_store
-from .streaming import run_stream_protocol
+from .protocols import evaluate_protocol
 
 
 class SubsetError(UserValueError):
@@ -141,7 +141,7 @@ def evaluate_preset(model: nn.Module, preset: Union[str, DensePreset],
         for protocol, options in preset.protocols:
             start = time.time()
             extra = dict(progress=progress) if protocol == 'linear' else {}
-            metrics = run_stream_protocol(
+            metrics = evaluate_protocol(
                 protocol, stores.get('train'), stores['val'], data_cfg['num_classes'],
                 data_cfg.get('ignore_index', 255), device, chunk_images=chunk_images,
                 **extra, **options)
@@ -202,7 +202,6 @@ def write_report(record: dict, json_path: str, checkpoint: Optional[str] = None,
     """Write ``record`` (with the checkpoint path, its SHA-256, the config and the time) to
     ``json_path`` and the Markdown report next to it (``.md``), each replaced atomically.
     Returns the two paths."""
-    from mmdense.fileio.checkpoint import write_atomically
     record = dict(record, checkpoint=checkpoint, config=config,
                   checkpoint_sha256=checkpoint and checkpoint_sha256(checkpoint),
                   created=datetime.datetime.now(datetime.timezone.utc).isoformat(

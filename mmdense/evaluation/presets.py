@@ -65,7 +65,7 @@ class DensePreset:
         train_list, val_list: image-list files the splits are restricted to, relative to the
             data root unless given otherwise; ``list_source`` says where to obtain them.
         protocols: ``(protocol, options)`` pairs, options as in
-            :func:`.streaming.run_stream_protocol`.
+            :data:`.protocols.PROTOCOLS`.
         points: the preset's settings beside the reference protocol's, each with the test
             that pins it and, where they differ, why (:class:`Point`).
     """

@@ -1,18 +1,28 @@
 """Run one dense protocol for a model on loaded train/val splits (see :mod:`.data`)."""
+import logging
 import os.path as osp
 from typing import Dict, Optional
 
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
 from torch import nn
 
-from .features import extract_features
-from .protocols import (PROTOCOLS, cluster_segmentation, dispersion_stats,
-                        grid_majority_scores, knn_segmentation, linear_probe)
+from mmdense.fileio.checkpoint import read_checkpoint
+from mmdense.fileio.load_coverage import (PartialLoadError, checkpoint_weights, load_weights,
+                                          module_prefix)
+from mmdense.registry import MODELS
+from mmdense.utils import register_all_modules
+from mmdense.utils.cli import load_config
+from .feature_store import MemoryFeatureStore
+from .features import dense_backbone, extract_features
+from .protocols import build_protocol
 
 
-def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise ValueError(f'unknown dense protocol {protocol!r}; choose from {PROTOCOLS}')
-    return protocol
+def split_store(model: nn.Module, split: dict, batch_size: int = 8) -> MemoryFeatureStore:
+    """A RAM store of ``model``'s frozen dense features of a :func:`.data.load_split` dict
+    (RGB ``images``, ``labels``, optional ``instances``)."""
+    feats = extract_features(model, split['images'], channel_order='rgb', batch_size=batch_size)
+    return MemoryFeatureStore.from_tensors(feats, split['labels'], split.get('instances'))
 
 
 def run_protocol(model: nn.Module,
@@ -26,37 +36,23 @@ def run_protocol(model: nn.Module,
                  knn_k: int = 10,
                  linear_epochs: int = 30,
                  batch_size: int = 8) -> Dict[str, float]:
-    """Metrics of ``protocol`` for ``model``'s frozen dense features.
+    """Metrics of ``protocol`` for ``model``'s frozen dense features of splits held in memory.
 
     ``train``/``val`` are :func:`.data.load_split` dicts (RGB images, normalised as ``model``'s
-    data preprocessor says: :func:`.features.model_inputs`); ``linear`` and ``knn`` fit on ``train``
-    and score ``val``; ``cluster`` and ``dispersion`` use ``val`` only. The segmentation
+    data preprocessor says: :func:`.features.model_inputs`), extracted into RAM stores
+    (:func:`split_store`) and scored by the protocol class of :mod:`.protocols`, the engine the
+    presets run on disk: ``linear`` and ``knn`` fit on ``train`` and score ``val``; ``cluster``
+    (``num_clusters``, ``matching``) and ``dispersion`` use ``val`` only. The segmentation
     protocols also report ``grid_mIoU``, the ceiling that the feature stride sets
     (:func:`.protocols.grid_majority_scores`).
     """
-    check_protocol(protocol)
-    val_feats = extract_features(model, val['images'], channel_order='rgb',
-                                 batch_size=batch_size)
-    common = dict(num_classes=num_classes, ignore_index=ignore_index)
-    if protocol == 'dispersion':
-        return dispersion_stats(val_feats, val['labels'], instances=val.get('instances'),
-                                **common)
-    if protocol == 'cluster':
-        metrics = cluster_segmentation(val_feats, val['labels'], num_clusters=num_clusters,
-                                       matching=matching, **common)
-    elif train is None:
+    options = dict(linear=dict(epochs=linear_epochs), knn=dict(k=knn_k),
+                   cluster=dict(num_clusters=num_clusters, matching=matching)).get(protocol, {})
+    evaluate = build_protocol(protocol, **options)
+    if evaluate.needs_train and train is None:
         raise ValueError(f'protocol {protocol!r} needs a training split')
-    else:
-        train_feats = extract_features(model, train['images'], channel_order='rgb',
-                                       batch_size=batch_size)
-        if protocol == 'knn':
-            metrics = knn_segmentation(train_feats, train['labels'], val_feats, val['labels'],
-                                       k=knn_k, **common)
-        else:
-            metrics = linear_probe(train_feats, train['labels'], val_feats, val['labels'],
-                                   epochs=linear_epochs, **common)
-    ceiling = grid_majority_scores(val['labels'], val_feats.shape[-2:], **common)
-    return dict(metrics, grid_mIoU=ceiling['mIoU'])
+    train_store = split_store(model, train, batch_size) if evaluate.needs_train else None
+    return evaluate(train_store, split_store(model, val, batch_size), num_classes, ignore_index)
 
 
 def load_model(config, checkpoint: str, device: str = 'cpu', allow_partial: bool = False,
@@ -71,18 +67,6 @@ def load_model(config, checkpoint: str, device: str = 'cpu', allow_partial: bool
     ``allow_partial``; so is a backbone whose object prototypes were never initialised (a
     DINO checkpoint in CoTAP's model: half of each embedding would be a random projection).
     """
-    import logging
-
-    from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
-
-    from mmdense.fileio.checkpoint import read_checkpoint
-    from mmdense.fileio.load_coverage import (PartialLoadError, checkpoint_weights, load_weights,
-                                              module_prefix)
-    from mmdense.registry import MODELS
-    from mmdense.utils import register_all_modules
-    from mmdense.utils.cli import load_config
-    from .features import dense_backbone
     cfg = load_config(config) if isinstance(config, str) else config
     if checkpoint != 'random' and not osp.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {checkpoint} (pass 'random' for the "

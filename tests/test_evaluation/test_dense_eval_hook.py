@@ -77,12 +77,12 @@ def stub_runner(model):
         logger=MMLogger.get_instance(f'dense-hook-{uuid.uuid4().hex}'))
 
 
-def test_hook_on_a_preset_subset_streams_the_in_memory_result(toy_root, tmp_path):
+def test_hook_on_a_preset_subset_gives_the_ram_backend_result(toy_root, tmp_path):
     from mmpretrain.models import VisionTransformer
 
     from mmdense.engine.hooks import DenseEvalHook
-    from mmdense.evaluation import (cluster_segmentation, extract_features, get_preset,
-                                    load_split, preset_data_cfg)
+    from mmdense.evaluation import (Clustering, MemoryFeatureStore, extract_features,
+                                    get_preset, load_split, preset_data_cfg)
     torch.manual_seed(0)
     vit = VisionTransformer(arch=dict(embed_dims=32, num_layers=2, num_heads=2,
                                       feedforward_channels=64), img_size=64, patch_size=16)
@@ -96,8 +96,9 @@ def test_hook_on_a_preset_subset_streams_the_in_memory_result(toy_root, tmp_path
 
     data_cfg = dict(preset_data_cfg(get_preset('toy'), toy_root), img_size=64)
     val = load_split(data_cfg, 'val', 4)
-    expected = cluster_segmentation(extract_features(vit, val['images'], channel_order='rgb'),
-                                    val['labels'], 9, num_iters=5)
+    feats = extract_features(vit, val['images'], channel_order='rgb')
+    expected = Clustering(num_clusters=9, num_iters=5)(
+        None, MemoryFeatureStore.from_tensors(feats, val['labels']), 9)
     assert {k: metrics[k] for k in expected} == pytest.approx(expected, abs=1e-9)
     assert runner.logged == [(10, {f'dense_eval/cluster_{k}': v for k, v in metrics.items()})]
     assert runner.message_hub.get_scalar('train/dense_eval/cluster_mIoU').current() == \

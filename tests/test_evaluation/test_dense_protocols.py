@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from mmdense.evaluation import (cluster_segmentation, coco_stuff_171_to_27, dense_features,
-                                dispersion_stats, grid_majority_scores, knn_segmentation,
-                                linear_probe, match_clusters, patch_labels, segmentation_scores)
+from mmdense.evaluation import (Clustering, Dispersion, KNNRetrieval, LinearProbe,
+                                MemoryFeatureStore, coco_stuff_171_to_27, dense_features,
+                                grid_majority_scores, match_clusters, patch_labels,
+                                segmentation_scores)
 
 NUM_CLASSES, PATCH = 5, 4
 
@@ -23,6 +24,15 @@ def synthetic(separable: bool, num_images=8, grid=8, dims=32, seed=0):
     return feats, labels
 
 
+def ram(feats, labels, instances=None):
+    return MemoryFeatureStore.from_tensors(feats, labels, instances)
+
+
+def split_stores(feats, labels):
+    """Images 0-3 train, the others val."""
+    return ram(feats[:4], labels[:4]), ram(feats[4:], labels[4:])
+
+
 def test_scores_from_a_known_confusion():
     target = torch.tensor([0, 0, 1, 1, 255])
     pred = torch.tensor([0, 1, 1, 1, 0])
@@ -34,16 +44,15 @@ def test_scores_from_a_known_confusion():
 
 def test_separable_features_are_solved_exactly():
     feats, labels = synthetic(separable=True)
-    assert cluster_segmentation(feats, labels, NUM_CLASSES)['mIoU'] == 1.0
-    over = cluster_segmentation(feats, labels, NUM_CLASSES, num_clusters=20, matching='majority')
+    assert Clustering()(None, ram(feats, labels), NUM_CLASSES)['mIoU'] == 1.0
+    over = Clustering(num_clusters=20, matching='majority')(None, ram(feats, labels),
+                                                           NUM_CLASSES)
     assert over['mIoU'] == 1.0
-    knn = knn_segmentation(feats[:4], labels[:4], feats[4:], labels[4:], NUM_CLASSES,
-                           chunk_size=7)
-    assert knn == dict(mIoU=1.0, pAcc=1.0)
+    knn = KNNRetrieval(query_points=7)(*split_stores(feats, labels), NUM_CLASSES)
+    assert knn == dict(mIoU=1.0, pAcc=1.0, grid_mIoU=1.0)
     # bilinear logits blur the patch borders a little
-    assert linear_probe(feats[:4], labels[:4], feats[4:], labels[4:], NUM_CLASSES,
-                        epochs=20)['mIoU'] > 0.85
-    stats = dispersion_stats(feats, labels, NUM_CLASSES)
+    assert LinearProbe(epochs=20)(*split_stores(feats, labels), NUM_CLASSES)['mIoU'] > 0.85
+    stats = Dispersion()(None, ram(feats, labels), NUM_CLASSES)
     assert stats['intra_class'] > 0.99 and abs(stats['inter_class']) < 0.3
 
 
@@ -51,13 +60,13 @@ def test_random_features_score_near_chance():
     # chance for 5 balanced classes: pAcc ≈ 0.2, mIoU ≈ 1/9
     feats, labels = synthetic(separable=False)
     results = [
-        cluster_segmentation(feats, labels, NUM_CLASSES),
-        knn_segmentation(feats[:4], labels[:4], feats[4:], labels[4:], NUM_CLASSES),
-        linear_probe(feats[:4], labels[:4], feats[4:], labels[4:], NUM_CLASSES, epochs=20),
+        Clustering()(None, ram(feats, labels), NUM_CLASSES),
+        KNNRetrieval()(*split_stores(feats, labels), NUM_CLASSES),
+        LinearProbe(epochs=20)(*split_stores(feats, labels), NUM_CLASSES),
     ]
     for scores in results:
         assert scores['mIoU'] < 0.2 and scores['pAcc'] < 0.32, scores
-    stats = dispersion_stats(feats, labels, NUM_CLASSES)
+    stats = Dispersion()(None, ram(feats, labels), NUM_CLASSES)
     assert abs(stats['class_gap']) < 0.05
 
 
@@ -79,7 +88,7 @@ def test_dispersion_of_orthogonal_classes_and_instances():
     feats[:, 0, :4, :4] = 1  # instance 1
     feats[:, 1, 4:, :4] = 1  # instance 2: same class, orthogonal direction
     feats[:, 2, :, 4:] = 1  # class 1
-    stats = dispersion_stats(feats, labels, 2, instances=instances)
+    stats = Dispersion()(None, ram(feats, labels, instances), 2)
     assert stats['intra_instance'] == pytest.approx(1.0)
     # class 0: 32 patches, half/half orthogonal → (2·16² − 32) / (32·31)
     assert stats['intra_class'] == pytest.approx(((2 * 16**2 - 32) / (32 * 31) + 1) / 2)
@@ -102,7 +111,7 @@ def test_grid_majority_ceiling():
     assert scores['mIoU'] == pytest.approx(3 / 8) and scores['pAcc'] == pytest.approx(3 / 4)
     # on a grid coarser than the labels, kNN (one label per cell) cannot pass the ceiling's pAcc
     coarse = torch.nn.functional.avg_pool2d(feats, 2)
-    knn = knn_segmentation(coarse[:4], labels[:4], coarse[4:], labels[4:], NUM_CLASSES)
+    knn = KNNRetrieval()(ram(coarse[:4], labels[:4]), ram(coarse[4:], labels[4:]), NUM_CLASSES)
     ceiling = grid_majority_scores(labels[4:], (4, 4), NUM_CLASSES)
     assert knn['pAcc'] <= ceiling['pAcc'] < 1.0
 

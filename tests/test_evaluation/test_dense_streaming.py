@@ -1,21 +1,21 @@
-"""Streaming dense evaluation equals the in-memory protocols, in chunks and on 2 processes."""
+"""The dense-evaluation engine: every protocol gives the same numbers on the RAM and the disk
+backends, in any chunk size and on 2 processes, and equals references written here."""
 import tempfile
 
 import pytest
 import torch
 import torch.nn.functional as F
 from distributed import run_on_ranks
+from scipy.optimize import linear_sum_assignment
 
-from mmdense.evaluation import (cluster_segmentation, dispersion_stats, extract_features,
-                                grid_majority_scores, knn_segmentation, linear_probe)
-from mmdense.evaluation.protocols import fit_linear_probe, flatten_features
-from mmdense.evaluation.feature_store import FeatureStore
-from mmdense.evaluation.streaming import (_LloydPass, _points, run_stream_protocol,
-                                          stream_cluster_segmentation, stream_dispersion,
-                                          stream_fit_linear_probe, stream_grid_ceiling,
-                                          stream_knn, stream_linear_probe,
-                                          stream_spherical_kmeans)
+from mmdense.evaluation import extract_features
+from mmdense.evaluation.feature_store import FeatureStore, MemoryFeatureStore
+from mmdense.evaluation.protocols import (Clustering, Dispersion, KNNRetrieval, LinearProbe,
+                                          PointTransform, evaluate_protocol, flatten_features,
+                                          grid_majority_scores, store_kmeans, store_points,
+                                          stored_grid_ceiling)
 from mmdense.models.utils import spherical_kmeans
+from mmdense.models.utils.kmeans import ChunkedLloydPass
 
 NUM_CLASSES, PATCH, GRID, DIMS = 5, 4, 6, 16
 NUM_TRAIN, NUM_VAL = 10, 6
@@ -43,9 +43,10 @@ VAL = synthetic(NUM_VAL, seed=2)
 
 
 def make_store(data, folder, rank=0, world_size=1, batch=3, dtype='float32'):
-    """The store of rank ``rank``: images ``rank, rank + W, ...`` appended ``batch`` at a time."""
+    """The store of rank ``rank``: images ``rank, rank + W, ...`` appended ``batch`` at a time;
+    on disk, or in RAM when ``folder`` is None."""
     feats, labels, instances = data
-    store = FeatureStore(folder, dtype)
+    store = MemoryFeatureStore() if folder is None else FeatureStore(folder, dtype)
     for part in torch.arange(rank, len(feats), world_size).split(batch):
         store.append(feats[part], labels[part], part, instances[part])
     return store
@@ -56,9 +57,16 @@ def stores(tmp_path):
     return make_store(TRAIN, str(tmp_path / 'train')), make_store(VAL, str(tmp_path / 'val'))
 
 
-def test_store_reads_back_what_was_appended(tmp_path):
+@pytest.fixture
+def ram_stores():
+    return make_store(TRAIN, None), make_store(VAL, None)
+
+
+@pytest.mark.parametrize('backend', ['disk', 'ram'])
+def test_store_reads_back_what_was_appended(tmp_path, backend):
     feats, labels, instances = TRAIN
-    store = make_store(TRAIN, str(tmp_path / 'exact'), rank=1, world_size=2)
+    folder = str(tmp_path / 'exact') if backend == 'disk' else None
+    store = make_store(TRAIN, folder, rank=1, world_size=2)
     assert len(store) == NUM_TRAIN // 2 and store.indices == [1, 3, 5, 7, 9]
     chunk = store.read([0, 1, 4])  # two runs of rows
     assert torch.equal(chunk['indices'], torch.tensor([1, 3, 9]))
@@ -66,55 +74,102 @@ def test_store_reads_back_what_was_appended(tmp_path):
     assert torch.equal(chunk['labels'], labels[[1, 3, 9]])
     assert torch.equal(chunk['instances'], instances[[1, 3, 9]])
     assert [len(c['indices']) for c in store.chunks(2)] == [2, 2, 1]
-    half = make_store(TRAIN, str(tmp_path / 'half'), dtype='float16')
-    assert torch.allclose(half.read(range(NUM_TRAIN))['feats'], feats, atol=4e-3)
     with pytest.raises(ValueError, match=r'feats of shape \(16, 3, 3\) after \(16, 6, 6\)'):
         store.append(feats[:1, :, :3, :3], labels[:1], [0])
     store.remove()
-    assert not (tmp_path / 'exact').exists()
+    if backend == 'disk':
+        assert not (tmp_path / 'exact').exists()
+        half = make_store(TRAIN, str(tmp_path / 'half'), dtype='float16')
+        assert torch.allclose(half.read(range(NUM_TRAIN))['feats'], feats, atol=4e-3)
+
+
+def reference_linear_probe(train, val, epochs, batch_size, seed, lr=1e-2, **optim_cfg):
+    """The probe trained on whole tensors, written out: standardise, 1×1 conv, bilinear logits,
+    mean cross-entropy per mini-batch of a seeded permutation; returns the val mIoU/pAcc."""
+    from mmdense.evaluation.metrics import segmentation_scores
+    from mmdense.evaluation.protocols import build_probe_optimizer, init_probe
+    feats, labels = train[:2]
+    mean = feats.mean((0, 2, 3), keepdim=True)
+    std = feats.std((0, 2, 3), keepdim=True) + 1e-6
+    probe = init_probe(DIMS, NUM_CLASSES, seed)
+    optimizer, scheduler = build_probe_optimizer(probe, lr=lr, **optim_cfg)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(feats), generator=generator).split(batch_size):
+            logits = F.interpolate(probe((feats[idx] - mean) / std), size=labels.shape[-2:],
+                                   mode='bilinear', align_corners=False)
+            loss = F.cross_entropy(logits, labels[idx], ignore_index=255)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    with torch.no_grad():
+        pred = F.interpolate(probe((val[0] - mean) / std), size=val[1].shape[-2:],
+                             mode='bilinear', align_corners=False).argmax(1)
+    return segmentation_scores(pred, val[1], NUM_CLASSES)
+
+
+def without_ceiling(metrics):
+    return {name: value for name, value in metrics.items() if name != 'grid_mIoU'}
 
 
 @pytest.mark.parametrize('optim_cfg', [dict(), dict(optimizer='sgd', lr=0.05, momentum=0.9,
                                                     weight_decay=1e-4, lr_step=2)])
-def test_streaming_linear_probe_trains_the_in_memory_probe(stores, optim_cfg):
-    train, val = stores
+def test_linear_probe_is_the_same_on_both_backends_and_equals_the_reference(
+        stores, ram_stores, optim_cfg):
     options = dict(epochs=3, batch_size=4, seed=3, **optim_cfg)
-    probe, mean, std = fit_linear_probe(TRAIN[0], TRAIN[1], NUM_CLASSES, **options)
-    streamed, stream_mean, stream_std = stream_fit_linear_probe(train, NUM_CLASSES,
-                                                                chunk_images=3, **options)
-    assert torch.allclose(stream_mean, mean, atol=1e-5)
-    assert torch.allclose(stream_std, std, rtol=1e-5)
-    for name, weight in probe.state_dict().items():
-        assert torch.allclose(streamed.state_dict()[name], weight, atol=1e-5), name
-    expected = linear_probe(*TRAIN[:2], *VAL[:2], NUM_CLASSES, **options)
+    expected = reference_linear_probe(TRAIN, VAL, **options)
     assert 0.2 < expected['mIoU'] < 0.95  # neither chance nor solved: the comparison means sth
-    assert stream_linear_probe(train, val, NUM_CLASSES, chunk_images=4,
-                               **options) == pytest.approx(expected, abs=1e-6)
+    disk = LinearProbe(chunk_images=4, **options)(*stores, NUM_CLASSES)
+    ram = LinearProbe(chunk_images=3, **options)(*ram_stores, NUM_CLASSES)
+    assert without_ceiling(disk) == pytest.approx(expected, abs=1e-6)
+    assert disk == pytest.approx(ram, abs=1e-6)
 
 
-def test_streaming_knn_equals_in_memory_knn(stores):
-    train, val = stores
-    expected = knn_segmentation(*TRAIN[:2], *VAL[:2], NUM_CLASSES, k=7)
+def reference_knn(train, val, k, temperature=0.07):
+    """Brute-force kNN over every labelled train patch at once; val mIoU/pAcc."""
+    from mmdense.evaluation.metrics import segmentation_scores
+    from mmdense.evaluation.protocols import patch_labels, upsample_labels
+    bank = flatten_features(train[0])
+    bank_labels = patch_labels(train[1], (GRID, GRID), NUM_CLASSES).reshape(-1)
+    bank, bank_labels = bank[bank_labels != 255], bank_labels[bank_labels != 255]
+    sims, idx = (flatten_features(val[0]) @ bank.T).topk(min(k, len(bank)), dim=1)
+    votes = torch.zeros(len(sims), NUM_CLASSES).scatter_add_(1, bank_labels[idx],
+                                                             (sims / temperature).exp())
+    pred = upsample_labels(votes.argmax(1).reshape(-1, GRID, GRID), val[1].shape[-2:])
+    return segmentation_scores(pred, val[1], NUM_CLASSES)
+
+
+def test_knn_is_the_same_on_both_backends_and_equals_brute_force(stores, ram_stores):
+    expected = reference_knn(TRAIN, VAL, k=7)
     assert 0.2 < expected['mIoU'] < 0.95
-    for chunk_images, query_images in ((1, 1), (4, 5)):
-        assert stream_knn(train, val, NUM_CLASSES, k=7, chunk_images=chunk_images,
-                          query_images=query_images) == pytest.approx(expected, abs=1e-9)
+    for chunk_images, query_points in ((1, 1), (4, 5 * GRID * GRID), (16, 2**14)):
+        protocol = KNNRetrieval(k=7, chunk_images=chunk_images, query_points=query_points)
+        disk, ram = protocol(*stores, NUM_CLASSES), protocol(*ram_stores, NUM_CLASSES)
+        assert without_ceiling(disk) == pytest.approx(expected, abs=1e-9)
+        assert disk == ram
 
 
-def test_streaming_knn_with_a_bank_smaller_than_k(tmp_path):
+def test_knn_with_a_bank_smaller_than_k(tmp_path):
     one = tuple(t[:1] for t in TRAIN)
-    train, val = make_store(one, str(tmp_path / 't')), make_store(VAL, str(tmp_path / 'v'))
-    expected = knn_segmentation(*one[:2], *VAL[:2], NUM_CLASSES, k=100)  # 30 labelled patches
-    assert stream_knn(train, val, NUM_CLASSES, k=100) == pytest.approx(expected, abs=1e-9)
+    expected = reference_knn(one, VAL, k=100)  # 30 labelled patches
+    for folder in (str(tmp_path / 't'), None):
+        metrics = KNNRetrieval(k=100)(make_store(one, folder), make_store(VAL, None),
+                                      NUM_CLASSES)
+        assert without_ceiling(metrics) == pytest.approx(expected, abs=1e-9)
 
 
-def test_streaming_kmeans_equals_spherical_kmeans(stores):
+def test_store_kmeans_is_the_one_kmeans_on_both_backends(stores):
+    """Clustering's k-means on either backend is :func:`spherical_kmeans` of the stacked unit
+    rows (the k-means DSC and the prototype initialisation use), given the same generator."""
     _, val = stores
     expected, _ = spherical_kmeans(flatten_features(VAL[0]), 20, 6,
                                    torch.Generator().manual_seed(5))
-    streamed = stream_spherical_kmeans(val, 20, 6, torch.Generator().manual_seed(5),
-                                       chunk_images=2)
-    assert torch.allclose(streamed, expected, atol=1e-5)
+    for store in (val, make_store(VAL, None)):
+        centroids, _ = store_kmeans(store, 20, 6, torch.Generator().manual_seed(5),
+                                    chunk_images=2)
+        assert torch.allclose(centroids, expected, atol=1e-5)
 
 
 def lifted_points_and_centroids():
@@ -130,15 +185,15 @@ def lifted_points_and_centroids():
 
 
 def lloyd_step(store, centroids):
-    lloyd = _LloydPass(centroids)
-    for x, index, _ in _points(store, 2, 'cpu'):
+    lloyd = ChunkedLloydPass(centroids)
+    for x, index, _ in store_points(store, 2, 'cpu', PointTransform(store)):
         lloyd.add(x, index)
     lloyd.reduce()
     lloyd.reseed_empty()
     return lloyd.centroids_update()
 
 
-def test_lloyd_pass_reseeds_empty_clusters_as_spherical_kmeans(tmp_path):
+def test_chunked_lloyd_pass_reseeds_empty_clusters_as_spherical_kmeans(tmp_path):
     from mmdense.models.utils.kmeans import _nearest_centroid, _reseed_empty_clusters
     feats, points, centroids = lifted_points_and_centroids()
     similarity, assignments = _nearest_centroid(points, centroids)
@@ -150,41 +205,92 @@ def test_lloyd_pass_reseeds_empty_clusters_as_spherical_kmeans(tmp_path):
     assert torch.allclose(lloyd_step(store, centroids), expected, atol=1e-6)
 
 
-def test_streaming_kmeans_seeds_from_a_sample_when_there_are_many_points(stores):
+def test_store_kmeans_seeds_from_a_sample_when_there_are_many_points(stores):
     _, val = stores
     centroids = [
-        stream_spherical_kmeans(val, 5, 5, torch.Generator().manual_seed(0), max_seed_points=60,
-                                sample_seed=seed) for seed in (0, 0, 1)
+        store_kmeans(val, 5, 5, torch.Generator().manual_seed(0), max_seed_points=60,
+                     sample_seed=seed)[0] for seed in (0, 0, 1)
     ]
     assert torch.equal(centroids[0], centroids[1])  # deterministic
     assert not torch.equal(centroids[0], centroids[2])  # another sample, other seeds
     assert torch.allclose(centroids[0].norm(dim=1), torch.ones(5))
 
 
+def reference_clustering(num_clusters, matching, seed, num_iters, num_init):
+    """:func:`spherical_kmeans`'s restarts on the stacked val rows, nearest-upsampled cluster
+    maps, class×cluster counts, scipy's Hungarian or each cluster's majority class."""
+    from mmdense.evaluation.metrics import scores_from_confusion
+    from mmdense.evaluation.protocols import upsample_labels
+    from mmdense.models.utils.kmeans import kmeans
+    _, assign = kmeans(flatten_features(VAL[0]), num_clusters, num_iters,
+                       torch.Generator().manual_seed(seed), 'cosine', num_init)
+    cluster_map = upsample_labels(assign.reshape(NUM_VAL, GRID, GRID), VAL[1].shape[-2:])
+    valid = VAL[1] != 255
+    counts = torch.zeros(NUM_CLASSES, num_clusters, dtype=torch.long).index_put_(
+        (VAL[1][valid], cluster_map[valid]), torch.ones(int(valid.sum()), dtype=torch.long),
+        accumulate=True)
+    mapping = torch.full((num_clusters, ), -1)
+    if matching == 'hungarian':
+        rows, cols = linear_sum_assignment(counts.numpy(), maximize=True)
+        mapping[cols] = torch.as_tensor(rows)
+    else:
+        mapping = counts.argmax(0)
+    confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
+    for cluster, cls in enumerate(mapping.tolist()):
+        if cls >= 0:
+            confusion[:, cls] += counts[:, cluster]
+    return scores_from_confusion(confusion, counts[:, mapping < 0].sum(1))
+
+
 @pytest.mark.parametrize('num_clusters,matching', [(5, 'hungarian'), (12, 'majority')])
-def test_streaming_cluster_segmentation_equals_in_memory(stores, num_clusters, matching):
-    _, val = stores
+def test_clustering_is_the_same_on_both_backends_and_equals_the_reference(
+        stores, ram_stores, num_clusters, matching):
     options = dict(num_clusters=num_clusters, matching=matching, seed=1, num_iters=10,
                    num_init=2)
-    expected = cluster_segmentation(*VAL[:2], NUM_CLASSES, **options)
+    expected = reference_clustering(**options)
     assert 0.2 < expected['mIoU'] < 0.99
-    assert stream_cluster_segmentation(val, NUM_CLASSES, chunk_images=4,
-                                       **options) == pytest.approx(expected, abs=1e-9)
+    disk = Clustering(chunk_images=4, **options)(*stores, NUM_CLASSES)
+    ram = Clustering(chunk_images=5, **options)(None, ram_stores[1], NUM_CLASSES)
+    assert without_ceiling(disk) == pytest.approx(expected, abs=1e-9)
+    assert disk == pytest.approx(ram, abs=1e-9)
 
 
-def test_streaming_dispersion_and_grid_ceiling_equal_in_memory(stores):
-    _, val = stores
-    expected = dispersion_stats(VAL[0], VAL[1], NUM_CLASSES, instances=VAL[2])
-    assert set(expected) == {'intra_class', 'inter_class', 'class_gap', 'intra_instance'}
-    assert stream_dispersion(val, NUM_CLASSES, chunk_images=4) == pytest.approx(expected,
-                                                                                 abs=1e-6)
+def reference_dispersion():
+    """Mean cosines of every pair of distinct patches, class by class and across classes."""
+    from mmdense.evaluation.protocols import patch_labels
+    x = flatten_features(VAL[0]).double()
+    y = patch_labels(VAL[1], (GRID, GRID), NUM_CLASSES).reshape(-1)
+    cos = x @ x.T
+    intra, means = [], []
+    for c in range(NUM_CLASSES):
+        members = (y == c).nonzero().flatten()
+        block = cos[members][:, members]
+        intra.append((block.sum() - block.diagonal().sum()) / (len(members) * (len(members) - 1)))
+        means.append(x[members].mean(0))
+    means = torch.stack(means)
+    cross = means @ means.T
+    inter = cross[~torch.eye(NUM_CLASSES, dtype=torch.bool)].mean()
+    intra = torch.stack(intra).mean()
+    return dict(intra_class=float(intra), inter_class=float(inter),
+                class_gap=float(intra - inter))
+
+
+def test_dispersion_and_grid_ceiling_are_the_same_on_both_backends(stores, ram_stores):
+    expected = reference_dispersion()
+    disk = Dispersion(chunk_images=4)(None, stores[1], NUM_CLASSES)
+    ram = Dispersion(chunk_images=1)(None, ram_stores[1], NUM_CLASSES)
+    assert set(disk) == {'intra_class', 'inter_class', 'class_gap', 'intra_instance'}
+    assert without_ceiling(disk) == pytest.approx(dict(expected, intra_instance=disk[
+        'intra_instance']), abs=1e-6)
+    assert disk == pytest.approx(ram, abs=1e-9)
     ceiling = grid_majority_scores(VAL[1], (GRID, GRID), NUM_CLASSES)
-    assert stream_grid_ceiling(val, NUM_CLASSES, chunk_images=4) == ceiling
+    assert stored_grid_ceiling(stores[1], NUM_CLASSES, chunk_images=4) == ceiling
+    assert stored_grid_ceiling(ram_stores[1], NUM_CLASSES, chunk_images=5) == ceiling
 
 
 SETTINGS = dict(
     linear=dict(epochs=2, batch_size=4, seed=3),
-    knn=dict(k=7, query_images=2, chunk_images=2),
+    knn=dict(k=7, query_points=2 * GRID * GRID, chunk_images=2),
     cluster_hungarian=dict(num_clusters=5, matching='hungarian', num_iters=5, num_init=2),
     cluster_majority=dict(num_clusters=12, matching='majority', num_iters=5, num_init=2,
                           max_seed_points=100),
@@ -201,7 +307,7 @@ def all_protocols(rows):
     train = make_store(TRAIN, f'{folder}/train', rank, world_size, batch=2)
     val = make_store(VAL, f'{folder}/val', rank, world_size, batch=2)
     results = {
-        name: run_stream_protocol(name.split('_')[0], train, val, NUM_CLASSES, **options)
+        name: evaluate_protocol(name.split('_')[0], train, val, NUM_CLASSES, **options)
         for name, options in SETTINGS.items()
     }
     feats, _, centroids = lifted_points_and_centroids()

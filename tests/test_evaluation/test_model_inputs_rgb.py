@@ -24,7 +24,8 @@ from helpers import (IMG, build_algorithm, four_block_dino, run_tool, save_runne
 from PIL import Image
 
 from mmdense.datasets.transforms import LoadRGBImage
-from mmdense.evaluation import DenseEvalDataset, extract_features, knn_segmentation, run_protocol
+from mmdense.evaluation import (DenseEvalDataset, KNNRetrieval, MemoryFeatureStore,
+                                extract_features, run_protocol)
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -312,8 +313,9 @@ def test_dense_evaluation_equals_the_pil_rgb_reference(dino, colour_root, tmp_pa
 
     metrics = run_protocol(model, 'knn', splits['train'], splits['val'], len(PERMUTATIONS),
                            knn_k=TOPK)
-    by_hand = knn_segmentation(reference['train'], splits['train']['labels'], reference['val'],
-                               splits['val']['labels'], len(PERMUTATIONS), k=TOPK)
+    by_hand = KNNRetrieval(k=TOPK)(*(MemoryFeatureStore.from_tensors(
+        reference[split], splits[split]['labels']) for split in ('train', 'val')),
+                                   len(PERMUTATIONS))
     assert {k: metrics[k] for k in by_hand} == pytest.approx(by_hand, abs=1e-9)
 
 

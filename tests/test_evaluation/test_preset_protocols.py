@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from mmdense.evaluation.feature_store import FeatureStore
 from mmdense.evaluation.preset_eval import evaluate_preset
 from mmdense.evaluation.presets import PRESETS, format_preset, get_preset
-from mmdense.evaluation.protocols import cluster_scores, match_clusters
-from mmdense.evaluation.streaming import (run_stream_protocol, stream_cluster_segmentation,
-                                          stream_fit_linear_probe)
+from mmdense.evaluation.protocols import (Clustering, LinearProbe, PointTransform,
+                                          cluster_scores, evaluate_protocol, match_clusters)
 from helpers import ROOT
 from official_layouts import tiny_preset
 
@@ -46,7 +45,7 @@ def test_coco_stuff27_assigns_val_to_centroids_fit_on_train(tmp_path):
     train_store = store_of(tmp_path / 'train', train, torch.zeros(3, 4, 4, dtype=torch.long))
     val_store = store_of(tmp_path / 'val', val, labels)
     options = cluster_options('coco_stuff27', 1, num_clusters=2)
-    metrics = run_stream_protocol('cluster', train_store, val_store, 2, **options)
+    metrics = evaluate_protocol('cluster', train_store, val_store, 2, **options)
     assert metrics['mIoU'] == 1.0 and metrics['pAcc'] == 1.0
 
 
@@ -94,7 +93,6 @@ def test_standardised_pca_equals_numpy(tmp_path):
     """Leopart's clustering input: per-channel standardisation (population std; a constant
     channel is left at 0, as scikit-learn does) then the top principal components, here
     against numpy's SVD of the standardised rows (each component up to its sign)."""
-    from mmdense.evaluation.streaming import PointTransform
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(6 * 9, 8)) * np.array([1, 5, .2, 3, 1, 1, 2, 0]) + 4
     rows[:, 1] += 2 * rows[:, 0]  # correlated channels
@@ -143,18 +141,18 @@ def test_leopart_clustering_reports_mean_and_std_over_seeds(tmp_path):
     store = store_of(tmp_path / 'val', feats, labels)
     options = cluster_options('voc12_leopart', 1, num_clusters=2, pca_dim=2, score_size=4)
     assert options['num_seeds'] == 5 and options['num_init'] == 5
-    metrics = stream_cluster_segmentation(store, 2, **options)
+    metrics = Clustering(**options).evaluate(None, store, 2, 255, 'cpu')
     assert metrics == dict(mIoU=1.0, mIoU_std=0.0, pAcc=1.0, pAcc_std=0.0)
-    unscored = stream_cluster_segmentation(store, 2, **dict(options, score_size=None))
+    unscored = Clustering(**dict(options, score_size=None))(None, store, 2)
     assert unscored['pAcc'] == pytest.approx(56 / 64)
     # on features where seeds disagree: the mean and population std of the single-seed runs
     noise = torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(1))
     random_labels = torch.randint(0, 3, (4, 4, 4), generator=torch.Generator().manual_seed(2))
     noisy = store_of(tmp_path / 'noisy', noise, random_labels)
     options = dict(options, num_clusters=3, num_seeds=3, num_iters=2, num_init=1, score_size=None)
-    runs = [stream_cluster_segmentation(noisy, 3, **dict(options, seed=s, num_seeds=1))
+    runs = [Clustering(**dict(options, seed=s, num_seeds=1))(None, noisy, 3)
             for s in range(3)]
-    metrics = stream_cluster_segmentation(noisy, 3, **options)
+    metrics = Clustering(**options)(None, noisy, 3)
     miou = np.array([run['mIoU'] for run in runs])
     assert len(set(miou)) > 1
     assert metrics['mIoU'] == pytest.approx(miou.mean())
@@ -174,7 +172,7 @@ def test_leopart_linear_probe_step_by_hand(tmp_path):
     labels[:, 0] = 255
     store = store_of(tmp_path / 'train', feats, labels)
     options.update(epochs=1, batch_size=2, train_label_size=4)
-    probe, mean, std = stream_fit_linear_probe(store, 3, **options)
+    probe, mean, std = LinearProbe(**options).fit(store, 3)
     assert (mean == 0).all() and (std == 1).all()
     # by hand: torch.randperm(3) from a generator seeded 0 names the first batch
     batch = torch.randperm(3, generator=torch.Generator().manual_seed(0))[:2].sort().values

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from mmdense.evaluation.prototypes import majority_mapping, prototype_scores
+from mmdense.evaluation.protocols import majority_mapping
+from mmdense.evaluation.prototypes import prototype_scores
 
 CELL = 4  # label pixels per feature cell side
 

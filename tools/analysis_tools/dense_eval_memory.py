@@ -1,18 +1,21 @@
 """Peak memory and time of the dense evaluation against the number of images, on synthetic data.
 
-    python tools/analysis_tools/dense_eval_memory.py [--num-images 500 2000]
-        [--modes streaming in-memory] [--img-size 112] [--channels 768] [--device cpu]
-        [--max-seed-points 50000]
+    python tools/analysis_tools/dense_eval_memory.py [--num-images 250 1000 4000]
+        [--num-val N] [--modes streaming in-memory] [--protocols linear knn ...]
+        [--img-size 112] [--channels 768] [--device cpu] [--max-seed-points 50000]
 
 Every (mode, N) runs in a fresh subprocess, whose peak resident memory (``ru_maxrss``, the
-process only: the extraction ``DataLoader`` runs with no workers) is printed with the seconds and
-metrics, next to the peak before the evaluation starts (torch, the OpenMMLab libraries and the
-model). The split has N training and N/4 validation images of synthetic scenes (a 4x4 grid of
+process only: the extraction ``DataLoader`` runs with no workers) is printed next to the peak
+before the evaluation starts (torch, the OpenMMLab libraries and the model), with the wall and
+CPU seconds (user + system, all threads) of the extraction and of each protocol. The split has
+N training and ``--num-val`` (default N/4) validation images of synthetic scenes (a 4x4 grid of
 blocks, each one of 27 classes with its own colour, plus noise), the backbone is a stride-16
 patch embedding with ``--channels`` outputs, and the protocols are those of a preset: linear
-(1 epoch), kNN (k=10), k-means K=27 Hungarian and K=100 majority (10 iterations), dispersion.
-``streaming`` is :mod:`mmdense.evaluation.streaming` (float16 feature stores on disk, 16-image
-chunks); ``in-memory`` is :mod:`mmdense.evaluation.protocols` on the whole split.
+(1 epoch), k-means K=27 Hungarian and K=100 majority (10 iterations, fitted on val), dispersion,
+kNN (k=10); ``cluster27_train`` (on request) fits K=27 on the train split, as coco_stuff27 does.
+Both modes run the same protocol classes (:mod:`mmdense.evaluation.protocols`): ``streaming``
+on float16 feature stores on disk, ``in-memory`` on RAM stores (float32). One JSON line per
+protocol is printed as it finishes, so a long run reports what it has done.
 """
 import argparse
 import json
@@ -27,10 +30,18 @@ import torch
 from torch import nn
 
 NUM_CLASSES, BLOCKS = 27, 4
-PROTOCOLS = (('linear', dict(epochs=1, batch_size=16)), ('knn', dict(k=10)),
-             ('cluster', dict(num_clusters=27, matching='hungarian', num_iters=10, num_init=1)),
-             ('cluster', dict(num_clusters=100, matching='majority', num_iters=10, num_init=1)),
-             ('dispersion', {}))
+PROTOCOLS = dict(
+    linear=('linear', dict(epochs=1, batch_size=16)),
+    cluster27=('cluster', dict(num_clusters=27, matching='hungarian', num_iters=10, num_init=1)),
+    cluster100=('cluster', dict(num_clusters=100, matching='majority', num_iters=10,
+                                num_init=1)),
+    dispersion=('dispersion', {}),
+    knn=('knn', dict(k=10)),
+    # PiCIE's fit of coco_stuff27: the centroids from every train point (not run by default)
+    cluster27_train=('cluster', dict(num_clusters=27, matching='hungarian', num_iters=10,
+                                     num_init=1, fit='train')),
+)
+DEFAULT_PROTOCOLS = ('linear', 'cluster27', 'cluster100', 'dispersion', 'knn')
 
 
 class SyntheticScenes(torch.utils.data.Dataset):
@@ -62,92 +73,89 @@ def backbone(channels: int) -> nn.Module:
                          nn.Conv2d(channels, channels, 1)).eval()
 
 
-def run_streaming(model, train, val, device, max_seed_points) -> dict:
-    from mmdense.evaluation.feature_store import FeatureStore, build_loader, extract_to_store
-    from mmdense.evaluation.streaming import run_stream_protocol
-    stores = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for name, dataset in (('train', train), ('val', val)):
-            stores[name] = FeatureStore(f'{folder}/{name}', 'float16')
-            extract_to_store(model, build_loader(dataset, 16, num_workers=0), stores[name],
-                             channel_order='rgb')
-        return [
-            run_stream_protocol(protocol, stores['train'], stores['val'], NUM_CLASSES,
-                                device=device, **options,
-                                **(dict(max_seed_points=max_seed_points)
-                                   if protocol == 'cluster' else {}))
-            for protocol, options in PROTOCOLS
-        ]
+def usage() -> dict:
+    """Wall and CPU seconds (user + system, all threads) so far, and the peak RSS in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return dict(wall=time.time(), cpu=own.ru_utime + own.ru_stime, peak=own.ru_maxrss / 1024)
 
 
-def run_in_memory(model, train, val, device, max_seed_points) -> dict:
-    from mmdense.evaluation import extract_features
-    from mmdense.evaluation.protocols import (cluster_segmentation, dispersion_stats,
-                                              knn_segmentation, linear_probe)
-    splits = {}
-    for name, dataset in (('train', train), ('val', val)):
-        items = [dataset[i] for i in range(len(dataset))]
-        images = torch.stack([item['image'] for item in items])
-        splits[name] = (extract_features(model, images, channel_order='rgb', batch_size=16),
-                        torch.stack([item['label'] for item in items]))
-        del items, images
-    (train_feats, train_labels), (val_feats, val_labels) = splits['train'], splits['val']
-    run = dict(
-        linear=lambda o: linear_probe(train_feats, train_labels, val_feats, val_labels,
-                                      NUM_CLASSES, **o),
-        knn=lambda o: knn_segmentation(train_feats, train_labels, val_feats, val_labels,
-                                       NUM_CLASSES, **o),
-        cluster=lambda o: cluster_segmentation(val_feats, val_labels, NUM_CLASSES, **o),
-        dispersion=lambda o: dispersion_stats(val_feats, val_labels, NUM_CLASSES, **o))
-    return [run[protocol](options) for protocol, options in PROTOCOLS]
+def since(start: dict) -> dict:
+    now = usage()
+    return dict(seconds=round(now['wall'] - start['wall'], 1),
+                cpu_seconds=round(now['cpu'] - start['cpu'], 1), peak_rss_mb=round(now['peak']))
 
 
-def measure(mode: str, num_images: int, img_size: int, channels: int, device: str,
-            max_seed_points: int) -> dict:
-    import mmdense.evaluation.streaming  # noqa: F401  (libraries count in the baseline)
+def measure(mode: str, num_images: int, num_val: int, img_size: int, channels: int,
+            device: str, max_seed_points: int, protocols) -> None:
+    """Print one JSON line for the extraction and one per protocol, as each finishes."""
+    from mmdense.evaluation.feature_store import (FeatureStore, MemoryFeatureStore,
+                                                  build_loader, extract_to_store)
+    from mmdense.evaluation.protocols import evaluate_protocol
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     model = backbone(channels).to(device)
-    train = SyntheticScenes(num_images, img_size, seed=0)
-    val = SyntheticScenes(num_images // 4, img_size, seed=10**6)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.time()
-    run = run_streaming if mode == 'streaming' else run_in_memory
-    metrics = run(model, train, val, device, max_seed_points)
-    return dict(mode=mode, num_train=num_images, num_val=num_images // 4,
-                seconds=round(time.time() - start, 1), baseline_rss_mb=round(baseline),
-                peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                metrics=metrics)
+    splits = dict(train=SyntheticScenes(num_images, img_size, seed=0),
+                  val=SyntheticScenes(num_val, img_size, seed=10**6))
+    baseline = round(usage()['peak'])
+    common = dict(mode=mode, num_train=num_images, num_val=num_val, baseline_rss_mb=baseline)
+    with tempfile.TemporaryDirectory() as folder:
+        start = usage()
+        stores = {}
+        for name, dataset in splits.items():
+            stores[name] = (FeatureStore(f'{folder}/{name}', 'float16') if mode == 'streaming'
+                            else MemoryFeatureStore(name))
+            extract_to_store(model, build_loader(dataset, 16, num_workers=0), stores[name],
+                             channel_order='rgb')
+        print(json.dumps(dict(common, step='extraction', **since(start))), flush=True)
+        for name in protocols:
+            protocol, options = PROTOCOLS[name]
+            if protocol == 'cluster':
+                options = dict(options, max_seed_points=max_seed_points)
+            start = usage()
+            metrics = evaluate_protocol(protocol, stores['train'], stores['val'], NUM_CLASSES,
+                                        device=device, **options)
+            print(json.dumps(dict(common, step=name, metrics=metrics, **since(start))),
+                  flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--num-images', type=int, nargs='+', default=[500, 2000])
+    parser.add_argument('--num-images', type=int, nargs='+', default=[250, 1000, 4000])
+    parser.add_argument('--num-val', type=int, help='validation images (default: N/4)')
     parser.add_argument('--modes', nargs='+', default=['streaming'],
                         choices=['streaming', 'in-memory'])
+    parser.add_argument('--protocols', nargs='+', default=DEFAULT_PROTOCOLS, choices=PROTOCOLS)
     parser.add_argument('--img-size', type=int, default=112)
     parser.add_argument('--channels', type=int, default=768)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--max-seed-points', type=int, default=50_000,
-                        help='streaming k-means: points k-means++ seeds from (a seeded sample)')
-    parser.add_argument('--child', nargs=2, metavar=('MODE', 'N'), help=argparse.SUPPRESS)
+                        help='k-means: points k-means++ seeds from (a seeded sample)')
+    parser.add_argument('--child', nargs=3, metavar=('MODE', 'N', 'NUM_VAL'),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child[0], int(args.child[1]), args.img_size,
-                                 args.channels, args.device, args.max_seed_points)))
+        measure(args.child[0], int(args.child[1]), int(args.child[2]), args.img_size,
+                args.channels, args.device, args.max_seed_points, args.protocols)
         return
+    print('| mode | train | val | step | wall s | CPU s | peak RSS MB (libraries + model: '
+          'baseline) | mIoU |\n|---|---|---|---|---|---|---|---|', flush=True)
     for mode in args.modes:
         for num_images in args.num_images:
-            out = subprocess.run([
-                sys.executable, __file__, '--child', mode, str(num_images), '--img-size',
-                str(args.img_size), '--channels', str(args.channels), '--device', args.device,
-                '--max-seed-points', str(args.max_seed_points)
-            ], capture_output=True, text=True, check=True).stdout
-            result = json.loads(out.strip().splitlines()[-1])
-            print(f"{mode:>9} train {result['num_train']:>5} val {result['num_val']:>4}: peak "
-                  f"RSS {result['peak_rss_mb']:>5} MB (libraries and model before the "
-                  f"evaluation: {result['baseline_rss_mb']} MB), {result['seconds']:>6} s, mIoU " +
-                  ' '.join(f"{m['mIoU']:.3f}" for m in result['metrics'] if 'mIoU' in m),
-                  flush=True)
+            num_val = args.num_val or num_images // 4
+            child = subprocess.Popen([
+                sys.executable, __file__, '--child', mode, str(num_images), str(num_val),
+                '--img-size', str(args.img_size), '--channels', str(args.channels),
+                '--device', args.device, '--max-seed-points', str(args.max_seed_points),
+                '--protocols', *args.protocols
+            ], stdout=subprocess.PIPE, text=True)
+            for line in child.stdout:
+                r = json.loads(line)
+                miou = r.get('metrics', {}).get('mIoU')
+                print(f"| {mode} | {num_images:,} | {num_val:,} | {r['step']} | "
+                      f"{r['seconds']} | {r['cpu_seconds']} | {r['peak_rss_mb']:,} "
+                      f"(+{r['peak_rss_mb'] - r['baseline_rss_mb']:,}) | "
+                      f"{'' if miou is None else f'{miou:.3f}'} |", flush=True)
+            if child.wait():
+                raise SystemExit(f'{mode} N={num_images} failed (exit {child.returncode})')
 
 
 if __name__ == '__main__':

@@ -16,9 +16,8 @@ import os.path as osp
 
 import cv2
 
-from mmdense.evaluation import (extract_features, kmeans, load_dataset_config, load_model,
-                                load_split)
-from mmdense.evaluation.protocols import flatten_features
+from mmdense.evaluation import (Clustering, MemoryFeatureStore, extract_features,
+                                load_dataset_config, load_model, load_split)
 from mmdense.evaluation.visuals import (colorize, heatmap, image_grid, palette, pca_rgb,
                                         similarity_map)
 from mmdense.utils.cli import run_cli
@@ -64,7 +63,8 @@ def main():
     feats = extract_features(model, data['images'], channel_order='rgb')  # load_split: RGB
     n, _, h, w = feats.shape
     num_clusters = args.num_clusters or data_cfg['num_classes']
-    clusters = kmeans(flatten_features(feats), num_clusters).reshape(n, h, w).numpy()
+    store = MemoryFeatureStore.from_tensors(feats, data['labels'])
+    clusters = Clustering(num_clusters=num_clusters).cluster_maps(store).numpy()
     class_colors, cluster_colors = palette(data_cfg['num_classes']), palette(num_clusters)
     pca = pca_rgb(feats)
     rows = []

@@ -24,7 +24,7 @@ from mmengine.registry import init_default_scope
 from mmdense.datasets.transforms import LoadRGBImage
 from mmdense.fileio.checkpoint import read_checkpoint
 from mmdense.fileio.load_coverage import load_weights
-from mmdense.evaluation.features import model_inputs
+from mmdense.evaluation.prototypes import prototype_dots
 from mmdense.registry import MODELS
 from mmdense.utils import register_all_modules
 from mmdense.utils.cli import load_config, run_cli
@@ -73,14 +73,12 @@ def palette(num_colors):
     return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2BGR)[0]
 
 
-@torch.no_grad()
 def assign(model, branch, images):
     """BGR uint8 images (N, S, S, 3) from ``LoadRGBImage`` → argmax prototype (N, S, S) and its
-    score (N, S, S)."""
-    modules = model.teacher if branch == 'teacher' else model.student_modules()
-    batch = torch.from_numpy(images).permute(0, 3, 1, 2)
-    inputs = model_inputs(model, batch, channel_order=LoadRGBImage.channel_order)
-    _, dots = model.encode_view(modules, inputs)
+    score (N, S, S): the prototype scores the evaluation scores
+    (:func:`mmdense.evaluation.prototypes.prototype_dots`), upsampled bilinearly."""
+    dots = prototype_dots(model, torch.from_numpy(images).permute(0, 3, 1, 2),
+                          channel_order=LoadRGBImage.channel_order, branch=branch)
     dots = F.interpolate(dots, size=images.shape[1:3], mode='bilinear', align_corners=False)
     scores, winners = dots.max(dim=1)
     return winners.numpy(), scores.numpy()

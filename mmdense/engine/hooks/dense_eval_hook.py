@@ -6,10 +6,9 @@ from typing import Optional
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from mmdense.evaluation import DenseEvalDataset, check_protocol, load_dataset_config
-from mmdense.evaluation.presets import get_preset, preset_data_cfg
+from mmdense.evaluation import DenseEvalDataset, build_protocol, load_dataset_config
 from mmdense.evaluation.feature_store import FeatureStore, build_loader, extract_to_store
-from mmdense.evaluation.streaming import run_stream_protocol
+from mmdense.evaluation.presets import get_preset, preset_data_cfg
 from mmdense.registry import HOOKS
 
 
@@ -23,7 +22,8 @@ class DenseEvalHook(Hook):
     dense-eval dataset (``dataset``: a ``dense_eval_data`` dict, or a dataset name/config path,
     see :mod:`mmdense.evaluation.data`). Only the file lists are held between evaluations; each
     evaluation reads the images through a ``DataLoader``, stores their features on disk
-    (:mod:`mmdense.evaluation.streaming`, removed afterwards) and runs the streaming protocol, so
+    (:class:`mmdense.evaluation.FeatureStore`, removed afterwards) and runs the protocol's class
+    (:mod:`mmdense.evaluation.protocols`, the engine of the presets and ``test_dense.py``), so
     memory is bounded by the chunk sizes and time by the subset size. Under distributed
     training every rank extracts its share of the images and gets the same metrics.
 
@@ -41,9 +41,10 @@ class DenseEvalHook(Hook):
         num_train / num_val: images taken from the start of each split.
         img_size: overrides the evaluation size.
         data_root: overrides the dataset's root.
-        protocol_cfg: options of the streaming protocol (e.g. ``epochs`` for linear, ``k``
-            for knn, ``num_clusters`` / ``matching`` for cluster, see
-            :func:`mmdense.evaluation.streaming.run_stream_protocol`), over the preset's.
+        protocol_cfg: options of the protocol class (e.g. ``epochs`` for linear, ``k`` for
+            knn, ``num_clusters`` / ``matching`` for cluster, see
+            :data:`mmdense.evaluation.PROTOCOLS`), over the preset's; checked when the hook
+            is built.
         preset: a preset name, e.g. ``'coco_stuff27'`` (a subset of it: the metrics are not
             the preset's published numbers).
         batch_size / num_workers: of the extraction ``DataLoader``.
@@ -67,7 +68,7 @@ class DenseEvalHook(Hook):
                  cache_dir: Optional[str] = None) -> None:
         if interval < 1:
             raise ValueError(f'DenseEvalHook interval must be >= 1, got {interval}')
-        self.protocol = check_protocol(protocol)
+        self.protocol = protocol
         self.preset = get_preset(preset) if preset else None
         self.dataset = dataset
         self.interval = interval
@@ -75,6 +76,7 @@ class DenseEvalHook(Hook):
         self.img_size = img_size
         self.data_root = data_root
         self.protocol_cfg = dict(self._preset_options(), **(protocol_cfg or {}))
+        self.evaluator = build_protocol(protocol, **self.protocol_cfg)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.cache_dir = cache_dir
         self.data_cfg = None
@@ -109,9 +111,8 @@ class DenseEvalHook(Hook):
 
     def before_train(self, runner) -> None:
         self.data_cfg = self._data_cfg()
-        needs_train = self.protocol in ('linear', 'knn')
         self.datasets = dict(val=DenseEvalDataset(self.data_cfg, 'val', self.num_val))
-        if needs_train:
+        if self.evaluator.needs_train:
             self.datasets['train'] = DenseEvalDataset(self.data_cfg, 'train', self.num_train)
         source = f'preset {self.preset.name} (subset)' if self.preset else 'dataset'
         runner.logger.info(
@@ -145,10 +146,9 @@ class DenseEvalHook(Hook):
                 stores[split] = FeatureStore(f'{folder}/{split}')
                 extract_to_store(model, loader, stores[split], channel_order='rgb',  # its items
                                  grid=self._grid())
-            metrics = run_stream_protocol(self.protocol, stores.get('train'), stores['val'],
-                                          self.data_cfg['num_classes'],
-                                          self.data_cfg.get('ignore_index', 255), device,
-                                          **self.protocol_cfg)
+            metrics = self.evaluator(stores.get('train'), stores['val'],
+                                     self.data_cfg['num_classes'],
+                                     self.data_cfg.get('ignore_index', 255), device)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         scalars = {f'dense_eval/{self.protocol}_{name}': value for name, value in metrics.items()}

@@ -7,14 +7,19 @@ rows and centroids) or ``-‖x - c‖²`` (Euclidean); a point goes to its most 
 k-means++ draws seeds with probability ∝ the *distance* ``1 - x·c`` or ``‖x - c‖²`` to the
 nearest seed so far, and a run's objective is the sum of the points' similarities to their
 centroids (the negated inertia for Euclidean), higher being better.
+
+Two drivers share that formulation, the seeding, the update and the empty-cluster rule:
+:func:`kmeans` on rows held in one tensor (training, prototype initialisation; no host
+synchronisation), and :func:`chunked_kmeans` on rows that arrive in chunks of any number, on
+one or several processes (the dense evaluation protocols, whatever the split size).
 """
-from typing import Optional, Tuple
+from typing import Callable, Iterable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmdense.utils.dist import concat_all_gather, get_rank
+from mmdense.utils.dist import all_reduce_sum, concat_all_gather, get_rank, is_distributed
 
 # Rows scored against the centroids at once: memory stays O(CHUNK_ROWS × K), never O(N²).
 CHUNK_ROWS = 8192
@@ -234,3 +239,128 @@ def gathered_spherical_kmeans(features: Tensor, num_clusters: int, num_iters: in
                                                   generator)
     start = get_rank() * features.shape[0]
     return centroids, all_assignments[start:start + features.shape[0]], all_assignments
+
+
+def _lexsort(similarity: Tensor, index: Tensor) -> Tensor:
+    """Order by ascending similarity, ties by ascending point index."""
+    order = index.argsort()
+    return order[similarity[order].argsort(stable=True)]
+
+
+class ChunkedLloydPass:
+    """One assignment pass of :func:`chunked_kmeans` over rows given in chunks (:meth:`add`):
+    per-cluster float64 sums and counts, each cluster's most similar member (similarity and
+    global point index; ties → highest index), and the ``2K`` least similar points (similarity,
+    index, cluster, row), the donors :meth:`reseed_empty` may need. Memory is ``O(K·D)``,
+    whatever the number of points.
+
+    With the global point indices of the rows as :func:`kmeans` would see them stacked, the
+    pass followed by :meth:`reseed_empty` and :meth:`centroids_update` is one Lloyd iteration of
+    :func:`kmeans`, empty clusters included (``_reseed_empty_clusters``).
+    """
+
+    def __init__(self, centroids: Tensor, metric: str = 'cosine') -> None:
+        num_clusters, channels = centroids.shape
+        device = centroids.device
+        self.centroids, self.metric = centroids, metric
+        self.sums = torch.zeros(num_clusters, channels, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(num_clusters, dtype=torch.long, device=device)
+        self.best_sim = torch.full((num_clusters, ), -float('inf'), device=device)
+        self.best_index = torch.full((num_clusters, ), -1, dtype=torch.long, device=device)
+        self.far = (torch.zeros(0, device=device), torch.zeros(0, dtype=torch.long, device=device),
+                    torch.zeros(0, dtype=torch.long, device=device),
+                    torch.zeros(0, channels, device=device))
+
+    def add(self, x: Tensor, index: Tensor) -> None:
+        """Assign the rows ``x (M, D)`` of global point indices ``index (M,)``."""
+        sims, assign = centroid_similarity(x, self.centroids, self.metric).max(1)
+        num_clusters = len(self.counts)
+        self.sums.index_add_(0, assign, x.double())
+        self.counts += torch.bincount(assign, minlength=num_clusters)
+        self._update_best(sims, index, assign)
+        self.far = self._least_similar(self.far, (sims, index, assign, x))
+
+    def _update_best(self, sims: Tensor, index: Tensor, assign: Tensor) -> None:
+        best = torch.maximum(self.best_sim, torch.full_like(self.best_sim, -float('inf'))
+                             .scatter_reduce(0, assign, sims, 'amax'))
+        at_best = sims == best[assign]
+        index_at_best = torch.full_like(self.best_index, -1).scatter_reduce(
+            0, assign[at_best], index[at_best], 'amax')
+        self.best_index = torch.where(self.best_sim == best,
+                                      torch.maximum(self.best_index, index_at_best),
+                                      index_at_best)
+        self.best_sim = best
+
+    def _least_similar(self, *parts: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+        """The ``2K`` least similar points of the ``(sims, index, assign, x)`` tuples, sorted
+        by similarity, ties by index."""
+        sims, index, assign, x = (torch.cat(column) for column in zip(*parts))
+        keep = _lexsort(sims, index)[:2 * len(self.counts)]
+        return sims[keep], index[keep], assign[keep], x[keep]
+
+    def reduce(self) -> None:
+        """Combine the passes of all ranks (identical result on every rank); the donor lists
+        are padded to ``2K`` rows of similarity ``+inf`` for the exchange (never donors while a
+        real point is left)."""
+        if not is_distributed():
+            return
+        self.sums, self.counts = all_reduce_sum(self.sums), all_reduce_sum(self.counts)
+        rows = 2 * len(self.counts)
+        padded = []
+        for part, fill in zip(self.far, (float('inf'), -1, 0, 0)):
+            pad = part.new_full((rows - len(part), *part.shape[1:]), fill)
+            padded.append(concat_all_gather(torch.cat([part, pad])))
+        self.far = self._least_similar(tuple(padded))
+        sims = concat_all_gather(self.best_sim[None])
+        index = concat_all_gather(self.best_index[None])
+        self.best_sim = sims.max(0).values
+        self.best_index = torch.where(sims == self.best_sim, index, -1).max(0).values
+
+    def reseed_empty(self) -> None:
+        """Move donors into the empty clusters as :func:`kmeans` does: the j-th empty cluster
+        (by index) takes the j-th least similar point (ties by index) among those that are not
+        the most similar member of their cluster."""
+        empty = torch.nonzero(self.counts == 0).flatten()
+        if not len(empty):
+            return
+        sims, index, assign, x = self.far
+        donors = torch.nonzero(index != self.best_index[assign]).flatten()[:len(empty)]
+        x = x[donors].double()
+        self.sums.index_add_(0, assign[donors], -x).index_add_(0, empty, x)
+        self.counts.index_add_(0, assign[donors], -torch.ones_like(donors))
+        self.counts.index_add_(0, empty, torch.ones_like(donors))
+
+    def centroids_update(self) -> Tensor:
+        """:func:`updated_centroids` of the pass's sums."""
+        return updated_centroids(self.sums, self.counts, self.centroids.double(),
+                                 self.metric).float()
+
+
+@torch.no_grad()
+def chunked_kmeans(chunks: Callable[[], Iterable[Tuple[Tensor, Tensor]]], seed_points: Tensor,
+                   num_clusters: int, num_iters: int = 10,
+                   generator: Optional[torch.Generator] = None,
+                   metric: str = 'cosine') -> Tuple[Tensor, float]:
+    """One k-means run on prepared rows (:func:`prepare_points`) that arrive in chunks.
+
+    ``chunks()`` yields ``(rows (M, D), global point indices (M,))`` over this process's points
+    (each call a new pass); under ``torch.distributed`` every rank passes its own points and
+    gets the same result. Seeds: k-means++ with ``generator`` on ``seed_points (S, D)`` (all
+    points in global order, or a sample of them: the seeding :func:`kmeans` would do on those
+    rows); then ``num_iters`` Lloyd passes (:class:`ChunkedLloydPass`), the same iterations as
+    :func:`kmeans` when ``seed_points`` are all the points. Returns the ``(K, D)`` centroids and
+    the run's objective over all points of all ranks (float64 sum, higher is better).
+    """
+    check_metric(metric)
+    centroids = _kmeans_plus_plus(seed_points, num_clusters, generator, metric)
+    for _ in range(num_iters):
+        lloyd = ChunkedLloydPass(centroids, metric)
+        for x, index in chunks():
+            lloyd.add(x, index)
+        lloyd.reduce()
+        lloyd.reseed_empty()
+        centroids = lloyd.centroids_update()
+    score = torch.zeros((), dtype=torch.float64, device=centroids.device)
+    for x, _ in chunks():
+        score += centroid_similarity(x, centroids, metric).max(1).values.double().sum()
+    return centroids, float(all_reduce_sum(score))
