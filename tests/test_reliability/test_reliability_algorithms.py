@@ -342,9 +342,9 @@ def test_small_and_extreme_images_give_views_of_their_exact_crop_boxes(algorithm
     assert (boxes[:, 3] <= height).all() and (boxes[:, 2:] > boxes[:, :2]).all()
     for view, box, flip, size in zip(views, boxes.astype(int), flips, sizes):
         x1, y1, x2, y2 = box
-        # PIL bicubic, as torchvision on PIL images
-        expected = np.asarray(Image.fromarray(img[y1:y2, x1:x2]).resize((size, size),
-                                                                        Image.BICUBIC))
+        # PIL with the config's filter (bicubic; PixPro bilinear), as torchvision on PIL images
+        expected = np.asarray(Image.fromarray(img[y1:y2, x1:x2]).resize(
+            (size, size), Image.Resampling[transform.interpolation.upper()]))
         if flip:
             expected = mmcv.imflip(expected, direction='horizontal')
         assert view.shape == (size, size, 3) and np.array_equal(view, expected)

@@ -197,8 +197,9 @@ class PixPro(TeacherStudentSelfSupervisor):
                            'packed by PackMultiViewInputs')
         device = inputs[0].device
         boxes, flips = view_geometry(data_samples, device)
+        # a non-blocking copy: no wait for the device
         image_shapes = torch.tensor([sample.ori_shape for sample in data_samples],
-                                    dtype=torch.float32, device=device)
+                                    dtype=torch.float32).to(device, non_blocking=True)
         return PixProBatch(inputs, data_samples, boxes, flips, image_shapes)
 
     def encode(self, modules: dict, view: Tensor, student: bool) -> PixProEncoding:
