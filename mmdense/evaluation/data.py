@@ -20,7 +20,10 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from PIL import Image
+from pycocotools.coco import COCO
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
                       '_base_', 'datasets')
@@ -76,7 +79,7 @@ _COCO_STUFF_SUPERCATEGORIES = {
 def coco_stuff_171_to_27() -> np.ndarray:
     """Lookup table (256,) from mmseg's 171 COCO-Stuff class indices to the 27 coarse classes
     (:data:`COCO_STUFF_27_CLASSES`); 255 stays 255."""
-    from mmseg.datasets import COCOStuffDataset
+    from mmseg.datasets import COCOStuffDataset  # mmseg is optional ([lite]): imported when used
     coarse_of = {
         name.replace('_', ' '): COCO_STUFF_27_CLASSES.index(coarse)
         for coarse, names in _COCO_STUFF_SUPERCATEGORIES.items() for name in names.split()
@@ -117,7 +120,6 @@ def split_root(split_cfg: dict) -> str:
 def load_dataset_config(name_or_path: str, data_root: Optional[str] = None) -> dict:
     """The ``dense_eval_data`` dict of a dataset config, with ``data_root`` overridden if given
     (in every part of a split)."""
-    from mmengine.config import Config
     path = resolve_dataset_config(name_or_path)
     cfg = Config.fromfile(path)
     if 'dense_eval_data' not in cfg:
@@ -138,8 +140,9 @@ def build_seg_dataset(part_cfg: dict):
     """An mmseg dataset (file lists, label_map) from one part of a split
     (:func:`split_parts`), without its pipeline. Its folders and ``ann_file`` must exist
     (:func:`.data_check.check_data` says which do not)."""
-    import mmseg.datasets  # noqa: F401  (registers the mmseg dataset classes)
-    from mmengine.registry import DefaultScope
+    # mmseg is optional ([lite] has none): imported when used; importing mmseg.datasets
+    # registers its dataset classes
+    import mmseg.datasets  # noqa: F401
     from mmseg.registry import DATASETS
     cfg = copy.deepcopy(part_cfg)
     for key in _DATASET_ONLY_KEYS:
@@ -282,7 +285,6 @@ class DenseEvalDataset(torch.utils.data.Dataset):
     def _instance_map(self, img_path: str, shape) -> np.ndarray:
         """Instance ids (1..n in annotation order, 0 = none) of one image from COCO instances."""
         if self._coco is None:
-            from pycocotools.coco import COCO
             with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress
                 coco = COCO(self.instance_ann_file)
             self._coco = (coco, {osp.basename(img['file_name']): img['id']

@@ -26,7 +26,7 @@ class DataRootError(UserError, FileNotFoundError):
 def mmseg_tools_dir() -> str:
     """The ``tools`` folder of the installed mmsegmentation (``mmseg/.mim/tools`` of a pip
     install, ``<checkout>/tools`` of an editable one)."""
-    import mmseg
+    import mmseg  # mmseg is optional ([lite] has none): imported when used
     package = osp.dirname(osp.abspath(mmseg.__file__))
     for candidate in (osp.join(package, '.mim', 'tools'), osp.join(osp.dirname(package), 'tools')):
         if osp.isdir(osp.join(candidate, 'dataset_converters')):

@@ -12,6 +12,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mmengine.utils import ProgressBar
 from torch import Tensor, nn
 
 from mmdense.utils.dist import get_rank, get_world_size
@@ -228,7 +229,6 @@ def extract_to_store(model: nn.Module, loader, store: StoreBase, *, channel_orde
     grid differs (e.g. a stride-32 ResNet evaluated on a preset's stride-16 grid).
     ``progress`` shows an mmengine progress bar on rank 0 (counting all ranks' images).
     """
-    from mmengine.utils import ProgressBar
     check_channel_order(channel_order)
     device = next(model.parameters()).device
     bar = ProgressBar(len(loader.dataset)) if progress and get_rank() == 0 else None

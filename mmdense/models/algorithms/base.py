@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
+from mmengine.runner.checkpoint import CheckpointLoader
 from mmpretrain.models import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
 from torch import Tensor
@@ -282,7 +283,6 @@ class TeacherStudentSelfSupervisor(BaseSelfSupervisor, metaclass=BuildsTeacherAf
 
     def load_backbone(self, path: str, prefix: str = 'teacher.module.backbone.') -> None:
         """Initialise the student backbone from the ``prefix`` keys of checkpoint ``path``."""
-        from mmengine.runner.checkpoint import CheckpointLoader
         checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
         state = checkpoint.get('state_dict', checkpoint)
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
