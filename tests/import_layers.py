@@ -108,8 +108,9 @@ def imports_of(module: str, path: Path, modules: Dict[str, Path]) -> List[Import
             if name != ROOT and not name.startswith(ROOT + '.'):
                 continue
             target = _known(name, modules)
-            if target is not None and target != module:
-                found.append(Import(module, target, str(path), node.lineno, in_function))
+            item = Import(module, target, str(path), node.lineno, in_function)
+            if target is not None and target != module and item not in found:
+                found.append(item)
     return found
 
 
