@@ -12,6 +12,7 @@ import os.path as osp
 from typing import Dict, Optional, Tuple
 
 from .data import load_dataset_config, split_root
+from .protocols import build_protocol
 
 # Leopart's linear recipe (Ziegler & Asano, CVPR 2022, github.com/MkuuWaUjinga/leopart,
 # experiments/linear_probing/linear_finetune.py and configs/pascal/*.yml): SGD, lr 0.01, momentum
@@ -98,7 +99,8 @@ class DensePreset:
 
     @property
     def needs_train(self) -> bool:
-        return any(protocol in ('linear', 'knn') or options.get('fit') == 'train'
+        """Whether a protocol reads the train split (``DenseProtocol.needs_train``)."""
+        return any(build_protocol(protocol, **options).needs_train
                    for protocol, options in self.protocols)
 
     def record(self) -> dict:

@@ -65,6 +65,13 @@ def patch_labels(labels: Tensor, size, num_classes: int, ignore_index: int = 255
                        torch.full_like(majority, ignore_index))
 
 
+def grid_majority_map(labels: Tensor, size, num_classes: int, ignore_index: int = 255) -> Tensor:
+    """Each pixel of ``labels (N, H, W)`` predicted as the majority label of its cell of a
+    ``size = (h, w)`` grid (:func:`grid_majority_scores`)."""
+    majority = patch_labels(labels, size, num_classes, ignore_index, min_valid=0.0)
+    return upsample_labels(majority, labels.shape[-2:])
+
+
 def grid_majority_scores(labels: Tensor, size, num_classes: int,
                          ignore_index: int = 255) -> Dict[str, float]:
     """Scores of predicting each cell of a ``size = (h, w)`` feature grid as its majority label.
@@ -82,7 +89,6 @@ def grid_majority_scores(labels: Tensor, size, num_classes: int,
 def upsample_labels(pred: Tensor, size) -> Tensor:
     """Nearest upsampling of an integer map ``(N, h, w)`` to ``size = (H, W)``."""
     return F.interpolate(pred[:, None].float(), size=size, mode='nearest')[:, 0].long()
-
 
 
 def standardised_pca(count: Tensor, sums: Tensor, outer: Tensor,
@@ -295,13 +301,6 @@ class ConfusionTotals:
 
     def scores(self) -> Dict[str, float]:
         return scores_from_confusion(*self.reduced())
-
-
-def grid_majority_map(labels: Tensor, size, num_classes: int, ignore_index: int = 255) -> Tensor:
-    """Each pixel of ``labels (N, H, W)`` predicted as the majority label of its cell of a
-    ``size = (h, w)`` grid (:func:`grid_majority_scores`)."""
-    majority = patch_labels(labels, size, num_classes, ignore_index, min_valid=0.0)
-    return upsample_labels(majority, labels.shape[-2:])
 
 
 @torch.no_grad()

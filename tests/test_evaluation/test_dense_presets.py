@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmdense.evaluation import DenseEvalDataset, coco_stuff_171_to_27
+from mmdense.evaluation import DenseEvalDataset, build_protocol, coco_stuff_171_to_27
 from mmdense.evaluation.preset_eval import (SubsetError, evaluate_preset, format_markdown,
                                             write_report)
 from mmdense.evaluation.presets import PRESETS, format_preset, get_preset, preset_data_cfg
@@ -97,6 +97,17 @@ def test_every_preset_names_its_source_and_settings(name):
         preset.protocols[0][0]
     with pytest.raises(KeyError, match="unknown dense-eval preset 'nope'"):
         get_preset('nope')
+    # every setting is a valid protocol object, and the preset's needs follow from them
+    protocols = [build_protocol(protocol, **options) for protocol, options in preset.protocols]
+    assert preset.needs_train == any(protocol.needs_train for protocol in protocols)
+
+
+def test_an_unknown_protocol_option_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"protocol 'knn' has no option 'num_clusters'; its "
+                       r"options are \('k', 'temperature', 'query_points', 'chunk_images'\)"):
+        build_protocol('knn', num_clusters=3)
+    with pytest.raises(ValueError, match="unknown dense protocol 'segformer'"):
+        build_protocol('segformer')
 
 
 def test_curated_lists_select_and_order_the_images(tmp_path):

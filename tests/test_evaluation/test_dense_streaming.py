@@ -288,6 +288,38 @@ def test_dispersion_and_grid_ceiling_are_the_same_on_both_backends(stores, ram_s
     assert stored_grid_ceiling(ram_stores[1], NUM_CLASSES, chunk_images=5) == ceiling
 
 
+class ReadRecorder(MemoryFeatureStore):
+    """A RAM store that records how many images each read returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def read(self, positions, fields=('feats', 'labels', 'instances')):
+        positions = list(positions)
+        self.reads.append(len(positions))
+        return super().read(positions, fields)
+
+
+@pytest.mark.parametrize('protocol,options', [
+    ('linear', dict(epochs=2, batch_size=3)),
+    ('knn', dict(k=7, query_points=GRID * GRID)),
+    ('cluster', dict(num_clusters=5, num_iters=3, num_init=2, fit='train')),
+    ('dispersion', dict()),
+])
+def test_every_protocol_reads_a_bounded_number_of_images_at_once(protocol, options):
+    """Memory bounded by the chunk sizes, not the split: no read returns more images than
+    ``chunk_images`` (2), a probe batch (3) or a query block (1 image of ``query_points``)."""
+    train, val = ReadRecorder(), ReadRecorder()
+    for store, data in ((train, TRAIN), (val, VAL)):
+        store.append(*data[:2], torch.arange(len(data[0])), data[2])
+    metrics = evaluate_protocol(protocol, train, val, NUM_CLASSES, chunk_images=2, **options)
+    assert metrics
+    reads = train.reads + val.reads
+    assert reads and max(reads) <= 3, reads
+    assert max(val.reads) <= 2
+
+
 SETTINGS = dict(
     linear=dict(epochs=2, batch_size=4, seed=3),
     knn=dict(k=7, query_points=2 * GRID * GRID, chunk_images=2),
