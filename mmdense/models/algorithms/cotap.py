@@ -32,11 +32,14 @@ def random_derangement(n: int, device: torch.device, attempts: int = 32) -> Tens
 @dataclass
 class PairBatch(TrainingBatch):
     """The views of each image and (with pairs) of its neighbour stacked into batches of 2B
-    images, anchors first, with their crop boxes (2B, V, 4), flips (2B, V) and the loss terms
-    the batch trains (name → weight)."""
+    images, anchors first, with their crop boxes (2B, V, 4), flips (2B, V), the loss terms the
+    batch trains (name → weight) and the views of each branch (slices, not index lists, which
+    would be copied to the device)."""
     boxes: Tensor
     flips: Tensor
     active: Dict[str, float]
+    student_views: slice
+    teacher_views: slice
 
 
 @MODELS.register_module()
@@ -277,24 +280,27 @@ class CoTAP(TeacherStudentSelfSupervisor):
     # -- training step ----------------------------------------------------------------------
     def unpack(self, inputs: List[Tensor], data_samples: List[DataSample]) -> PairBatch:
         """Stack an image's views and its neighbour's into one batch of 2B images (anchors
-        first), with their crop boxes (2B, V, 4) and flips (2B, V), and the loss terms the batch
-        trains."""
-        boxes, flips = view_geometry(data_samples, inputs[0].device)
+        first), with their crop boxes (2B, V, 4) and flips (2B, V), the loss terms the batch
+        trains and which views each branch sees: the student all but the trailing G clean
+        copies, the teacher those copies (or, without them, the student's G globals)."""
+        views, boxes, flips = inputs, *view_geometry(data_samples, inputs[0].device)
         active = self.active_terms(data_samples)
         num_views = data_samples[0].metainfo.get('num_pair_views')
-        if num_views is None:
-            crossing = [t for t in ('cross_patch', 'cross_cls') if t in active]
-            if crossing:
-                raise ValueError(f'CoTAP: loss terms {crossing} need (image, neighbour) pairs: '
-                                 'wrap the dataset in NeighbourPairDataset or set their weights '
-                                 'to 0')
-            return PairBatch(inputs, data_samples, boxes, flips, active)
-        if 2 * num_views != len(inputs):
-            raise ValueError(f'CoTAP: {len(inputs)} views for pairs of {num_views} views')
-        views = [torch.cat([inputs[v], inputs[num_views + v]]) for v in range(num_views)]
-        boxes = torch.cat([boxes[:, :num_views], boxes[:, num_views:]])
-        flips = torch.cat([flips[:, :num_views], flips[:, num_views:]])
-        return PairBatch(views, data_samples, boxes, flips, active)
+        crossing = [t for t in ('cross_patch', 'cross_cls') if t in active]
+        if num_views is None and crossing:
+            raise ValueError(f'CoTAP: loss terms {crossing} need (image, neighbour) pairs: '
+                             'wrap the dataset in NeighbourPairDataset or set their weights to 0')
+        if num_views is not None:
+            if 2 * num_views != len(inputs):
+                raise ValueError(f'CoTAP: {len(inputs)} views for pairs of {num_views} views')
+            views = [torch.cat([inputs[v], inputs[num_views + v]]) for v in range(num_views)]
+            boxes = torch.cat([boxes[:, :num_views], boxes[:, num_views:]])
+            flips = torch.cat([flips[:, :num_views], flips[:, num_views:]])
+        num_global = self.num_global_views
+        num_student = len(views) - (num_global if self.clean_teacher_views else 0)
+        first_teacher = num_student if self.clean_teacher_views else 0
+        return PairBatch(views, data_samples, boxes, flips, active, slice(0, num_student),
+                         slice(first_teacher, first_teacher + num_global))
 
     def active_terms(self, data_samples: List[DataSample]) -> Dict[str, float]:
         """Terms with a positive weight, restricted to the batch's ``loss_terms`` (set by
@@ -311,25 +317,14 @@ class CoTAP(TeacherStudentSelfSupervisor):
         """G global crops for the student, and their G clean copies for the teacher."""
         return self.num_global_views * (2 if self.clean_teacher_views else 1), None
 
-    def student_views(self, num_views: int) -> slice:
-        """The student's crops among ``num_views``: all but the trailing clean copies."""
-        return slice(0, num_views - (self.num_global_views if self.clean_teacher_views else 0))
-
-    def teacher_views(self, num_views: int) -> slice:
-        """The teacher's G crops: the trailing clean copies, or the student's globals."""
-        first = self.student_views(num_views).stop if self.clean_teacher_views else 0
-        return slice(first, first + self.num_global_views)
-
     def encode_teacher(self, batch: PairBatch) -> List[dict]:
-        return self.encode(self.teacher, batch.views[self.teacher_views(len(batch.views))],
-                           with_attention=True)
+        return self.encode(self.teacher, batch.views[batch.teacher_views], with_attention=True)
 
     def encode_student(self, batch: PairBatch) -> List[dict]:
-        return self.encode(self.student_modules(),
-                           batch.views[self.student_views(len(batch.views))])
+        return self.encode(self.student_modules(), batch.views[batch.student_views])
 
     def compute_losses(self, student: List[dict], teacher: List[dict], batch: PairBatch) -> dict:
-        teacher_views = self.teacher_views(len(batch.views))
+        teacher_views = batch.teacher_views
         size = batch.views[0].shape[0]
         partner = torch.arange(size, device=batch.views[0].device).roll(size // 2)
         terms = dict(
