@@ -80,7 +80,8 @@ class BuildsTeacherAfterInit(ABCMeta):
 class TeacherStudentSelfSupervisor(BaseSelfSupervisor, metaclass=BuildsTeacherAfterInit):
     """A self-supervised algorithm with an EMA teacher of some of its student modules.
 
-    **The training step** is :meth:`loss`, defined here once and final::
+    **The training step** is :meth:`loss`, defined here once and final (a subclass defining
+    ``loss`` is refused with a TypeError when the class is created)::
 
         batch = self.unpack(inputs, data_samples)        # TrainingBatch (method's fields)
         self.check_views(batch.views)                    # against view_bounds()
@@ -107,14 +108,20 @@ class TeacherStudentSelfSupervisor(BaseSelfSupervisor, metaclass=BuildsTeacherAf
       it accepts), ``default_transfer_branch``, the ``default_teacher_*`` class attributes,
       :meth:`backbone_keys_new_to_the_method`.
 
-    Order of the branches: the teacher encodes first, then the student. Random draws made
-    while encoding (drop-path in the student, which the teacher does not have) therefore come
-    after the teacher's forward pass; the RNG-dependent draws of the losses (CoTAP's
-    derangements) come after both, in ``compute_losses``; draws that must precede the teacher
-    (masks) belong in ``unpack`` or, better, the data pipeline.
+    Order of the branches: the teacher encodes first, then the student, for every method.
+    Random draws made while encoding (drop-path in the student, which the teacher does not
+    have) therefore come after the teacher's forward pass; the RNG-dependent draws of the
+    losses (CoTAP's derangements) come after both, in ``compute_losses``; draws that must
+    precede the teacher (masks) belong in ``unpack`` or, better, the data pipeline. (SlotCon and
+    DSC used to encode the student first; their ResNets draw nothing, and the loss fingerprints
+    of ``tests/test_models/test_loss_fingerprints.py`` are unchanged.)
 
-    Constructor checks: :meth:`check_channels` states a width mismatch with both values, and
-    :meth:`backbone_out_channels` tells the width the backbone outputs without a forward pass.
+    Constructor checks: :meth:`check_channels` states a mismatch with both values,
+    :meth:`check_backbone_width` compares a module's input width with
+    :meth:`backbone_out_channels` (known without a forward pass).
+
+    ``tests/test_models/test_step_template.py`` trains a method written this way (one teacher
+    update per step, before encoding; the teacher branch without gradient).
 
     The teacher's momentum schedule (cosine from ``teacher_momentum`` to
     ``end_teacher_momentum``) has a length in steps, given by :meth:`set_teacher_schedule`:
