@@ -473,7 +473,7 @@ class KNNRetrieval(DenseProtocol):
     """
     name = 'knn'
 
-    def __init__(self, k: int = 10, temperature: float = 0.07, query_points: int = 2**14,
+    def __init__(self, k: int = 10, temperature: float = 0.07, query_points: int = 4096,
                  chunk_images: int = 16) -> None:
         super().__init__(chunk_images)
         if k < 1 or query_points < 1:
@@ -621,11 +621,14 @@ def seed_sample(store: StoreBase, max_points: int, seed: int, chunk_images: int,
             x, index = x[keep], index[keep]
         rows.append(x)
         keys.append(index)
-    rows = torch.cat(_gather_padded(torch.cat(rows) if rows else
-                                    torch.zeros(0, transform.dim, device=device)))
-    keys = torch.cat(_gather_padded(torch.cat(keys) if keys else
-                                    torch.zeros(0, dtype=torch.long, device=device)))
-    return rows[keys.argsort()]
+    # at most two copies of the sample at once: the chunks and their concatenation
+    rows = torch.cat(rows) if rows else torch.zeros(0, transform.dim, device=device)
+    keys = torch.cat(keys) if keys else torch.zeros(0, dtype=torch.long, device=device)
+    if is_distributed():
+        rows, keys = torch.cat(_gather_padded(rows)), torch.cat(_gather_padded(keys))
+    order = keys.argsort()
+    in_order = bool((order == torch.arange(len(order), device=order.device)).all())
+    return rows if in_order else rows[order]
 
 
 def store_kmeans(store: StoreBase, num_clusters: int, num_iters: int = 10,
