@@ -3,8 +3,8 @@ retrieval, clustering, dispersion, prototype assignment, one class each) on feat
 RAM or on disk (:mod:`.feature_store`), run ad hoc (:func:`run_protocol`) or by named preset
 (:mod:`.presets`, :func:`evaluate_preset`)."""
 from .data import (COCO_STUFF_27_CLASSES, DATASET_CONFIGS, DenseEvalDataset,
-                   coco_stuff_171_to_27, load_dataset_config, load_split, read_image_list,
-                   resolve_dataset_config)
+                   coco_stuff_171_to_27, load_dataset_config, load_split, resolve_dataset_config)
+from .data_files import read_image_list
 from .feature_store import FeatureStore, MemoryFeatureStore
 from .features import (dense_backbone, dense_features, extract_features, input_normalization,
                        model_inputs)

@@ -15,7 +15,7 @@ import os.path as osp
 from typing import Dict, List, Optional, Tuple
 
 from mmdense.utils.errors import UserError
-from .data import image_list_path, list_samples, split_parts, split_root
+from .data_files import image_list_path, list_samples, split_parts, split_root
 
 
 class DataRootError(UserError, FileNotFoundError):
@@ -84,7 +84,7 @@ class Problem:
 class DataCheck:
     """The outcome of :func:`check_data`.
 
-    ``samples[split]``: the infos a run reads (:func:`.data.list_samples`, cut to the count);
+    ``samples[split]``: the infos a run reads (:func:`.data_files.list_samples`, cut to the count);
     ``num_listed[split]``: the samples the split lists before the cut; ``sources[split]``: where
     its list comes from; ``folders``: the per-folder counts; ``problems``: what is missing.
     """

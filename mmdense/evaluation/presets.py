@@ -11,7 +11,8 @@ import dataclasses
 import os.path as osp
 from typing import Dict, Optional, Tuple
 
-from .data import load_dataset_config, split_root
+from .data import load_dataset_config
+from .data_files import split_root
 from .protocols import build_protocol
 
 # Leopart's linear recipe (Ziegler & Asano, CVPR 2022, github.com/MkuuWaUjinga/leopart,
