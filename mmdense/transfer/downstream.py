@@ -47,11 +47,10 @@ def set_backbone_init(cfg: Config, checkpoint: Optional[str]) -> None:
     for owner, where in ((model, 'model'), (model.backbone, 'model.backbone')):
         if owner.get('pretrained'):
             raise UserValueError(
-                    f'{where}.pretrained={owner.pretrained!r} is set (it loads those weights, and '
-                    f'mmseg asserts when an init_cfg is set next to it): set '
-                f'{where}.pretrained=None, '
-                    "and for mmseg's ResNetV1c bases use type='ResNet' (an SSL ResNet has no deep "
-                    'stem)')
+                f'{where}.pretrained={owner.pretrained!r} is set (it loads those weights, and '
+                f'mmseg asserts when an init_cfg is set next to it): set {where}.pretrained=None, '
+                "and for mmseg's ResNetV1c bases use type='ResNet' (an SSL ResNet has no deep "
+                'stem)')
     if checkpoint is None:
         model.backbone.init_cfg = None
         return
