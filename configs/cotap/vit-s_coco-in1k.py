@@ -2,7 +2,8 @@
 # ImageNet-1K pairs. Every batch comes from one source (SourceGroupedBatchSampler, the same source
 # on all ranks at each step), in equal proportion; each source's NeighbourPairDataset names the
 # loss terms it feeds. Build both neighbour files with tools/misc/build_nn_pairs.py first (for
-# ImageNet, use a config whose train_dataloader lists ImageNet, e.g. configs/dino/vit-s_in1k-300e.py).
+# ImageNet, use a config whose train_dataloader lists ImageNet, e.g.
+# configs/dino/vit-s_in1k-300e.py).
 _base_ = ['./vit-s_coco.py']
 coco_pairs = dict(
     type='NeighbourPairDataset',
