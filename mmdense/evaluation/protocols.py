@@ -608,22 +608,30 @@ def seed_sample(store: StoreBase, max_points: int, seed: int, chunk_images: int,
     """The points k-means++ draws its seeds from, from all ranks in global order: every point
     when there are at most ``max_points``, else a sample of about ``max_points`` (each point
     kept with probability ``max_points / #points``, drawn per image from a generator seeded by
-    ``(seed, image index)``, so the sample does not depend on the sharding)."""
+    ``(seed, image index)``, so the sample does not depend on the sharding).
+
+    The sample is counted first (from the generators alone) and filled into one buffer, so the
+    process holds it once, not as many small pieces that pin memory between the chunks.
+    """
     _, h, w = store.feat_shape
     num_points = _total_images(store, device) * h * w
-    rows, keys = [], []
+    sampled = num_points > max_points
+
+    def keep(image: int) -> Tensor:
+        generator = torch.Generator().manual_seed(seed * 7919 + image)
+        return torch.rand(h * w, generator=generator) < max_points / num_points
+
+    total = (sum(int(keep(image).sum()) for image in store.indices) if sampled else
+             len(store) * h * w)
+    rows = torch.empty(total, transform.dim, device=device)
+    keys = torch.empty(total, dtype=torch.long, device=device)
+    filled = 0
     for x, index, chunk in store_points(store, chunk_images, device, transform):
-        if num_points > max_points:
-            keep = torch.cat([
-                torch.rand(h * w, generator=torch.Generator().manual_seed(seed * 7919 + int(i)))
-                < max_points / num_points for i in chunk['indices']
-            ]).to(device)
-            x, index = x[keep], index[keep]
-        rows.append(x)
-        keys.append(index)
-    # at most two copies of the sample at once: the chunks and their concatenation
-    rows = torch.cat(rows) if rows else torch.zeros(0, transform.dim, device=device)
-    keys = torch.cat(keys) if keys else torch.zeros(0, dtype=torch.long, device=device)
+        if sampled:
+            kept = torch.cat([keep(int(image)) for image in chunk['indices']]).to(device)
+            x, index = x[kept], index[kept]
+        rows[filled:filled + len(x)], keys[filled:filled + len(x)] = x, index
+        filled += len(x)
     if is_distributed():
         rows, keys = torch.cat(_gather_padded(rows)), torch.cat(_gather_padded(keys))
     order = keys.argsort()
