@@ -8,6 +8,7 @@ import copy
 import os.path as osp
 from typing import List, Optional, Tuple
 
+from mmengine.fileio import list_dir_or_file
 from mmengine.registry import DefaultScope
 
 
@@ -28,13 +29,56 @@ def split_root(split_cfg: dict) -> str:
 _DATASET_ONLY_KEYS = ('instance_ann_file', 'img_list')  # ours, not the mmseg dataset's
 
 
+class FolderSegFiles:
+    """The file list of a plain ``BaseSegDataset`` part (no ``metainfo``, no ``ann_file``),
+    listed the way mmseg 1.x lists it, for environments without mmseg (the ``lite`` install:
+    ``mmseg.datasets`` imports compiled mmcv ops that ``mmcv-lite`` lacks). The images are the
+    files under ``data_root/data_prefix.img_path`` ending in ``img_suffix`` (sub-folders
+    included), sorted by path; each one's map is the same relative name with ``seg_map_suffix``
+    under ``seg_map_path``. ``tests/test_evaluation/test_dense_presets.py`` checks it against
+    mmseg's own listing."""
+
+    def __init__(self, part_cfg: dict) -> None:
+        root = part_cfg.get('data_root', '')
+        prefix = part_cfg.get('data_prefix', {})
+        self.img_dir = osp.join(root, prefix.get('img_path', ''))
+        self.seg_dir = osp.join(root, prefix.get('seg_map_path', ''))
+        self.img_suffix = part_cfg.get('img_suffix', '.jpg')
+        self.seg_map_suffix = part_cfg.get('seg_map_suffix', '.png')
+        self.reduce_zero_label = part_cfg.get('reduce_zero_label', False)
+        names = list_dir_or_file(self.img_dir, list_dir=False, suffix=self.img_suffix,
+                                 recursive=True) if osp.isdir(self.img_dir) else []
+        self.names = sorted(names, key=lambda name: osp.join(self.img_dir, name))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def get_data_info(self, index: int) -> dict:
+        name = self.names[index]
+        seg_name = name[:-len(self.img_suffix)] + self.seg_map_suffix
+        return dict(img_path=osp.join(self.img_dir, name),
+                    seg_map_path=osp.join(self.seg_dir, seg_name), label_map=None,
+                    reduce_zero_label=self.reduce_zero_label, seg_fields=[], sample_idx=index)
+
+
 def build_seg_dataset(part_cfg: dict):
     """An mmseg dataset (file lists, label_map) from one part of a split
     (:func:`split_parts`), without its pipeline. Its folders and ``ann_file`` must exist
-    (:func:`.data_check.check_data` says which do not)."""
-    # mmseg is optional ([lite] has none): imported when used; importing mmseg.datasets
-    # registers its dataset classes
-    import mmseg.datasets  # noqa: F401
+    (:func:`.data_check.check_data` says which do not). Without mmseg, a plain
+    ``BaseSegDataset`` part is listed by :class:`FolderSegFiles` (the toy sets); any other part
+    is one error saying what to install."""
+    try:
+        # mmseg is optional ([lite] has none): imported when used; importing mmseg.datasets
+        # registers its dataset classes
+        import mmseg.datasets  # noqa: F401
+    except ImportError as error:
+        plain = (part_cfg.get('type') == 'BaseSegDataset'
+                 and not {'metainfo', 'ann_file'} & set(part_cfg))
+        if plain:
+            return FolderSegFiles(part_cfg)
+        raise ImportError(f"dense-eval data of type {part_cfg.get('type')!r} is read through "
+                          f'mmsegmentation, which cannot be imported here ({error}): run '
+                          '`make install` (the full environment with the compiled mmcv)') from error
     from mmseg.registry import DATASETS
     cfg = copy.deepcopy(part_cfg)
     for key in _DATASET_ONLY_KEYS:

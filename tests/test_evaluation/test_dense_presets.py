@@ -176,3 +176,46 @@ def test_report_is_written_as_json_and_markdown_with_the_checkpoint_hash(tmp_pat
     assert markdown == format_markdown(stored)
     assert stored['checkpoint_sha256'] in markdown and '| knn | k=5 |' in markdown
     assert 'SUBSET of the preset' in markdown
+
+
+def without_mmseg(monkeypatch):
+    """Make ``import mmseg...`` fail as in the ``lite`` environment (no mmseg, or an mmseg whose
+    datasets import compiled mmcv ops that mmcv-lite lacks)."""
+    import sys
+    for name in [n for n in sys.modules if n == 'mmseg' or n.startswith('mmseg.')]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, 'mmseg', None)
+
+
+def test_the_toy_set_is_listed_without_mmseg_as_mmseg_lists_it(toy_root, monkeypatch):
+    """``make demo`` runs in the lite environment: the toy set's plain ``BaseSegDataset`` parts
+    are listed without mmseg, sample for sample as mmseg's own ``BaseSegDataset`` lists them."""
+    from mmdense.evaluation import load_dataset_config, load_split
+    from mmdense.evaluation.data_files import build_seg_dataset
+    data_cfg = dict(load_dataset_config('toy', toy_root), img_size=32)
+    keys = ('img_path', 'seg_map_path', 'label_map', 'reduce_zero_label')
+    with_mmseg = {split: build_seg_dataset(data_cfg[split]) for split in ('train', 'val')}
+    expected = {split: [{k: d.get_data_info(i)[k] for k in keys} for i in range(len(d))]
+                for split, d in with_mmseg.items()}
+    assert type(with_mmseg['train']).__module__.startswith('mmseg.')
+    loaded = load_split(data_cfg, 'val', 4)
+
+    without_mmseg(monkeypatch)
+    for split in ('train', 'val'):
+        listed = build_seg_dataset(data_cfg[split])
+        assert not type(listed).__module__.startswith('mmseg.')
+        assert [{k: listed.get_data_info(i)[k] for k in keys}
+                for i in range(len(listed))] == expected[split]
+    again = load_split(data_cfg, 'val', 4)
+    assert again['img_paths'] == loaded['img_paths']
+    assert torch.equal(again['labels'], loaded['labels'])
+    assert torch.equal(again['images'], loaded['images'])
+
+
+def test_data_that_needs_mmseg_names_the_install_without_it(tmp_path, monkeypatch):
+    from mmdense.evaluation import load_dataset_config
+    from mmdense.evaluation.data_files import build_seg_dataset
+    voc = load_dataset_config('voc12', str(tmp_path))
+    without_mmseg(monkeypatch)
+    with pytest.raises(ImportError, match=r"'PascalVOCDataset'.*make install"):
+        build_seg_dataset(voc['val'])
