@@ -33,6 +33,7 @@ _check_version('mmpretrain', mmpretrain.__version__, MMPRETRAIN_MIN, MMPRETRAIN_
 from .utils import compat, optional_imports  # noqa: E402
 
 optional_imports.guard_mmpretrain_multimodal()
+optional_imports.quiet_missing_mmcv_ops()
 compat.apply_all()
 
 __all__ = ['__version__', 'version_info']

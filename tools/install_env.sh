@@ -130,7 +130,9 @@ else
 fi
 "${PIP[@]}" install -q -r "$ROOT/requirements/optional.txt" || log "optional extras failed to install (continuing)"
 log "installing mmdense (editable)"
-"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+# setuptools warns (11 lines) on an editable install run from a folder that holds a folder named
+# like the package, i.e. from every checkout: PYTHONWARNINGS reaches its build backend
+PYTHONWARNINGS=ignore "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 
 FLAVOUR="$FLAVOUR" "$VENV/bin/python" - <<'PY'
 import importlib.util

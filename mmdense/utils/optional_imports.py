@@ -13,6 +13,10 @@ installs an import hook that
   fails;
 * makes a failing import of ``mmpretrain.models.multimodal`` itself (a break deeper in one of
   the models) leave that module empty, with a warning, instead of raising.
+
+:func:`quiet_missing_mmcv_ops` hides the one notice ``mmcv-lite`` (no compiled ops; the demo's
+environment) prints when ``mmcv.cnn`` is imported: that ``MultiScaleDeformableAttention`` is
+unavailable. No mmdense module uses it (mmdet's Deformable DETR does, under the full install).
 """
 import importlib
 import importlib.abc
@@ -98,3 +102,13 @@ def guard_mmpretrain_multimodal() -> None:
         _switch_off_if_broken(sys.modules[DEPENDENCY])
     if not any(isinstance(finder, _Guard) for finder in sys.meta_path):
         sys.meta_path.insert(0, _Guard())
+
+
+MISSING_MMCV_OPS_NOTICE = r'Fail to import ``MultiScaleDeformableAttention``'
+
+
+def quiet_missing_mmcv_ops() -> None:
+    """Ignore mmcv-lite's import-time ``UserWarning`` about ``MultiScaleDeformableAttention``
+    (``mmcv/cnn/bricks/transformer.py``), and no other warning. Call it before ``mmcv.cnn`` is
+    first imported."""
+    warnings.filterwarnings('ignore', message=MISSING_MMCV_OPS_NOTICE, category=UserWarning)

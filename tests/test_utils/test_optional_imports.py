@@ -57,3 +57,21 @@ def test_pretraining_and_export_import_without_mmdet_and_mmseg():
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'ok SlotCon' in result.stdout
+
+
+@pytest.mark.parametrize('import_mmdense_first', [True, False])
+def test_mmcv_lites_missing_ops_notice_is_hidden_once_mmdense_is_imported(import_mmdense_first):
+    """mmcv-lite (the demo's environment) lacks ``mmcv.ops``; ``mmcv.cnn`` then warns that
+    MultiScaleDeformableAttention is unavailable, two lines on every demo screen. Simulated here
+    by making that module unimportable; without mmdense imported first the notice shows (so the
+    simulation is real), after it the notice is gone and other warnings still show."""
+    script = ('import sys, warnings\n'
+              'sys.modules["mmcv.ops.multi_scale_deform_attn"] = None\n'
+              + ('import mmdense\n' if import_mmdense_first else '') +
+              'import mmcv.cnn.bricks.transformer\n'
+              'warnings.warn("another notice")\n')
+    result = subprocess.run([sys.executable, '-W', 'default', '-c', script],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'another notice' in result.stderr
+    assert ('MultiScaleDeformableAttention' in result.stderr) is not import_mmdense_first
