@@ -131,22 +131,27 @@ def write_report(path, run, schedule, summary, results, curves, pictures, times)
 
 
 def method_table(evidence):
-    """Markdown rows, one per method: kNN of the pretrained model and of every draw, the margins,
-    the grid ceiling, the loss and the wall / CPU seconds of pretraining and of scoring."""
+    """Markdown rows, one per method: kNN of the pretrained model (its transferred branch) and
+    of every draw, the margins, the other branch's kNN and margin over the best draw, the grid
+    ceiling, the loss and the wall / CPU seconds of pretraining and of scoring."""
     lines = ['| method | config | pretrained kNN | random draws | draws mean ± std | '
-             'margin over best draw | over mean | grid ceiling | loss first → last | '
-             'pretrain wall / CPU s | scoring wall / CPU s |',
-             '|---|---|---|---|---|---|---|---|---|---|---|']
+             'margin over best draw | over mean | other branch: kNN, over best draw | '
+             'grid ceiling | loss first → last | pretrain wall / CPU s | scoring wall / CPU s |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for method, row in evidence.items():
         knn = row['margins']['knn']
         over_max, over_mean = _margin_cells(knn)
+        other = row['other_branch']
+        other_knn = other['margins']['knn']
+        other_cell = (f'{other["branch"]} {other_knn["pretrained"]:.4f}, '
+                      f'{_margin_cells(other_knn)[0]}')
         loss = row['losses'].get('loss')
         pretrain, scoring = row['times']['pretrain'], row['times']['score']
         lines.append(
             f'| {method} | `{osp.basename(row["config"])}` | **{knn["pretrained"]:.4f}** | ' +
             ', '.join(f'{value:.4f}' for value in knn['draws']) +
             f' | {knn["mean"]:.4f} ± {knn["std"]:.4f} | {over_max} | {over_mean}' +
-            f' | {row["grid_ceiling"]:.4f} | ' +
+            f' | {other_cell} | {row["grid_ceiling"]:.4f} | ' +
             ('—' if loss is None else f'{loss[0]:.3f} → {loss[1]:.3f}') +
             f' | {pretrain["wall"]:.0f} / {pretrain["cpu"]:.0f} | '
             f'{scoring["wall"]:.0f} / {scoring["cpu"]:.0f} |')

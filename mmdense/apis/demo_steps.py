@@ -18,7 +18,8 @@ from typing import Optional
 from mmengine.config import Config
 
 from mmdense.datasets.toy_scenes import generate_toy_scenes, toy_scenes_exist
-from mmdense.evaluation.against_random import margins, score_against_random_init
+from mmdense.evaluation.against_random import (PRETRAINED, margins, score_against_random_init,
+                                               score_other_branch)
 from mmdense.utils.console import StepLine, run_logged, training_progress
 from .demo_report import loss_ends
 from .demo_scores import SCORES, TEXTURE_DATA, evaluate_models, load_probe_splits
@@ -330,28 +331,39 @@ class MethodsDemo(Demo):
                          self.neighbours_file())
 
     def score(self, method):
-        """kNN val mIoU of the method's checkpoint and of ``random_draws`` random inits."""
+        """kNN val mIoU of the method's checkpoint and of ``random_draws`` random inits, then of
+        the checkpoint's other branch (the one not transferred: DINO's student, DSC's momentum
+        encoder), which stands against the same draws; ``(results, (branch, scores))``."""
         if self.splits is None:
             self.splits = load_probe_splits(self.data_root, self.schedule.probe_train,
                                             self.schedule.num_val)
         data_cfg, train, val = self.splits
-        return score_against_random_init(
-            METHOD_CONFIGS[method], self.checkpoints[method], train, val,
-            num_classes=data_cfg['num_classes'], ignore_index=data_cfg['ignore_index'],
-            num_draws=self.schedule.random_draws, protocols=METHOD_PROTOCOLS,
-            device=self.device, progress=self.step.update)
+        config, checkpoint = METHOD_CONFIGS[method], self.checkpoints[method]
+        common = dict(num_classes=data_cfg['num_classes'], ignore_index=data_cfg['ignore_index'],
+                      protocols=METHOD_PROTOCOLS, device=self.device)
+        total = self.schedule.random_draws + 2
+        results = score_against_random_init(
+            config, checkpoint, train, val, num_draws=self.schedule.random_draws,
+            progress=lambda done, _: self.step.update(done, total), **common)
+        other = score_other_branch(config, checkpoint, train, val, **common)
+        self.step.update(total, total)
+        return results, other
 
     def run_method(self, method):
         """Pretrain ``method`` (after CoTAP's neighbour pairs) and score it against random
         inits, one console step each; its record: config, checkpoint, every score, the kNN
-        margins, the grid ceiling, every loss term's first and last value, the times."""
+        margins, the other branch's kNN and margins, the grid ceiling, every loss term's first
+        and last value, the times."""
         if method == 'CoTAP':
             self.timed('CoTAP neighbour pairs (DINO teacher)', self.method_pairs)
         pretrain, score = f'{method} pretraining', f'{method} vs random init'
         self.timed(pretrain, self.pretrain, method)
-        results = self.timed(score, self.score, method)
+        results, (branch, other_scores) = self.timed(score, self.score, method)
+        draws = {name: value for name, value in results.items() if name != PRETRAINED}
         return dict(config=METHOD_CONFIGS[method], checkpoint=self.checkpoints[method],
                     results=results, margins=margins(results, METHOD_PROTOCOLS),
+                    other_branch=dict(branch=branch, scores=other_scores, margins=margins(
+                        {PRETRAINED: other_scores, **draws}, METHOD_PROTOCOLS)),
                     grid_ceiling=results['pretrained']['grid_ceiling'],
                     losses=loss_ends(self.path(f'pretrain_{method.lower()}')),
                     times=dict(pretrain=self.times[pretrain], score=self.times[score]))

@@ -16,6 +16,8 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
+from ..registry import MODELS
+from ..utils import register_all_modules
 from .features import extract_features
 from .protocols import grid_majority_scores
 from .runner import load_model, run_protocol
@@ -63,17 +65,14 @@ def pretrained_and_draws(checkpoint: str, num_draws: int) -> List[Tuple[str, str
                                            for seed in range(num_draws)]
 
 
-def score_against_random_init(config, checkpoint: str, train: dict, val: dict, *,
-                              num_classes: int, ignore_index: int = 255, num_draws: int = 5,
-                              protocols: Iterable[str] = ('knn', ), device: str = 'cpu',
-                              batch_size: int = 16,
-                              progress: Optional[Callable[[int, int], None]] = None
-                              ) -> Dict[str, Dict[str, float]]:
-    """val mIoU of each protocol (:func:`~mmdense.evaluation.run_protocol`: ``'knn'``,
-    ``'linear'``, ``'cluster'``) for the checkpoint and ``num_draws`` random inits, plus the
-    ceiling their feature grid sets (``'grid_ceiling'``, :func:`grid_majority_scores`: the
-    same for every draw, the grid depends on the architecture only). ``train`` / ``val`` are
-    :func:`~mmdense.evaluation.load_split` dicts; the probes fit on ``train``."""
+def protocol_scorer(train: dict, val: dict, *, num_classes: int, ignore_index: int = 255,
+                    protocols: Iterable[str] = ('knn', ), batch_size: int = 16
+                    ) -> Callable[[nn.Module], Dict[str, float]]:
+    """``score(model)``: val mIoU of each protocol (:func:`~mmdense.evaluation.run_protocol`:
+    ``'knn'``, ``'linear'``, ``'cluster'``), plus the ceiling the model's feature grid sets
+    (``'grid_ceiling'``, :func:`grid_majority_scores`: the same for every draw, the grid depends
+    on the architecture only). ``train`` / ``val`` are :func:`~mmdense.evaluation.load_split`
+    dicts; the probes fit on ``train``."""
     common = dict(num_classes=num_classes, ignore_index=ignore_index)
     protocols = tuple(protocols)
 
@@ -84,8 +83,50 @@ def score_against_random_init(config, checkpoint: str, train: dict, val: dict, *
         scores['grid_ceiling'] = grid_majority_scores(val['labels'], grid, **common)['mIoU']
         return scores
 
+    return score
+
+
+def score_against_random_init(config, checkpoint: str, train: dict, val: dict, *,
+                              num_classes: int, ignore_index: int = 255, num_draws: int = 5,
+                              protocols: Iterable[str] = ('knn', ), device: str = 'cpu',
+                              batch_size: int = 16,
+                              progress: Optional[Callable[[int, int], None]] = None
+                              ) -> Dict[str, Dict[str, float]]:
+    """The :func:`protocol_scorer` scores of the checkpoint and of ``num_draws`` random inits,
+    by name (:func:`pretrained_and_draws`)."""
+    score = protocol_scorer(train, val, num_classes=num_classes, ignore_index=ignore_index,
+                            protocols=protocols, batch_size=batch_size)
     return score_models(config, pretrained_and_draws(checkpoint, num_draws), score, device,
                         progress)
+
+
+def other_branch(config) -> str:
+    """The branch of ``config``'s teacher-student model that is *not* transferred: ``'student'``
+    where the teacher is (``feat_branch``, else the class's ``default_transfer_branch``: DINO,
+    SlotCon, ...), ``'teacher'`` where the student is (DSC's momentum encoder, PixPro's)."""
+    register_all_modules(init_default_scope=False)
+    transferred = (config.model.get('feat_branch')
+                   or MODELS.get(config.model.type).default_transfer_branch)
+    return 'student' if transferred == 'teacher' else 'teacher'
+
+
+def score_other_branch(config, checkpoint: str, train: dict, val: dict, *, num_classes: int,
+                       ignore_index: int = 255, protocols: Iterable[str] = ('knn', ),
+                       device: str = 'cpu', batch_size: int = 16
+                       ) -> Tuple[str, Dict[str, float]]:
+    """``(branch, scores)`` of the checkpoint's :func:`other_branch`, scored as
+    :func:`score_against_random_init` scores the transferred one. A random draw gives both
+    branches the same weights (:func:`~mmdense.evaluation.load_model` copies the student into
+    the teacher), so these scores stand against the same draws: an EMA teacher that still holds
+    most of its random init beside a student that has learnt shows as a student above the draws
+    and a teacher within them."""
+    cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(config)
+    branch = other_branch(cfg)
+    cfg.model.feat_branch = branch
+    score = protocol_scorer(train, val, num_classes=num_classes, ignore_index=ignore_index,
+                            protocols=protocols, batch_size=batch_size)
+    scores = score_models(cfg, [(PRETRAINED, checkpoint, 0)], score, device)
+    return branch, scores[PRETRAINED]
 
 
 def margins(results: Dict[str, Dict[str, float]],

@@ -6,7 +6,8 @@ import torch
 from mmengine.config import Config
 
 from helpers import ROOT
-from mmdense.evaluation.against_random import margins, random_init_config, score_against_random_init
+from mmdense.evaluation.against_random import (margins, other_branch, random_init_config,
+                                               score_against_random_init, score_other_branch)
 
 SLOTCON_DEMO = osp.join(ROOT, 'configs/demo/slotcon_r18-w16_toy-textures.py')
 COTAP_DEMO = osp.join(ROOT, 'configs/demo/cotap_vit-ti_toy-textures.py')
@@ -78,3 +79,37 @@ def test_a_checkpoint_of_draw_one_scores_as_draw_one(texture_splits, tmp_path):
     assert results['pretrained']['grid_ceiling'] == pytest.approx(
         grid_majority_scores(val['labels'], (12, 12), data_cfg['num_classes'],
                              data_cfg['ignore_index'])['mIoU'])
+
+
+def test_the_other_branch_is_the_one_not_transferred():
+    for config, expected in ((SLOTCON_DEMO, 'student'), (COTAP_DEMO, 'student'),
+                             (osp.join(ROOT, 'configs/demo/dsc_r18-w16_toy-textures.py'),
+                              'teacher')):
+        cfg = Config.fromfile(config)
+        assert other_branch(cfg) == expected, config
+        cfg.model.feat_branch = expected
+        assert other_branch(cfg) != expected, config
+
+
+def test_the_other_branch_scores_its_own_weights_against_the_same_draws(texture_splits, tmp_path):
+    """A SlotCon checkpoint whose student holds the weights torch seed 1 draws and whose teacher
+    holds seed 0's: the transferred teacher scores as ``random init 0``, the other branch (the
+    student) as ``random init 1`` (both branches of a draw hold the same weights)."""
+    from mmdense.evaluation import load_model
+    data_cfg, train, val = texture_splits
+    draws = {}
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        draws[seed] = load_model(SLOTCON_DEMO, 'random', log=lambda *_: None).state_dict()
+    mixed = {key: draws[0 if key.startswith('teacher.') else 1][key] for key in draws[0]}
+    assert any(key.startswith('teacher.') for key in mixed)
+    checkpoint = str(tmp_path / 'mixed.pth')
+    torch.save(dict(state_dict=mixed), checkpoint)
+    common = dict(num_classes=data_cfg['num_classes'], ignore_index=data_cfg['ignore_index'],
+                  protocols=('knn', ))
+    results = score_against_random_init(SLOTCON_DEMO, checkpoint, train, val, num_draws=2,
+                                        **common)
+    branch, scores = score_other_branch(SLOTCON_DEMO, checkpoint, train, val, **common)
+    assert results['random init 0']['knn'] != results['random init 1']['knn']
+    assert results['pretrained'] == results['random init 0']
+    assert branch == 'student' and scores == results['random init 1']

@@ -241,10 +241,15 @@ def test_methods_tiny_run_scores_dino_and_cotap_against_random_inits(tmp_path):
         assert 0 < knn['pretrained'] <= 1 and 'loss' in row['losses']
         assert osp.isfile(row['checkpoint'])
         assert row['times']['pretrain']['cpu'] > 0
+        # the student (not transferred) against the same draws
+        other = row['other_branch']
+        assert other['branch'] == 'student' and other['margins']['knn']['draws'] == knn['draws']
+        assert other['margins']['knn']['pretrained'] == other['scores']['knn']
     assert record['evidence']['DINO']['checkpoint'].endswith('epoch_1.pth')
     assert record['evidence']['CoTAP']['checkpoint'].endswith('iter_2.pth')
     table = (work / 'methods.md').read_text()
     assert table.count('\n| DINO |') == table.count('\n| CoTAP |') == 1
+    assert table.count('| student 0.') == 2
     lines = result.stdout.splitlines()
     assert all(line.startswith('[demo] ') for line in lines), lines
     assert '[demo] 5/6 CoTAP pretraining' in result.stdout and 'lr_mult' not in result.stdout
