@@ -154,12 +154,14 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _render_scene(size: int, rng: np.random.Generator, class_hues: bool = True,
-                  texture_period: Optional[Tuple[float, float]] = None):
+                  texture_period: Optional[Tuple[float, float]] = None,
+                  object_radius: Tuple[float, float] = _RADIUS_RANGE):
     """Draw one scene; returns (RGB uint8 image, instance id map, category id per instance).
 
     With ``class_hues=False`` every object gets a random hue, so only shape and texture tell the
     categories apart. ``texture_period`` is the (low, high) range, in pixels, of an object's
-    texture period; by default it is 5-10 px scaled by ``size / 224``.
+    texture period; by default it is 5-10 px scaled by ``size / 224``. ``object_radius`` is the
+    (low, high) range of an object's circumradius as a fraction of ``size``, drawn log-uniformly.
     """
     canvas = _background(size, rng)
     instance_map = np.zeros((size, size), np.uint8)  # 0 background, k = k-th placed instance
@@ -171,7 +173,7 @@ def _render_scene(size: int, rng: np.random.Generator, class_hues: bool = True,
             break
         label = int(rng.integers(len(_CATEGORIES)))
         name, hue, texture = _CATEGORIES[label]
-        radius = size * np.exp(rng.uniform(*np.log(_RADIUS_RANGE)))
+        radius = size * np.exp(rng.uniform(*np.log(object_radius)))
         cx, cy = rng.uniform(0.1, 0.9, size=2) * size
         angle = rng.uniform(0, 2 * np.pi)
         mask = _shape_mask(name, size, cx, cy, radius, angle, rng)
@@ -239,7 +241,8 @@ def _write_json(path: str, obj) -> None:
 
 
 def _generate_split(root: str, split: str, num_images: int, img_size: int, seed: int,
-                    class_hues: bool, texture_period: Optional[Tuple[float, float]]) -> int:
+                    class_hues: bool, texture_period: Optional[Tuple[float, float]],
+                    object_radius: Tuple[float, float]) -> int:
     split_code = SPLITS.index(split)
     image_dir = osp.join(root, 'images', split)
     semantic_dir = osp.join(root, 'semantic', split)
@@ -250,7 +253,7 @@ def _generate_split(root: str, split: str, num_images: int, img_size: int, seed:
     for index in range(num_images):
         rng = np.random.default_rng([seed, split_code, index])
         image, instance_map, category_ids = _render_scene(img_size, rng, class_hues,
-                                                            texture_period)
+                                                            texture_period, object_radius)
         stem = f'{index:06d}'
         cv2.imwrite(osp.join(image_dir, stem + '.jpg'), image[..., ::-1],
                     [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
@@ -274,13 +277,17 @@ def _generate_split(root: str, split: str, num_images: int, img_size: int, seed:
 
 def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
                         img_size: int = 224, seed: int = 0, class_hues: bool = True,
-                        texture_period: Optional[Tuple[float, float]] = None) -> Dict:
+                        texture_period: Optional[Tuple[float, float]] = None,
+                        object_radius: Optional[Tuple[float, float]] = None) -> Dict:
     """Write the toy-scene dataset under ``out_dir`` and return a summary dict.
 
     ``class_hues=False`` writes the colour-free variant: objects get random hues, so a category is
     recognisable only by its shape and texture (a test of what features encode beyond colour).
     ``texture_period=(low, high)`` fixes the texture period range in pixels (default: 5-10 px
     scaled by ``img_size / 224``, which leaves small images with 1-3 px textures).
+    ``object_radius=(low, high)`` is the range of an object's circumradius as a fraction of
+    ``img_size``, drawn log-uniformly (default: 0.06-0.30); larger objects cover more of the
+    image (objects still must keep 30 % of their area visible, so fewer may fit).
     Existing ``images/<split>`` and ``semantic/<split>`` folders under ``out_dir`` are replaced.
     The summary (also saved as ``meta/summary.json``) holds the settings, the classes and the
     image and instance counts per split.
@@ -294,6 +301,9 @@ def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
     if texture_period is not None and not 0 < texture_period[0] <= texture_period[1]:
         raise ValueError(f'texture_period must be (low, high) with 0 < low <= high pixels, '
                          f'got {texture_period}')
+    if object_radius is not None and not 0 < object_radius[0] <= object_radius[1] <= 1:
+        raise ValueError(f'object_radius must be (low, high) with 0 < low <= high <= 1 (fractions '
+                         f'of img_size), got {object_radius}')
     summary_path = osp.join(out_dir, 'meta', 'summary.json')
     if osp.exists(summary_path):
         os.remove(summary_path)  # an interrupted run must not look complete
@@ -308,9 +318,11 @@ def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
                    class_hues=class_hues, classes=CLASSES, splits={})
     if texture_period is not None:
         summary['texture_period'] = [float(p) for p in texture_period]
+    if object_radius is not None:
+        summary['object_radius'] = [float(r) for r in object_radius]
     for split in SPLITS:
         instances = _generate_split(out_dir, split, counts[split], img_size, seed, class_hues,
-                                    texture_period)
+                                    texture_period, object_radius or _RADIUS_RANGE)
         summary['splits'][split] = dict(images=counts[split], instances=instances)
     _write_json(summary_path, {key: val for key, val in summary.items() if key != 'root'})
     return summary
@@ -319,11 +331,12 @@ def generate_toy_scenes(out_dir: str, num_train: int = 600, num_val: int = 100,
 def toy_scenes_exist(root: str, num_train: Optional[int] = None, num_val: Optional[int] = None,
                      img_size: Optional[int] = None, seed: Optional[int] = None,
                      class_hues: Optional[bool] = None,
-                     texture_period: Optional[Tuple[float, float]] = None) -> bool:
+                     texture_period: Optional[Tuple[float, float]] = None,
+                     object_radius: Optional[Tuple[float, float]] = None) -> bool:
     """Whether ``root`` holds a complete toy-scene set (matching the given settings, if any).
 
-    ``texture_period`` is always compared: ``None`` matches only a set drawn with the default
-    size-scaled periods."""
+    ``texture_period`` and ``object_radius`` are always compared: ``None`` matches only a set
+    drawn with the default size-scaled periods / the default radius range."""
     summary_path = osp.join(root, 'meta', 'summary.json')
     if not osp.isfile(summary_path):
         return False
@@ -335,6 +348,9 @@ def toy_scenes_exist(root: str, num_train: Optional[int] = None, num_val: Option
         return False
     given_period = None if texture_period is None else [float(p) for p in texture_period]
     if summary.get('texture_period') != given_period:
+        return False
+    given_radius = None if object_radius is None else [float(r) for r in object_radius]
+    if summary.get('object_radius') != given_radius:
         return False
     for split, count in (('train', num_train), ('val', num_val)):
         expected = summary['splits'][split]['images']

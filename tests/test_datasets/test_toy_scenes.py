@@ -1,4 +1,5 @@
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -222,3 +223,72 @@ def test_colour_free_variant_decouples_hue_from_class(toy_root, tmp_path):
     spreads = [max(_circular_distance(h, hues[0]) for h in hues)
                for hues in _instance_hues(root).values() if len(hues) >= 3]
     assert spreads and min(spreads) > 20  # instances of one class get unrelated hues
+
+
+def _instance_extents(root, split='train'):
+    """Largest side of every instance's visible mask box, from the COCO RLEs (pycocotools)."""
+    with open(osp.join(root, 'annotations', f'instances_{split}.json')) as f:
+        annotations = json.load(f)['annotations']
+    extents = []
+    for ann in annotations:
+        mask = mask_util.decode(ann['segmentation'])
+        ys, xs = np.nonzero(mask)
+        extents.append(max(xs.max() - xs.min(), ys.max() - ys.min()) + 1)
+    return np.array(extents)
+
+
+def _object_share(root, split='train'):
+    """Fraction of the labelled pixels (PIL-read semantic maps) that belong to an object."""
+    labels = np.stack([np.asarray(Image.open(osp.join(root, 'semantic', split, name)))
+                       for name in sorted(os.listdir(osp.join(root, 'semantic', split)))])
+    labelled = labels[labels != IGNORE_INDEX]
+    return (labelled > 0).mean()
+
+
+def test_object_radius_sets_the_object_sizes(tmp_path):
+    common = dict(num_train=24, num_val=1, img_size=96, seed=0, class_hues=False,
+                  texture_period=(4, 8))
+    roots = {name: str(tmp_path / name) for name in ('default', 'small', 'large')}
+    generate_toy_scenes(roots['default'], **common)
+    small = generate_toy_scenes(roots['small'], object_radius=(0.05, 0.1), **common)
+    generate_toy_scenes(roots['large'], object_radius=(0.25, 0.3), **common)
+    assert small['object_radius'] == [0.05, 0.1]
+    # a circumradius r spans at most 2r + 1 px (the cross's corner reaches 1.06 r)
+    bound = 2 * 1.06 * 0.1 * 96 + 1
+    assert _instance_extents(roots['small']).max() <= bound
+    assert _instance_extents(roots['default']).max() > bound  # radii up to 0.3 x 96 px
+    shares = {name: _object_share(root) for name, root in roots.items()}
+    assert shares['small'] < shares['default'] / 2 and shares['large'] > 2 * shares['default']
+    period = dict(texture_period=(4, 8))
+    assert toy_scenes_exist(roots['small'], object_radius=(0.05, 0.1), **period)
+    assert not toy_scenes_exist(roots['small'], **period) and not toy_scenes_exist(
+        roots['default'], object_radius=(0.05, 0.1), **period)
+    with pytest.raises(ValueError, match='object_radius'):
+        generate_toy_scenes(str(tmp_path / 'bad'), object_radius=(0.3, 0.1), **common)
+
+
+def test_default_object_radius_leaves_the_set_unchanged(tmp_path):
+    """The set the demo and the tests were built on, before ``object_radius`` existed: the
+    SHA-256 of its PIL-read label maps and COCO files as the code of 04bf00c wrote them."""
+    root = str(tmp_path)
+    generate_toy_scenes(root, num_train=6, num_val=2, img_size=96, seed=0, class_hues=False,
+                        texture_period=(4, 8))
+    digest = hashlib.sha256()
+    for split in ('train', 'val'):
+        for name in sorted(os.listdir(osp.join(root, 'semantic', split))):
+            digest.update(np.asarray(Image.open(osp.join(root, 'semantic', split, name)))
+                          .tobytes())
+        with open(osp.join(root, 'annotations', f'instances_{split}.json'), 'rb') as f:
+            digest.update(f.read())
+    assert digest.hexdigest() == (
+        'ace62d8237594c602d817e891ffdb1d21bb9bd08fb1bef689c684386cdfd4143')
+
+
+def test_cli_object_radius(tmp_path, monkeypatch):
+    out = str(tmp_path / 'cli')
+    monkeypatch.setattr(sys, 'argv', ['make_toy_scenes.py', '--out', out, '--num-train', '2',
+                                      '--num-val', '1', '--img-size', '64',
+                                      '--object-radius', '0.05', '0.1'])
+    with contextlib.redirect_stdout(io.StringIO()):
+        runpy.run_path(osp.join(REPO, 'tools/misc/make_toy_scenes.py'), run_name='__main__')
+    assert toy_scenes_exist(out, object_radius=(0.05, 0.1)) and not toy_scenes_exist(out)

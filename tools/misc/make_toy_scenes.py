@@ -23,6 +23,9 @@ def parse_args():
     parser.add_argument('--texture-period', type=float, nargs=2, metavar=('LOW', 'HIGH'),
                         help='texture period range in pixels (default: 5-10 px scaled by '
                         'img-size/224); keeps textures visible in small images')
+    parser.add_argument('--object-radius', type=float, nargs=2, metavar=('LOW', 'HIGH'),
+                        help='range of an object\'s circumradius as a fraction of the image '
+                        'size, drawn log-uniformly (default: 0.06 0.30)')
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if a complete set with these settings exists')
     return parser.parse_args()
@@ -32,7 +35,7 @@ def main():
     args = parse_args()
     settings = dict(num_train=args.num_train, num_val=args.num_val, img_size=args.img_size,
                     seed=args.seed, class_hues=not args.random_hues,
-                    texture_period=args.texture_period)
+                    texture_period=args.texture_period, object_radius=args.object_radius)
     if not args.force and toy_scenes_exist(args.out, **settings):
         print(f'{args.out} already holds a complete toy-scene set with {settings}; '
               'skipping (use --force to regenerate)')
