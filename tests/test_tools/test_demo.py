@@ -144,6 +144,25 @@ def test_texture_period_changes_the_images_and_is_recorded(tmp_path):
         generate_toy_scenes(str(tmp_path / 'bad'), texture_period=(8, 6))
 
 
+def test_the_demo_writes_colour_free_textures_with_large_objects(tmp_path):
+    """The demo's data (``TEXTURE_DATA``): random hues, 4-8 px textures and objects of
+    circumradius 0.12-0.35 of the image, which cover over a fifth of the labelled pixels
+    (PIL-read label maps; the default radii 0.06-0.30 leave 14 % of these 48 images')."""
+    import numpy as np
+    from PIL import Image
+    data = tmp_path / 'data'
+    args = demo.parse_args(['--device', 'cpu', '--schedule', 'tiny', '--work-dir',
+                            str(tmp_path / 'work'), '--data-root', str(data)])
+    demo.steps_of(args).make_data()
+    summary = json.loads((data / 'meta' / 'summary.json').read_text())
+    assert summary['class_hues'] is False and summary['texture_period'] == [4.0, 8.0]
+    assert summary['object_radius'] == [0.12, 0.35]
+    labels = np.stack([np.asarray(Image.open(path))
+                       for path in sorted((data / 'semantic' / 'train').iterdir())])
+    labelled = labels[labels != 255]
+    assert len(labels) == SCHEDULES['tiny'].num_train and (labelled > 0).mean() > 0.2
+
+
 def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path):
     """Every step of the demo on CPU with the tiny schedule: scores of the pretrained model and
     of both random draws, pictures, loss curves and the report; a second run with
